@@ -1,0 +1,1 @@
+"""Dhan provider plugin for mdgate."""

@@ -1,0 +1,1 @@
+"""Yahoo provider plugin for mdgate."""

@@ -1,0 +1,401 @@
+"""
+Configuration: ``load_settings(path, environ) -> Settings``.
+
+Precedence, lowest first: built-in defaults, the TOML file
+(``--config PATH``, else ``./mdgate.toml`` when present), then environment
+variables: ``MDGATE_DATABASE_URL``, ``MDGATE_REDIS_URL``, and
+``MDGATE_<SECTION>__<KEY>`` for any scalar key (``MDGATE_SERVER__PORT=9000``).
+Provider tables (``[providers.<name>]``) are passed untouched to the
+provider's own ``parse_config``, with the environment, which validates them
+(Dhan reads ``DHAN_CLIENT_ID`` / ``DHAN_ACCESS_TOKEN`` there).
+
+Every problem raises :class:`~mdgate.errors.ConfigError` naming the key path.
+Secrets (tokens, passwords in URLs) are held in :class:`Secret`, whose
+``str`` and ``repr`` are masked; call :meth:`Secret.reveal` where the value is
+really needed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import urlsplit, urlunsplit
+
+from mdgate.errors import ConfigError, InstrumentError
+from mdgate.model import parse_instrument
+
+__all__ = [
+    "DEFAULT_CONFIG_FILE",
+    "DatabaseSettings",
+    "LoggingSettings",
+    "RedisSettings",
+    "RuntimeSettings",
+    "Secret",
+    "ServerSettings",
+    "Settings",
+    "SubscriptionSettings",
+    "load_settings",
+    "mask_url",
+]
+
+DEFAULT_CONFIG_FILE: Final = "mdgate.toml"
+
+
+class Secret:
+    """A secret string whose ``str``/``repr`` never show the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value (never log it)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+def mask_url(url: str) -> str:
+    """Return ``url`` with any password and query-string values masked."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = "&".join(
+        f"{kv.split('=', 1)[0]}=***" if "=" in kv else kv for kv in parts.query.split("&") if kv
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """``[server]``: the client WebSocket + HTTP endpoint."""
+
+    host: str = "127.0.0.1"
+    port: int = 8765
+    #: Access tokens; empty = no authentication.
+    tokens: tuple[Secret, ...] = ()
+    #: Largest client message accepted; larger closes with 1009.
+    max_message_size: int = 64 * 1024
+    #: Negotiate permessage-deflate (off: it defeats encode-once).
+    compression: bool = False
+    #: Ticks queued per client before conflation to the latest per instrument.
+    client_queue: int = 10_000
+    #: Seconds a client socket may stay undrained before it is closed (1008).
+    drain_timeout: float = 60.0
+    #: Largest number of ticks per frame sent to a client.
+    max_ticks_per_frame: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    """``[redis]``: the Redis tick store (absent url = in-memory store)."""
+
+    url: Secret | None = None
+    #: Entries kept per instrument tick stream (``XADD MAXLEN ~``).
+    stream_maxlen: int = 100_000
+    #: Entries kept in the shared ``mdgate:feed`` stream other services follow.
+    feed_maxlen: int = 100_000
+    #: Write a batch when it holds this many ticks...
+    batch_max: int = 500
+    #: ...or when its oldest tick is this many seconds old.
+    batch_interval: float = 0.005
+    #: Ticks held in order while Redis is unreachable; past this, oldest drop (counted).
+    buffer_max: int = 2_000_000
+    #: Build one-minute bars in ``mdgate:{INSTR}:bars:1m``.
+    bars: bool = True
+    #: Entries kept per instrument bar stream.
+    bars_maxlen: int = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseSettings:
+    """``[database]``: PostgreSQL routing tables (absent url = built-in routes)."""
+
+    url: Secret | None = None
+    #: Run pending migrations at start instead of refusing to start.
+    auto_upgrade: bool = False
+    #: Where the last good routing table is cached for starts without the database.
+    cache_path: str = ""
+    #: Seconds allowed per connection attempt.
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    """``[subscriptions]``: which instruments are wanted."""
+
+    #: Instruments subscribed always, whether or not a client wants them.
+    always: tuple[str, ...] = ()
+    #: Seconds an instrument stays subscribed after its last client left.
+    linger: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSettings:
+    """``[runtime]``: connection runtime timings (seconds)."""
+
+    #: First reconnect delay (full jitter: uniform in [0, this]).
+    backoff_initial: float = 1.0
+    #: Cap of the exponential backoff.
+    backoff_max: float = 30.0
+    #: After an authentication failure, at most one attempt per this many seconds.
+    auth_retry: float = 60.0
+    #: Default stall timeout (a provider's spec may set its own).
+    stall_timeout: float = 30.0
+    #: A primary provider is down after this long disconnected or stalled.
+    failover_after: float = 10.0
+    #: A recovered primary gets its instruments back after this long healthy.
+    failback_after: float = 30.0
+    #: Ticks buffered between provider connections and the pipeline.
+    queue_size: int = 100_000
+    #: Seconds between ``session_stats`` log lines.
+    stats_interval: float = 60.0
+    #: Seconds allowed for graceful shutdown.
+    shutdown_timeout: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    """``[logging]``."""
+
+    level: str = "info"
+    #: ``auto`` (console on a terminal, JSON otherwise), ``console`` or ``json``.
+    format: str = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one daemon."""
+
+    server: ServerSettings = field(default_factory=ServerSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    database: DatabaseSettings = field(default_factory=DatabaseSettings)
+    subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    #: Raw ``[providers.<name>]`` tables; each provider validates its own.
+    providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    #: ``[instruments."EXCH:SYM"]``: provider name -> provider code.
+    instruments: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: The environment the settings were read with (providers read secrets here).
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    #: The file the settings came from, if any.
+    source: str | None = None
+
+
+_SECTIONS: Final[dict[str, type]] = {
+    "server": ServerSettings,
+    "redis": RedisSettings,
+    "database": DatabaseSettings,
+    "subscriptions": SubscriptionSettings,
+    "runtime": RuntimeSettings,
+    "logging": LoggingSettings,
+}
+_LEVELS: Final = ("debug", "info", "warning", "error")
+_FORMATS: Final = ("auto", "console", "json")
+
+
+def _coerce(key: str, value: Any, hint: Any, from_env: bool) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        if value is None:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner, from_env)
+    if hint is Secret:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(key, "expected a non-empty string")
+        return Secret(value)
+    if origin is tuple:
+        (inner,) = [a for a in args if a is not Ellipsis]
+        if from_env and isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"expected a list, got {type(value).__name__}")
+        return tuple(_coerce(f"{key}[{i}]", v, inner, from_env) for i, v in enumerate(value))
+    if hint is bool:
+        if from_env and isinstance(value, str):
+            if value.lower() in ("1", "true", "yes", "on"):
+                return True
+            if value.lower() in ("0", "false", "no", "off"):
+                return False
+        if not isinstance(value, bool):
+            raise ConfigError(key, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if from_env and isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(key, f"expected an integer, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected an integer, got {value!r}")
+        if value < 0:
+            raise ConfigError(key, "must not be negative")
+        return value
+    if hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(key, f"expected a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(key, f"expected a number, got {value!r}")
+        if value < 0:
+            raise ConfigError(key, "must not be negative")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported type {hint!r}")  # pragma: no cover
+
+
+def _build_section(name: str, cls: type, table: Mapping[str, Any], env: Mapping[str, Any]) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in names:
+            raise ConfigError(f"{name}.{key}", f"unknown key (known: {', '.join(sorted(names))})")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key], from_env=False)
+    for key, value in env.items():
+        if key not in names:
+            raise ConfigError(f"{name}.{key}", "unknown key (from the environment)")
+        kwargs[key] = _coerce(f"{name}.{key}", value, hints[key], from_env=True)
+    return cls(**kwargs)
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for var, value in environ.items():
+        if not var.startswith("MDGATE_") or "__" not in var:
+            continue
+        section, _, key = var[len("MDGATE_"):].partition("__")
+        section, key = section.lower(), key.lower()
+        if section in _SECTIONS:
+            out.setdefault(section, {})[key] = value
+    if environ.get("MDGATE_DATABASE_URL"):
+        out.setdefault("database", {})["url"] = environ["MDGATE_DATABASE_URL"]
+    if environ.get("MDGATE_REDIS_URL"):
+        out.setdefault("redis", {})["url"] = environ["MDGATE_REDIS_URL"]
+    return out
+
+
+def _instruments(table: Any) -> dict[str, dict[str, str]]:
+    if not isinstance(table, dict):
+        raise ConfigError("instruments", "expected a table of instruments")
+    out: dict[str, dict[str, str]] = {}
+    for raw, codes in table.items():
+        try:
+            name, _, _ = parse_instrument(raw)
+        except InstrumentError as exc:
+            raise ConfigError(f"instruments.{raw}", str(exc)) from None
+        if not isinstance(codes, dict):
+            raise ConfigError(f"instruments.{raw}", "expected a table of provider = code")
+        for provider, code in codes.items():
+            if not isinstance(code, str) or not code:
+                raise ConfigError(f"instruments.{raw}.{provider}", "expected a non-empty string")
+        out[name] = dict(codes)
+    return out
+
+
+def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    """
+    Read and validate the configuration.
+
+    Args:
+        path: TOML file; ``None`` reads ``./mdgate.toml`` when it exists.
+        environ: the environment (defaults to ``os.environ``).
+
+    Raises:
+        ConfigError: naming the key path of the first problem.
+    """
+    env = dict(os.environ if environ is None else environ)
+    data: dict[str, Any] = {}
+    source: str | None = None
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = DEFAULT_CONFIG_FILE
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError("--config", f"file not found: {path}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError("--config", f"{path}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ConfigError("--config", f"{path}: {exc.strerror}") from None
+    known = {*_SECTIONS, "providers", "instruments"}
+    for key in data:
+        if key not in known:
+            raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
+    env_over = _env_overrides(env)
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        table = data.get(name, {})
+        if not isinstance(table, dict):
+            raise ConfigError(name, "expected a table")
+        sections[name] = _build_section(name, cls, table, env_over.get(name, {}))
+    providers = data.get("providers", {})
+    if not isinstance(providers, dict) or not all(isinstance(t, dict) for t in providers.values()):
+        raise ConfigError("providers", "expected [providers.<name>] tables")
+    settings = Settings(
+        **sections,
+        providers=providers,
+        instruments=_instruments(data.get("instruments", {})),
+        environ=env,
+        source=source,
+    )
+    _check(settings)
+    return settings
+
+
+def _check(s: Settings) -> None:
+    if s.logging.level.lower() not in _LEVELS:
+        raise ConfigError("logging.level", f"expected one of {', '.join(_LEVELS)}")
+    if s.logging.format not in _FORMATS:
+        raise ConfigError("logging.format", f"expected one of {', '.join(_FORMATS)}")
+    if not 0 <= s.server.port <= 65535:
+        raise ConfigError("server.port", "expected 0..65535")
+    for i, name in enumerate(s.subscriptions.always):
+        try:
+            parse_instrument(name)
+        except InstrumentError as exc:
+            raise ConfigError(f"subscriptions.always[{i}]", str(exc)) from None
+    for key in ("batch_max", "buffer_max", "stream_maxlen"):
+        if getattr(s.redis, key) < 1:
+            raise ConfigError(f"redis.{key}", "must be at least 1")
+    if s.runtime.queue_size < 1:
+        raise ConfigError("runtime.queue_size", "must be at least 1")
+    if s.server.client_queue < 1:
+        raise ConfigError("server.client_queue", "must be at least 1")

@@ -1,0 +1,1 @@
+"""Public test helpers for plugin authors (fake feed servers, fixtures)."""

@@ -1,0 +1,1 @@
+"""pytest plugin: shared fixtures for mdgate and provider plugins."""
