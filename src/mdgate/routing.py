@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_EXCHANGES",
     "ExchangeRoute",
+    "InstrumentMapping",
     "Route",
     "RouteSource",
     "RouteTable",
@@ -65,6 +66,21 @@ class Route:
     priority: int
     primary: bool
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentMapping:
+    """
+    One explicit instrument → provider code mapping (a row of
+    ``provider_instrument_mappings``), e.g. from Dhan's scrip master:
+    ``InstrumentMapping("NSE:RELIANCE", "dhan", "NSE_EQ:2885", {"segment": "NSE_EQ",
+    "security_id": "2885", "tick_size": "0.05", "lot_size": "1", "series": "EQ"})``.
+    """
+
+    instrument: str
+    provider: str
+    code: str
+    extra: Mapping[str, str] = field(default_factory=dict)
 
 
 #: Built-in defaults: NASDAQ/NYSE → Yahoo; NSE/BSE → Dhan, Yahoo as backup.
