@@ -1,0 +1,287 @@
+"""
+The gateway: wires routes -> provider sessions -> pipeline -> store + fan-out
+-> client server, and owns start-up, reload and graceful shutdown.
+
+Task tree (anyio)::
+
+    Gateway.run
+    ├── store.run                       (background writes, reconnects)
+    ├── ProviderSession.run  x provider (one task per connection)
+    ├── pipeline                        (TickQueue -> latest, store.write, fanout.publish)
+    ├── SubscriptionManager.run         (linger expiry, failover / fail-back)
+    ├── route source watch              (PostgreSQL LISTEN/NOTIFY), if any
+    ├── stats                           (one session_stats line per provider)
+    └── ClientServer.run                (WebSocket + HTTP)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.abc
+import structlog
+
+from mdgate._fanout import Fanout
+from mdgate._plugins import Registry, load_registry
+from mdgate._queue import TickQueue
+from mdgate._router import Router, parse_provider_configs
+from mdgate._server import ClientServer, merge_latest
+from mdgate._session import ProviderSession
+from mdgate._subscriptions import SubscriptionManager
+from mdgate.config import Settings, load_settings
+from mdgate.errors import ConfigError, MdgateError, PluginError
+from mdgate.model import Tick
+from mdgate.routing import RouteSource, RouteTable, default_table
+from mdgate.store import Store
+
+__all__ = ["Gateway"]
+
+log = structlog.get_logger(__name__)
+
+_BAD_STATES = frozenset({"reconnecting", "stalled", "auth_failed", "failed"})
+
+
+class Gateway:
+    """One mdgate daemon."""
+
+    def __init__(
+        self, settings: Settings, registry: Registry | None = None, *, config_path: str | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.registry = registry or load_registry(settings.environ)
+        configs = parse_provider_configs(self.registry, settings)
+        store = self.registry.pm.hook.mdgate_store(settings=settings)
+        if store is None:
+            raise PluginError("no plugin provided a tick store")
+        self.store: Store = store
+        self.route_source: RouteSource | None = self.registry.pm.hook.mdgate_route_source(settings=settings)
+        self.router = Router(self.registry, configs, default_table(settings))
+        self.queue = TickQueue(settings.runtime.queue_size)
+        self.sessions = {
+            name: ProviderSession(
+                hooks, configs.configs.get(name), configs.disabled.get(name), self.queue, settings.runtime,
+            )
+            for name, hooks in self.registry.providers.items()
+        }
+        self.subs = SubscriptionManager(
+            self.router, self.sessions, settings.runtime, settings.subscriptions.linger,
+        )
+        self.fanout = Fanout(settings.server.max_ticks_per_frame)
+        self.server = ClientServer(self)
+        self.latest: dict[str, Tick] = {}
+        self.started_at = time.time()
+        self.ticks_in = 0
+        self.batches = 0
+        self.pipeline_errors = 0
+        self._stop = anyio.Event()
+        self._stopped = anyio.Event()
+        for name, reason in configs.disabled.items():
+            log.warning("provider_disabled", provider=name, reason=reason)
+
+    # -- life cycle ----------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the gateway to shut down gracefully."""
+        self._stop.set()
+
+    async def wait_stopped(self) -> None:
+        """Wait until :meth:`run` has finished shutting down."""
+        await self._stopped.wait()
+
+    async def _load_routes(self) -> None:
+        src = self.route_source
+        if src is None:
+            return
+        try:
+            table = await src.load()
+        except ConfigError:
+            raise
+        except MdgateError as exc:
+            log.error("routes_unavailable", source=src.description, error=str(exc),
+                      using="built-in defaults until the database answers")
+            return
+        self.router.table = table
+        log.info("routes_loaded", source=table.source, exchanges=len(table.exchanges),
+                 instruments=len(table.codes))
+
+    def _on_routes(self, table: RouteTable) -> None:
+        self.router.table = table
+        log.info("route_table_reloaded", source=table.source, exchanges=len(table.exchanges),
+                 instruments=len(table.codes))
+        self.subs.reroute()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run until :meth:`stop`; ``task_status.started(port)`` once serving."""
+        scopes = {k: anyio.CancelScope() for k in ("store", "providers", "work", "server")}
+        done = {k: anyio.Event() for k in scopes}
+        try:
+            await self._load_routes()
+            async with anyio.create_task_group() as tg:
+
+                async def scoped(key: str, fn: Callable[..., Awaitable[Any]], *,
+                                 task_status: anyio.abc.TaskStatus[Any]) -> None:
+                    try:
+                        with scopes[key]:
+                            await fn(task_status=task_status)
+                    finally:
+                        done[key].set()
+
+                await tg.start(scoped, "store", self.store.run)
+                await tg.start(scoped, "providers", self._run_providers)
+                await tg.start(scoped, "work", self._run_work)
+                port: int = await tg.start(scoped, "server", self.server.run)
+                for err in self.subs.set_always(self.settings.subscriptions.always):
+                    log.error("always_subscription_failed", error=err)
+                log.info("gateway_started", port=port, providers=sorted(self.sessions),
+                         store=self.store.kind, routes=self.router.table.source,
+                         startup_ms=int((time.time() - self.started_at) * 1000))
+                task_status.started(port)
+                await self._stop.wait()
+                await self._shutdown(scopes, done)
+                tg.cancel_scope.cancel()
+        finally:
+            self._stopped.set()
+
+    async def _shutdown(self, scopes: dict[str, anyio.CancelScope], done: dict[str, anyio.Event]) -> None:
+        log.info("gateway_stopping")
+        t0 = time.monotonic()
+        with anyio.move_on_after(self.settings.runtime.shutdown_timeout, shield=True) as scope:
+            await self.server.close()
+            scopes["server"].cancel()
+            for s in self.sessions.values():
+                s.closing = True
+            scopes["providers"].cancel()
+            await done["providers"].wait()
+            scopes["work"].cancel()
+            await done["work"].wait()
+            rest = list(self.queue._items)
+            if rest:
+                self.queue._items.clear()
+                self.store.write(rest)
+            await self.store.aclose()
+            scopes["store"].cancel()
+        log.info("gateway_stopped", seconds=round(time.monotonic() - t0, 3),
+                 timed_out=scope.cancelled_caught)
+
+    async def _run_providers(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            for s in self.sessions.values():
+                await tg.start(s.run)
+            task_status.started()
+
+    async def _run_work(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._pipeline)
+            tg.start_soon(self.subs.run)
+            tg.start_soon(self._stats)
+            if self.route_source is not None:
+                tg.start_soon(self._watch_routes, self.route_source)
+            task_status.started()
+
+    async def _watch_routes(self, src: RouteSource) -> None:
+        while True:
+            try:
+                await src.watch(self._on_routes, task_status=anyio.TASK_STATUS_IGNORED)
+            except Exception as exc:  # the source must not take the daemon down
+                log.error("route_watch_failed", source=src.description, error=str(exc))
+            await anyio.sleep(5)
+
+    async def _pipeline(self) -> None:
+        get = self.queue.get_batch
+        latest = self.latest
+        store_write = self.store.write
+        publish = self.fanout.publish
+        while True:
+            batch = await get()
+            for t in batch:
+                prev = latest.get(t.instrument)
+                if prev is None or t.ts >= prev.ts:
+                    latest[t.instrument] = t
+            try:
+                store_write(batch)
+            except Exception as exc:  # a store bug must not stop the feed
+                self.pipeline_errors += 1
+                log.error("store_write_failed", error=repr(exc))
+            publish(batch)
+            self.ticks_in += len(batch)
+            self.batches += 1
+
+    async def _stats(self) -> None:
+        interval = self.settings.runtime.stats_interval
+        last: dict[str, tuple[int, int]] = {}
+        while True:
+            await anyio.sleep(interval)
+            for name, s in self.sessions.items():
+                frames, ticks = last.get(name, (0, 0))
+                log.info("session_stats", provider=name, state=s.state, subscriptions=s.subscriptions,
+                         frames=s.frames - frames, ticks=s.ticks - ticks,
+                         decode_errors=sum(s.decode_errors.values()), reconnects=s.reconnects,
+                         interval_s=interval)
+                last[name] = (s.frames, s.ticks)
+
+    # -- queries -------------------------------------------------------------
+
+    async def snapshot(self, instruments: list[str]) -> list[Tick]:
+        """Latest tick of each instrument: the store's, unless memory has a newer one."""
+        stored: dict[str, Tick] = {}
+        if self.store.kind != "memory":
+            try:
+                with anyio.fail_after(1.0):
+                    stored = await self.store.latest(instruments)
+            except Exception as exc:
+                log.warning("snapshot_store_failed", error=str(exc))
+        mem = {i: self.latest[i] for i in instruments if i in self.latest}
+        merged = merge_latest(stored, mem)
+        return [merged[i] for i in instruments if i in merged]
+
+    def status(self) -> dict[str, Any]:
+        """The ``/status`` document (no secrets)."""
+        providers = {name: s.status() for name, s in self.sessions.items()}
+        store = self.store.status()
+        degraded = store.get("state") != "ok" or any(p["state"] in _BAD_STATES for p in providers.values())
+        return {
+            "status": "degraded" if degraded else "ok",
+            "providers": providers,
+            "store": store,
+            "clients": self.server.clients,
+            "routing": {"source": self.router.table.source, **self.subs.status()},
+            "pipeline": {"ticks": self.ticks_in, "batches": self.batches, "queued": len(self.queue),
+                         "errors": self.pipeline_errors, "fanout_ticks": self.fanout.published},
+            "uptime_s": int(time.time() - self.started_at),
+        }
+
+    # -- reload ----------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read the configuration (SIGHUP); keep clients. Returns success."""
+        try:
+            new = load_settings(self.config_path, os.environ)
+            configs = parse_provider_configs(self.registry, new)
+        except ConfigError as exc:
+            log.error("config_reload_failed", key=exc.key, error=exc.message)
+            return False
+        old = self.settings
+        for key in ("server.host", "server.port", "redis.url", "database.url"):
+            section, field = key.split(".")
+            if getattr(getattr(old, section), field) != getattr(getattr(new, section), field):
+                log.warning("config_change_needs_restart", key=key)
+        self.settings = dataclasses.replace(
+            new, server=dataclasses.replace(new.server, host=old.server.host, port=old.server.port),
+        )
+        self.router.configs = configs
+        for name, s in self.sessions.items():
+            s.update_config(configs.configs.get(name), configs.disabled.get(name))
+        self.subs.linger = new.subscriptions.linger
+        if self.route_source is None:
+            self.router.table = default_table(new)
+            self.subs.reroute()
+        for err in self.subs.set_always(new.subscriptions.always):
+            log.error("always_subscription_failed", error=err)
+        log.info("config_reloaded", source=new.source)
+        return True

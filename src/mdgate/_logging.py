@@ -1,0 +1,52 @@
+"""
+Logging configuration: called once, by the CLI only.
+
+structlog renders JSON lines (one event per line; for machines) unless the
+output is a terminal, where it uses the console renderer. Standard-library
+loggers (websockets, redis, psycopg) go through the same pipeline at WARNING.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import structlog
+
+from mdgate.config import LoggingSettings
+
+__all__ = ["configure_logging"]
+
+
+def configure_logging(settings: LoggingSettings, *, stream: object = None) -> None:
+    """Configure structlog and stdlib logging from ``[logging]``."""
+    out = stream or sys.stderr
+    fmt = settings.format
+    if fmt == "auto":
+        fmt = "console" if getattr(out, "isatty", lambda: False)() else "json"
+    level = getattr(logging, settings.level.upper())
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+        shared.append(structlog.processors.dict_tracebacks)
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())
+    structlog.configure(
+        processors=[*shared, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(level),
+        logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(out)  # type: ignore[arg-type]
+    handler.setFormatter(structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        foreign_pre_chain=[structlog.stdlib.add_logger_name, *shared],
+    ))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(level, logging.WARNING))

@@ -1,0 +1,66 @@
+"""
+TickQueue: the bounded hand-off between provider connections and the pipeline.
+
+Connections append whole decoded batches without awaiting while there is
+room; the pipeline takes *everything* queued in one ``get_batch`` call, so
+batching across connections happens for free and the per-message cost is a
+list ``extend``. When the queue holds ``maxsize`` ticks, producers wait
+(TCP back-pressure on the provider socket) instead of growing memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import anyio
+
+from mdgate.model import Tick
+
+__all__ = ["TickQueue"]
+
+
+class TickQueue:
+    """A bounded multi-producer, single-consumer queue of ticks, drained in batches."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: list[Tick] = []
+        self._ready: anyio.Event | None = None
+        self._space: anyio.Event | None = None
+        #: Times a producer had to wait for room.
+        self.waits = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put_nowait(self, ticks: Sequence[Tick]) -> bool:
+        """Append ``ticks`` if there is room; return False (nothing added) if full."""
+        if len(self._items) >= self.maxsize:
+            return False
+        self._items.extend(ticks)
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            ready.set()
+        return True
+
+    async def put(self, ticks: Sequence[Tick]) -> None:
+        """Append ``ticks``, waiting while the queue is full."""
+        while not self.put_nowait(ticks):
+            self.waits += 1
+            if self._space is None:
+                self._space = anyio.Event()
+            await self._space.wait()
+
+    async def get_batch(self) -> list[Tick]:
+        """Return every queued tick (at least one), oldest first."""
+        while not self._items:
+            if self._ready is None:
+                self._ready = anyio.Event()
+            await self._ready.wait()
+        items, self._items = self._items, []
+        space = self._space
+        if space is not None:
+            self._space = None
+            space.set()
+        return items

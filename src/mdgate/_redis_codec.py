@@ -1,0 +1,200 @@
+"""
+Pure encoding and decoding for the Redis tick store (no I/O).
+
+* key names (the only place they are built): ``mdgate:{INSTR}:ticks``,
+  ``mdgate:{INSTR}:last``, ``mdgate:{INSTR}:bars:1m`` and ``mdgate:feed``;
+* :class:`BatchPacker`: turns ticks and closed bars into one packed
+  ``EVALSHA`` of :data:`mdgate._redis_lua.WRITE_BATCH`, assigning every tick
+  a strictly increasing stream ID per instrument (``<ms>-<seq>``, ``ms`` =
+  the tick's ``ts``, or the previous ID's ms when ``ts`` went backwards);
+* :func:`decode_tick_fields` / :func:`decode_bar_fields`: stream entries and
+  hashes back to :class:`~mdgate.model.Tick` / :class:`~mdgate.model.Bar`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from typing import Final
+
+import hiredis
+import msgspec
+
+from mdgate._redis_lua import WRITE_BATCH_SHA
+from mdgate.model import TICK_FIELDS, Bar, Tick
+
+__all__ = [
+    "FEED_KEY",
+    "BatchPacker",
+    "bars_key",
+    "decode_bar_fields",
+    "decode_tick_fields",
+    "last_key",
+    "parse_id",
+    "ticks_key",
+]
+
+FEED_KEY: Final = "mdgate:feed"
+
+
+def ticks_key(instrument: str) -> str:
+    """Return the tick stream key of ``instrument`` (hash-tagged)."""
+    return f"mdgate:{{{instrument}}}:ticks"
+
+
+def last_key(instrument: str) -> str:
+    """Return the latest-tick hash key of ``instrument`` (hash-tagged)."""
+    return f"mdgate:{{{instrument}}}:last"
+
+
+def bars_key(instrument: str) -> str:
+    """Return the one-minute bar stream key of ``instrument`` (hash-tagged)."""
+    return f"mdgate:{{{instrument}}}:bars:1m"
+
+
+def parse_id(stream_id: str | bytes) -> tuple[int, int]:
+    """Split a stream ID ``"<ms>-<seq>"`` into integers."""
+    if isinstance(stream_id, bytes):
+        stream_id = stream_id.decode()
+    ms, _, seq = stream_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+_REQUIRED: Final = ("instrument", "price", "ts", "recv_ts", "provider")
+
+
+def _make_flattener() -> Callable[[Tick, list[object]], None]:
+    # Generated once from the model so that it follows Tick's fields: appends
+    # "field", value for every present field, with explicit attribute reads
+    # (no per-tick dict, no getattr loop).
+    optional = [f for f in TICK_FIELDS if f not in _REQUIRED]
+    lines = ["def flatten(t, out):", "    ext = out.extend"]
+    lines.append(
+        "    ext((" + ", ".join(f"{f!r}, t.{f}" for f in _REQUIRED) + "))"
+    )
+    for f in optional:
+        lines.append(f"    v = t.{f}")
+        lines.append("    if v is not None:")
+        lines.append(f"        ext(({f!r}, v))")
+    ns: dict[str, object] = {}
+    exec("\n".join(lines), ns)  # trusted, generated from TICK_FIELDS
+    return ns["flatten"]  # type: ignore[return-value]
+
+
+#: ``flatten(tick, out)`` appends ``field, value`` pairs of the present fields.
+flatten_tick: Final = _make_flattener()
+
+
+class BatchPacker:
+    """
+    Packs batches for ``WRITE_BATCH`` and owns the per-instrument ID counters.
+
+    Args:
+        stream_maxlen: ``MAXLEN ~`` of the per-instrument tick streams.
+        feed_maxlen: ``MAXLEN ~`` of the shared feed (0 = no feed).
+        bars_maxlen: ``MAXLEN ~`` of the bar streams.
+    """
+
+    def __init__(self, stream_maxlen: int, feed_maxlen: int, bars_maxlen: int) -> None:
+        self._head: tuple[str, str, int, int, int] = (
+            "EVALSHA", WRITE_BATCH_SHA, stream_maxlen, feed_maxlen, bars_maxlen,
+        )
+        #: instrument -> [ms, seq] of the last ID assigned (or seen in Redis).
+        self.ids: dict[str, list[int]] = {}
+        self._keys: dict[str, tuple[str, str, str]] = {}
+
+    def unknown(self, instruments: Iterable[str]) -> list[str]:
+        """Return the instruments (deduplicated) whose ID counter is not seeded yet."""
+        ids = self.ids
+        return list(dict.fromkeys(i for i in instruments if i not in ids))
+
+    def seed(self, instrument: str, last_id: str | bytes) -> None:
+        """Seed the ID counter of ``instrument`` with its stream's last ID."""
+        ms, seq = parse_id(last_id)
+        cur = self.ids.get(instrument)
+        if cur is None or (ms, seq) > (cur[0], cur[1]):
+            self.ids[instrument] = [ms, seq]
+
+    def _group(self, instrument: str, groups: dict[str, int], keys: list[object]) -> int:
+        g = len(groups) + 1
+        groups[instrument] = g
+        k = self._keys.get(instrument)
+        if k is None:
+            k = self._keys[instrument] = (
+                ticks_key(instrument), last_key(instrument), bars_key(instrument),
+            )
+        keys.extend(k)
+        return g
+
+    def pack(self, ticks: Iterable[Tick], bars: Iterable[Bar] = ()) -> bytes:
+        """
+        Assign IDs to ``ticks`` and return the packed ``EVALSHA`` command.
+
+        Every instrument of ``ticks`` must have been seeded (:meth:`seed`);
+        an unseeded one starts from ``0-0``. The returned bytes are kept by
+        the caller and re-sent unchanged on retry.
+        """
+        groups: dict[str, int] = {}
+        keys: list[object] = [FEED_KEY]
+        args: list[object] = [0]
+        ids = self.ids
+        flatten = flatten_tick
+        n = 0
+        for t in ticks:
+            inst = t.instrument
+            g = groups.get(inst)
+            if g is None:
+                g = self._group(inst, groups, keys)
+            st = ids.get(inst)
+            if st is None:
+                st = ids[inst] = [0, 0]
+            ts = t.ts
+            if ts > st[0]:
+                st[0] = ts
+                st[1] = 0
+            else:
+                st[1] += 1
+            at = len(args) + 3
+            args += (g, f"{st[0]}-{st[1]}", ts, 0)
+            flatten(t, args)
+            args[at] = len(args) - at - 1
+            n += 1
+        args[0] = n
+        m_at = len(args)
+        args.append(0)
+        m = 0
+        for b in bars:
+            inst = b.instrument
+            g = groups.get(inst)
+            if g is None:
+                g = self._group(inst, groups, keys)
+            args += (g, f"{b.start}-0", b.start, b.open, b.high, b.low, b.close, b.volume, b.count)
+            m += 1
+        args[m_at] = m
+        head = self._head
+        return hiredis.pack_command(
+            (head[0], head[1], len(keys), *keys, *head[2:], *args)  # type: ignore[arg-type]
+        )
+
+
+def decode_tick_fields(fields: Mapping[str, str]) -> Tick:
+    """
+    Decode a stream entry's or ``:last`` hash's fields into a :class:`Tick`.
+
+    Raises:
+        msgspec.ValidationError: when a required field is missing or malformed.
+    """
+    return msgspec.convert(fields, Tick, strict=False)
+
+
+def decode_bar_fields(instrument: str, fields: Mapping[str, str]) -> Bar:
+    """
+    Decode a bar stream entry's fields into a :class:`Bar`.
+
+    Raises:
+        KeyError, ValueError: when a field is missing or malformed.
+    """
+    return Bar(
+        instrument, int(fields["start"]), float(fields["open"]), float(fields["high"]),
+        float(fields["low"]), float(fields["close"]), int(fields["volume"]),
+        int(fields["count"]),
+    )

@@ -1,0 +1,118 @@
+"""
+Server-side Lua scripts of the Redis tick store (Redis >= 7.0, Lua 5.1).
+
+``WRITE_BATCH`` stores a whole batch in one ``EVALSHA``: every tick into its
+instrument stream (explicit, writer-assigned IDs), every *new* tick into the
+shared feed stream, the newest tick of each instrument into its ``:last``
+hash (never rolled back by an older ``ts``), and closed one-minute bars.
+A tick or bar whose ID is not above its stream's last ID is skipped and
+counted as a duplicate: that is what makes a retried batch idempotent. Any
+other error aborts the script with that error (the writer retries the batch).
+
+Argument layout (all strings, as packed by :mod:`mdgate._redis_codec`)::
+
+    KEYS[1]            the feed stream
+    KEYS[3g-1..3g+1]   group g (one per instrument): ticks stream, last hash, bars stream
+    ARGV[1..3]         stream MAXLEN, feed MAXLEN ("0" = no feed), bars MAXLEN
+    ARGV[4]            n, the number of ticks, then n records:
+                         g, id, ts, nf, field1, value1, ... (nf = 2 x fields)
+    then               m, the number of bars, then m records:
+                         g, id, start, open, high, low, close, volume, count
+
+Returns ``{ticks added, ticks skipped as duplicates, bars added, bars skipped}``.
+
+``LAST_IDS`` returns the last generated ID of each stream in KEYS (``0-0``
+when it does not exist): the writer seeds its ID counters with it the first
+time it sees an instrument, so that a restarted gateway continues above what
+its predecessor wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+__all__ = ["LAST_IDS", "LAST_IDS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
+
+WRITE_BATCH: Final = r"""
+local smax, fmax, bmax = ARGV[1], ARGV[2], ARGV[3]
+local feed = KEYS[1]
+local use_feed = fmax ~= '0'
+local function dup(r)
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'equal or smaller', 1, true) then return true end
+    error(r)
+  end
+  return false
+end
+local n = tonumber(ARGV[4])
+local p = 5
+local added, skipped = 0, 0
+local best_ts, best_a, best_b = {}, {}, {}
+for _ = 1, n do
+  local g = tonumber(ARGV[p])
+  local ts = tonumber(ARGV[p + 2])
+  local a = p + 4
+  local b = p + 3 + tonumber(ARGV[p + 3])
+  local r = redis.pcall('XADD', KEYS[3 * g - 1], 'MAXLEN', '~', smax, ARGV[p + 1],
+                        unpack(ARGV, a, b))
+  if dup(r) then
+    skipped = skipped + 1
+  else
+    added = added + 1
+    if use_feed then
+      redis.call('XADD', feed, 'MAXLEN', '~', fmax, '*', unpack(ARGV, a, b))
+    end
+  end
+  local bt = best_ts[g]
+  if bt == nil or ts >= bt then
+    best_ts[g] = ts
+    best_a[g] = a
+    best_b[g] = b
+  end
+  p = b + 1
+end
+for g, ts in pairs(best_ts) do
+  local lk = KEYS[3 * g]
+  local cur = tonumber(redis.call('HGET', lk, 'ts'))
+  if cur == nil or ts >= cur then
+    redis.call('DEL', lk)
+    redis.call('HSET', lk, unpack(ARGV, best_a[g], best_b[g]))
+  end
+end
+local m = tonumber(ARGV[p])
+p = p + 1
+local bars, bskipped = 0, 0
+for _ = 1, m do
+  local g = tonumber(ARGV[p])
+  local r = redis.pcall('XADD', KEYS[3 * g + 1], 'MAXLEN', '~', bmax, ARGV[p + 1],
+    'start', ARGV[p + 2], 'open', ARGV[p + 3], 'high', ARGV[p + 4], 'low', ARGV[p + 5],
+    'close', ARGV[p + 6], 'volume', ARGV[p + 7], 'count', ARGV[p + 8])
+  if dup(r) then bskipped = bskipped + 1 else bars = bars + 1 end
+  p = p + 9
+end
+return {added, skipped, bars, bskipped}
+"""
+
+LAST_IDS: Final = r"""
+local out = {}
+for i, k in ipairs(KEYS) do
+  local id = '0-0'
+  local info = redis.pcall('XINFO', 'STREAM', k)
+  if type(info) == 'table' and not info.err then
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then id = info[j + 1] break end
+    end
+  end
+  out[i] = id
+end
+return out
+"""
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # the SHA Redis computes, not security
+
+
+WRITE_BATCH_SHA: Final = _sha(WRITE_BATCH)
+LAST_IDS_SHA: Final = _sha(LAST_IDS)

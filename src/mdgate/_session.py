@@ -1,0 +1,526 @@
+"""
+The connection runtime: one :class:`ProviderSession` per provider, holding
+one or more :class:`Connection` loops.
+
+Each connection loop, written once for every provider:
+
+1. asks the plugin where to connect (``mdgate_connect``, per attempt);
+2. opens the WebSocket (or the plugin's own transport), sends the handshake;
+3. builds a fresh decoder (``mdgate_normalize``), tracks every code, and
+   subscribes them all in batches of ``max_per_message``;
+4. reads frames, decodes them with no pluggy call in between, and hands the
+   ticks to the pipeline's :class:`~mdgate._queue.TickQueue`;
+5. meanwhile sends subscription changes and heartbeats, and a watchdog
+   reconnects a subscribed connection that received nothing for
+   ``stall_timeout`` seconds;
+6. on failure, backs off (capped exponential, full jitter) and goes to 1;
+   an authentication failure waits ``auth_retry`` seconds, or until the
+   configuration brings new credentials.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import structlog
+
+from mdgate._plugins import ProviderHooks
+from mdgate._queue import TickQueue
+from mdgate._transport import open_websocket
+from mdgate.config import RuntimeSettings
+from mdgate.errors import (
+    AuthenticationError,
+    DecodeError,
+    ProviderConnectionError,
+    ProviderDisabled,
+    ProviderError,
+    RateLimitedError,
+    SubscriptionRejected,
+)
+from mdgate.provider import Connector, Decoder, Endpoint, Frame, Transport
+
+__all__ = ["STATES", "Connection", "ProviderSession"]
+
+log = structlog.get_logger(__name__)
+
+#: Provider / connection states, worst first (the provider shows its worst connection's).
+STATES: Final = ("auth_failed", "failed", "disabled", "stalled", "reconnecting", "connecting", "connected")
+_RANK: Final = {s: i for i, s in enumerate(STATES)}
+_FATAL: Final = frozenset({"auth_failed", "failed", "disabled"})
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    return [items[i:i + size] for i in range(0, len(items), max(size, 1))]
+
+
+class _Stalled(ProviderConnectionError):
+    pass
+
+
+class _EveryLog:
+    """Log an event at most once per ``interval`` seconds per key, with a count."""
+
+    def __init__(self, interval: float = 10.0) -> None:
+        self.interval = interval
+        self._last: dict[str, tuple[float, int]] = {}
+
+    def __call__(self, key: str, emit: Callable[[int], None]) -> None:
+        now = time.monotonic()
+        last, suppressed = self._last.get(key, (0.0, 0))
+        if now - last >= self.interval:
+            emit(suppressed)
+            self._last[key] = (now, 0)
+        else:
+            self._last[key] = (last, suppressed + 1)
+
+
+class Connection:
+    """One provider connection and its loop."""
+
+    def __init__(self, session: ProviderSession, index: int) -> None:
+        self.session = session
+        self.index = index
+        #: code -> instrument, everything this connection should carry.
+        self.codes: dict[str, str] = {}
+        self._to_sub: dict[str, str] = {}
+        self._to_unsub: set[str] = set()
+        self._wake = anyio.Event()
+        self._has_codes = anyio.Event()
+        self.state = "connecting"
+        self.connected_since: int | None = None
+        self.last_rx = time.monotonic()
+        self._live = False
+        self._fault: BaseException | None = None
+
+    # -- subscription changes (called from the subscription manager) ------
+
+    def add(self, code: str, instrument: str) -> None:
+        """Carry ``code`` on this connection (subscribed at once when connected)."""
+        if not self.codes:
+            self.last_rx = time.monotonic()
+        self.codes[code] = instrument
+        self._to_unsub.discard(code)
+        self._to_sub[code] = instrument
+        self._has_codes.set()
+        self._wake.set()
+
+    def remove(self, code: str) -> None:
+        """Stop carrying ``code`` (unsubscribed at once when connected)."""
+        self.codes.pop(code, None)
+        if self._to_sub.pop(code, None) is None:
+            self._to_unsub.add(code)
+        self._wake.set()
+
+    # -- the loop ----------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.session._state_changed()
+
+    async def run(self) -> None:
+        """Connect, serve and reconnect until cancelled."""
+        s = self.session
+        attempt = 0
+        first = True
+        while True:
+            if s.disabled_reason is not None:
+                self._set_state("disabled")
+                s.last_error = s.disabled_reason
+                await s.config_changed()
+                continue
+            if self.index > 0 and not self.codes:
+                self._has_codes = anyio.Event()
+                await self._has_codes.wait()
+            if not first:
+                s.reconnects += 1
+            first = False
+            delay: float
+            try:
+                await self._connect_and_serve()
+                delay = 0.0  # pragma: no cover - serve only returns by raising
+            except AuthenticationError as exc:
+                self._set_state("auth_failed")
+                s.last_error, s.hint = exc.message, exc.hint
+                log.error("provider_auth_failed", provider=s.name, connection=self.index,
+                          error=exc.message, code=exc.code, retry_in=s.runtime.auth_retry)
+                with anyio.move_on_after(s.runtime.auth_retry):
+                    await s.config_changed()
+                attempt = 0
+                continue
+            except ProviderDisabled as exc:
+                self._set_state("disabled")
+                s.last_error = exc.message
+                await s.config_changed()
+                continue
+            except ProviderError as exc:
+                stalled = isinstance(exc, _Stalled)
+                self._set_state("stalled" if stalled else "reconnecting")
+                s.last_error, s.hint = exc.message, None
+                if self._live:
+                    attempt = 0
+                if isinstance(exc, RateLimitedError):
+                    delay = s.runtime.backoff_max * (0.5 + random.random() / 2)
+                else:
+                    cap = min(s.runtime.backoff_max, s.runtime.backoff_initial * 2 ** attempt)
+                    delay = random.uniform(0, cap)
+                attempt += 1
+                s._log_every(f"disconnect:{self.index}", lambda n, e=exc, d=delay: log.warning(
+                    "provider_disconnected", provider=s.name, connection=self.index,
+                    error=e.message, retry_in=round(d, 2), suppressed=n))
+            except Exception as exc:  # a plugin bug: report it, keep everything else running
+                self._set_state("failed")
+                s.last_error = f"plugin {s.plugin!r} raised {type(exc).__name__}: {exc}"
+                s.hint = None
+                cap = min(s.runtime.backoff_max, s.runtime.backoff_initial * 2 ** attempt)
+                delay = random.uniform(0, cap)
+                attempt += 1
+                s._log_every(f"failed:{self.index}", lambda n, e=exc: log.error(
+                    "provider_failed", provider=s.name, connection=self.index,
+                    plugin=s.plugin, error=repr(e), suppressed=n))
+            self.connected_since = None
+            with anyio.move_on_after(delay):
+                await s.config_changed()
+
+    async def _open(self) -> tuple[Transport, Endpoint | Connector]:
+        s = self.session
+        ep = s.hooks.connect(provider=s.name, config=s.config, connection=self.index)
+        if isinstance(ep, Endpoint):
+            s.display_url = ep.display_url
+            return await open_websocket(s.name, ep), ep
+        if isinstance(ep, Connector):
+            s.display_url = ep.display_url
+            return await ep.open(), ep
+        raise ProviderError(s.name, f"plugin {s.plugin!r}: mdgate_connect returned {type(ep).__name__}")
+
+    async def _connect_and_serve(self) -> None:
+        s = self.session
+        self._live = False
+        self._fault = None
+        transport, ep = await self._open()
+        try:
+            decoder: Decoder | None = s.hooks.normalize(provider=s.name, config=s.config)
+            if decoder is None:
+                raise ProviderError(s.name, f"plugin {s.plugin!r}: mdgate_normalize returned None")
+            if isinstance(ep, Endpoint):
+                for frame in ep.handshake:
+                    await transport.send(frame)
+            self._to_sub.clear()
+            self._to_unsub.clear()
+            codes = dict(self.codes)
+            for code, instrument in codes.items():
+                decoder.track(code, instrument)
+            await self._send_subscribe(transport, list(codes))
+            self.connected_since = time.time_ns() // 1_000_000
+            self.last_rx = time.monotonic()
+            self._set_state("connected")
+            log.info("provider_connected", provider=s.name, connection=self.index,
+                     url=s.display_url, subscriptions=len(codes))
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._guard, self._writer, transport, decoder, tg.cancel_scope)
+                tg.start_soon(self._guard, self._watchdog, transport, decoder, tg.cancel_scope)
+                await self._guard(self._reader, transport, decoder, tg.cancel_scope)
+            if self._fault is not None:
+                raise self._fault
+        finally:
+            with anyio.CancelScope(shield=True):
+                if s.closing and self.codes and self.state == "connected":
+                    with anyio.move_on_after(1.0):
+                        await self._send_unsubscribe(transport, list(self.codes), [])
+                await transport.aclose()
+
+    async def _guard(
+        self, fn: Callable[[Transport, Decoder], Any], transport: Transport, decoder: Decoder,
+        scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            await fn(transport, decoder)
+        except Exception as exc:
+            if self._fault is None:
+                self._fault = exc
+            scope.cancel()
+
+    async def _reader(self, transport: Transport, decoder: Decoder) -> None:
+        s = self.session
+        recv = transport.recv
+        feed = decoder.feed
+        queue = s.queue
+        put_nowait = queue.put_nowait
+        monotonic = time.monotonic
+        time_ns = time.time_ns
+        while True:
+            frame = await recv()
+            self.last_rx = monotonic()
+            self._live = True
+            s.frames += 1
+            try:
+                ticks = feed(frame, time_ns() // 1_000_000)
+            except DecodeError as exc:
+                s._decode_error(exc.kind, exc)
+                ticks = list(exc.ticks)
+            except ProviderError as exc:
+                if exc.ticks:
+                    s.ticks += len(exc.ticks)
+                    await queue.put(exc.ticks)
+                raise
+            except Exception as exc:  # a decoder bug must not kill the stream
+                s._decode_error("decoder_error", exc)
+                continue
+            if ticks:
+                s.ticks += len(ticks)
+                if not put_nowait(ticks):
+                    await queue.put(ticks)
+
+    async def _send_subscribe(self, transport: Transport, codes: list[str]) -> None:
+        s = self.session
+        for batch in _chunks(codes, s.spec.max_per_message):
+            frames = s.hooks.subscribe(provider=s.name, config=s.config, codes=list(batch)) or ()
+            for frame in frames:
+                await transport.send(frame)
+        if codes:
+            log.debug("provider_subscribed", provider=s.name, connection=self.index, count=len(codes))
+
+    async def _send_unsubscribe(self, transport: Transport, codes: list[str], remaining: list[str]) -> None:
+        s = self.session
+        for batch in _chunks(codes, s.spec.max_per_message):
+            frames = s.hooks.unsubscribe(
+                provider=s.name, config=s.config, codes=list(batch), remaining=remaining
+            ) or ()
+            for frame in frames:
+                await transport.send(frame)
+
+    async def _writer(self, transport: Transport, decoder: Decoder) -> None:
+        s = self.session
+        interval = s.heartbeat_interval
+        next_beat = time.monotonic() + interval if interval else None
+        while True:
+            timeout = None if next_beat is None else max(0.0, next_beat - time.monotonic())
+            with anyio.move_on_after(timeout):
+                await self._wake.wait()
+            self._wake = anyio.Event()
+            if self._to_unsub:
+                gone = [c for c in self._to_unsub if c not in self.codes]
+                self._to_unsub.clear()
+                for code in gone:
+                    decoder.untrack(code)
+                await self._send_unsubscribe(transport, gone, list(self.codes))
+            if self._to_sub:
+                new = dict(self._to_sub)
+                self._to_sub.clear()
+                for code, instrument in new.items():
+                    decoder.track(code, instrument)
+                await self._send_subscribe(transport, list(new))
+            if next_beat is not None and time.monotonic() >= next_beat:
+                if self.codes:
+                    frames: Sequence[Frame] = s.hooks.heartbeat(
+                        provider=s.name, config=s.config, codes=list(self.codes)) or ()
+                    for frame in frames:
+                        await transport.send(frame)
+                next_beat = time.monotonic() + (interval or 0)
+
+    async def _watchdog(self, transport: Transport, decoder: Decoder) -> None:
+        s = self.session
+        stall = s.stall_timeout
+        if not stall:
+            await anyio.sleep_forever()
+        step = min(1.0, stall / 4)
+        while True:
+            await anyio.sleep(step)
+            if self.codes and time.monotonic() - self.last_rx > stall:
+                raise _Stalled(s.name, f"stalled: no data for {stall:g} s while subscribed")
+
+
+class ProviderSession:
+    """All connections of one provider, their subscriptions and status."""
+
+    def __init__(
+        self, hooks: ProviderHooks, config: Any, disabled_reason: str | None,
+        queue: TickQueue, runtime: RuntimeSettings,
+    ) -> None:
+        self.hooks = hooks
+        self.spec = hooks.spec
+        self.name = hooks.spec.name
+        self.plugin = hooks.plugin
+        self.config = config
+        self.disabled_reason = disabled_reason
+        self.queue = queue
+        self.runtime = runtime
+        self.closing = False
+        self.conns: list[Connection] = [Connection(self, 0)]
+        self._where: dict[str, Connection] = {}
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._config_event = anyio.Event()
+        self._log_every = _EveryLog()
+        # status
+        self.display_url = ""
+        self.last_error: str | None = disabled_reason
+        self.hint: str | None = None
+        self.reconnects = 0
+        self.frames = 0
+        self.ticks = 0
+        self.decode_errors: dict[str, int] = {}
+        self.state = "disabled" if disabled_reason else "connecting"
+        now = time.monotonic()
+        self.down_since: float | None = now
+        self.healthy_since: float | None = None
+        self._on_state: list[Callable[[ProviderSession], None]] = []
+
+    # -- configuration -----------------------------------------------------
+
+    def _cfg_attr(self, name: str, default: float | None) -> float | None:
+        value = getattr(self.config, name, None)
+        if value is None and isinstance(self.config, dict):
+            value = self.config.get(name)
+        return float(value) if value is not None else default
+
+    @property
+    def stall_timeout(self) -> float | None:
+        """Seconds of silence, while subscribed, that count as a stall."""
+        return self._cfg_attr("stall_timeout", self.spec.stall_timeout or self.runtime.stall_timeout)
+
+    @property
+    def heartbeat_interval(self) -> float | None:
+        """Seconds between heartbeats, or None."""
+        return self._cfg_attr("heartbeat_interval", self.spec.heartbeat_interval)
+
+    async def config_changed(self) -> None:
+        """Wait until :meth:`update_config` is called."""
+        await self._config_event.wait()
+
+    def update_config(self, config: Any, disabled_reason: str | None) -> None:
+        """Apply a reloaded configuration; wakes connections waiting on credentials."""
+        changed = config != self.config or disabled_reason != self.disabled_reason
+        self.config = config
+        self.disabled_reason = disabled_reason
+        if changed:
+            log.info("provider_config_reloaded", provider=self.name)
+            event, self._config_event = self._config_event, anyio.Event()
+            event.set()
+
+    # -- subscriptions -----------------------------------------------------
+
+    @property
+    def capacity(self) -> int:
+        """Most instruments this provider can carry."""
+        return self.spec.max_per_connection * self.spec.max_connections
+
+    def carries(self, code: str) -> bool:
+        """True when ``code`` is subscribed (or being subscribed)."""
+        return code in self._where
+
+    def add(self, code: str, instrument: str) -> None:
+        """
+        Subscribe ``code`` for ``instrument``, opening a further connection
+        when the existing ones are full.
+
+        Raises:
+            SubscriptionRejected: every allowed connection is full.
+        """
+        conn = self._where.get(code)
+        if conn is not None:
+            conn.codes[code] = instrument
+            return
+        per = self.spec.max_per_connection
+        for conn in self.conns:
+            if len(conn.codes) < per:
+                break
+        else:
+            if len(self.conns) >= self.spec.max_connections:
+                raise SubscriptionRejected(
+                    self.name,
+                    f"limit reached: {per} instruments per connection x "
+                    f"{self.spec.max_connections} connections = {self.capacity}",
+                )
+            conn = Connection(self, len(self.conns))
+            self.conns.append(conn)
+            if self._tg is not None:
+                self._tg.start_soon(conn.run)
+        conn.add(code, instrument)
+        self._where[code] = conn
+
+    def remove(self, code: str) -> None:
+        """Unsubscribe ``code``."""
+        conn = self._where.pop(code, None)
+        if conn is not None:
+            conn.remove(code)
+
+    @property
+    def subscriptions(self) -> int:
+        """Number of codes carried."""
+        return len(self._where)
+
+    # -- running -----------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run every connection until cancelled."""
+        async with anyio.create_task_group() as tg:
+            self._tg = tg
+            for conn in self.conns:
+                tg.start_soon(conn.run)
+            task_status.started()
+
+    # -- status ------------------------------------------------------------
+
+    def _decode_error(self, kind: str, exc: BaseException) -> None:
+        self.decode_errors[kind] = self.decode_errors.get(kind, 0) + 1
+        excerpt = getattr(exc, "excerpt", b"")
+        self._log_every(f"decode:{kind}", lambda n: log.warning(
+            "decode_failed", provider=self.name, kind=kind, error=str(exc)[:200],
+            excerpt=repr(excerpt)[:100], suppressed=n))
+
+    def _state_changed(self) -> None:
+        relevant = [c.state for c in self.conns if c.index == 0 or c.codes]
+        state = min(relevant, key=_RANK.__getitem__) if relevant else "connecting"
+        if state == self.state:
+            return
+        now = time.monotonic()
+        if state == "connected":
+            self.healthy_since, self.down_since = now, None
+        elif self.state == "connected" or self.down_since is None:
+            self.down_since, self.healthy_since = now, None
+        self.state = state
+        for cb in self._on_state:
+            cb(self)
+
+    def on_state_change(self, callback: Callable[[ProviderSession], None]) -> None:
+        """Call ``callback(session)`` whenever the provider's state changes."""
+        self._on_state.append(callback)
+
+    def is_down(self, after: float) -> bool:
+        """Down: fatal state now, or not connected for ``after`` seconds."""
+        if self.state in _FATAL:
+            return True
+        return self.down_since is not None and time.monotonic() - self.down_since >= after
+
+    def healthy_for(self, seconds: float) -> bool:
+        """Connected without interruption for at least ``seconds``."""
+        return self.healthy_since is not None and time.monotonic() - self.healthy_since >= seconds
+
+    def status(self) -> dict[str, Any]:
+        """The provider's ``/status`` entry (no secrets)."""
+        connected = [c for c in self.conns if c.state == "connected"]
+        since = min((c.connected_since for c in connected if c.connected_since), default=None)
+        last_rx = max((c.last_rx for c in connected), default=None)
+        return {
+            "state": self.state,
+            "connections": len(connected),
+            "connected_since": since,
+            "last_message_age_ms": (
+                int((time.monotonic() - last_rx) * 1000) if last_rx is not None else None
+            ),
+            "subscriptions": self.subscriptions,
+            "reconnects": self.reconnects,
+            "last_error": self.last_error,
+            "hint": self.hint,
+            "frames": self.frames,
+            "ticks": self.ticks,
+            "decode_errors": sum(self.decode_errors.values()),
+            "decode_errors_by_kind": dict(self.decode_errors),
+            "code": self.spec.code,
+            "url": self.display_url,
+        }

@@ -1,0 +1,62 @@
+"""Open connections with one clear, password-free error when that fails."""
+
+from __future__ import annotations
+
+import math
+
+import anyio
+import psycopg
+
+from mdgate.config import mask_url
+from mdgate.db.errors import DatabaseUnavailable
+
+__all__ = ["aconnect", "connect", "describe_error"]
+
+
+def describe_error(dsn: str, exc: BaseException) -> str:
+    """One line saying which database failed and why (libpq never echoes passwords)."""
+    text = str(exc).strip().splitlines()
+    reason = text[0] if text else type(exc).__name__
+    # libpq prefixes "connection to server at ... failed:"; keep what follows.
+    if "failed: " in reason:
+        reason = reason.split("failed: ", 1)[1]
+    return f"cannot reach the database at {mask_url(dsn)}: {reason}"
+
+
+def _timeout(seconds: float) -> int:
+    # libpq takes whole seconds and treats anything under 2 as 2.
+    return max(2, math.ceil(seconds))
+
+
+def connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = False) -> psycopg.Connection:
+    """
+    Open a synchronous connection.
+
+    Raises:
+        DatabaseUnavailable: the database cannot be reached or refused us.
+    """
+    try:
+        return psycopg.connect(dsn, connect_timeout=_timeout(timeout), autocommit=autocommit)
+    except (psycopg.Error, ValueError) as exc:
+        raise DatabaseUnavailable(describe_error(dsn, exc)) from exc
+
+
+async def aconnect(
+    dsn: str, timeout: float = 5.0, *, autocommit: bool = False
+) -> psycopg.AsyncConnection:
+    """
+    Open an asynchronous connection, giving up after ``timeout`` seconds.
+
+    Raises:
+        DatabaseUnavailable: the database cannot be reached or refused us.
+    """
+    try:
+        with anyio.fail_after(timeout + 1.0):
+            return await psycopg.AsyncConnection.connect(
+                dsn, connect_timeout=_timeout(timeout), autocommit=autocommit
+            )
+    except TimeoutError as exc:
+        msg = f"cannot reach the database at {mask_url(dsn)}: timed out after {timeout:g} s"
+        raise DatabaseUnavailable(msg) from exc
+    except (psycopg.Error, ValueError) as exc:
+        raise DatabaseUnavailable(describe_error(dsn, exc)) from exc
