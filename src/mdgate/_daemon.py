@@ -61,7 +61,7 @@ class Gateway:
             raise PluginError("no plugin provided a tick store")
         self.store: Store = store
         self.route_source: RouteSource | None = self.registry.pm.hook.mdgate_route_source(settings=settings)
-        self.router = Router(self.registry, configs, default_table(settings))
+        self.router = Router(self.registry, configs, default_table(settings, self.registry.declared()))
         self.queue = TickQueue(settings.runtime.queue_size)
         self.sessions = {
             name: ProviderSession(
@@ -252,7 +252,8 @@ class Gateway:
             "clients": self.server.clients,
             "routing": {"source": self.router.table.source, **self.subs.status()},
             "pipeline": {"ticks": self.ticks_in, "batches": self.batches, "queued": len(self.queue),
-                         "errors": self.pipeline_errors, "fanout_ticks": self.fanout.published},
+                         "errors": self.pipeline_errors, "fanout_ticks": self.fanout.published,
+                         "conflated": self.server.conflated},
             "uptime_s": int(time.time() - self.started_at),
         }
 
@@ -279,7 +280,7 @@ class Gateway:
             s.update_config(configs.configs.get(name), configs.disabled.get(name))
         self.subs.linger = new.subscriptions.linger
         if self.route_source is None:
-            self.router.table = default_table(new)
+            self.router.table = default_table(new, self.registry.declared())
             self.subs.reroute()
         for err in self.subs.set_always(new.subscriptions.always):
             log.error("always_subscription_failed", error=err)

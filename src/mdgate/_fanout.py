@@ -9,8 +9,9 @@ join, not 200.
 
 Never block the feed: :meth:`Fanout.publish` is synchronous and only
 appends to per-client outboxes. Each client has its own writer task. When a
-client's outbox holds more than ``client_queue`` ticks, it is *conflated*:
-only the latest tick per instrument is kept. A client whose socket has not
+client still has ticks waiting from an earlier batch and its outbox holds
+more than ``client_queue`` ticks, it is *conflated*: only the latest tick
+per instrument is kept (one large batch reaching an idle client is not). A client whose socket has not
 drained for ``drain_timeout`` seconds is closed with code 1008.
 """
 
@@ -67,10 +68,11 @@ class ClientOutbox:
         self._wake.set()
 
     def push(self, frames: list[bytes], items: list[Item]) -> None:
-        """Queue a shared tick frame; conflate when over the limit."""
+        """Queue a shared tick frame; conflate when the client lags past the limit."""
+        lagging = self.pending_ticks > 0
         self.queue.append(_Chunk(frames, items))
         self.pending_ticks += len(items)
-        if self.pending_ticks > self.limit:
+        if lagging and self.pending_ticks > self.limit:
             self._conflate()
         self._wake.set()
 

@@ -46,7 +46,9 @@ ENTRY_POINT_GROUP: Final = "mdgate"
 
 #: Built-in plugins, registered like third-party ones.
 DEFAULT_PLUGINS: Final[tuple[str, ...]] = (
+    "mdgate.plugins.redis_store",
     "mdgate.plugins.memory_store",
+    "mdgate.plugins.pg_routes",
 )
 
 
@@ -185,6 +187,10 @@ class Registry:
     pm: pluggy.PluginManager
     plugins: list[PluginInfo]
     providers: dict[str, ProviderHooks]
+
+    def declared(self) -> list[tuple[str, tuple[str, ...]]]:
+        """``(provider, exchanges it can serve)`` for every provider, in load order."""
+        return [(name, hooks.spec.exchanges) for name, hooks in self.providers.items()]
 
     def provider(self, name: str) -> ProviderHooks:
         """Return a provider's hooks, or raise :class:`ProviderNotFound`."""

@@ -32,12 +32,21 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
+from mdgate.model import TICK_FIELDS, Tick
+
 __all__ = ["LAST_IDS", "LAST_IDS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
 
-WRITE_BATCH: Final = r"""
+_STR_FIELDS: Final = {
+    i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)
+}
+
+WRITE_BATCH: Final = (r"""
 local smax, fmax, bmax = ARGV[1], ARGV[2], ARGV[3]
+local F = {FIELDS}
+local S = {STRINGS}
 local feed = KEYS[1]
 local use_feed = fmax ~= '0'
+local gmatch, sub, tonumber, call, pcall = string.gmatch, string.sub, tonumber, redis.call, redis.pcall
 local function dup(r)
   if type(r) == 'table' and r.err then
     if string.find(r.err, 'equal or smaller', 1, true) then return true end
@@ -45,47 +54,47 @@ local function dup(r)
   end
   return false
 end
-local n = tonumber(ARGV[4])
-local p = 5
 local added, skipped = 0, 0
-local best_ts, best_a, best_b = {}, {}, {}
-for _ = 1, n do
-  local g = tonumber(ARGV[p])
-  local ts = tonumber(ARGV[p + 2])
-  local a = p + 4
-  local b = p + 3 + tonumber(ARGV[p + 3])
-  local r = redis.pcall('XADD', KEYS[3 * g - 1], 'MAXLEN', '~', smax, ARGV[p + 1],
-                        unpack(ARGV, a, b))
-  if dup(r) then
+local best_ts, best = {}, {}
+for rec in gmatch(ARGV[4], '%[([^%[%]]+)%]') do
+  local args, n, j, g, id, ts = {}, 0, -1, 0, '', 0
+  for tok in gmatch(rec, '[^,]+') do
+    if j == -1 then g = tonumber(tok)
+    elseif j == 0 then id = sub(tok, 2, -2)
+    elseif tok ~= 'null' then
+      if S[j] then tok = sub(tok, 2, -2) elseif j == 3 then ts = tonumber(tok) end
+      args[n + 1] = F[j]
+      args[n + 2] = tok
+      n = n + 2
+    end
+    j = j + 1
+  end
+  if dup(pcall('XADD', KEYS[3 * g - 1], 'MAXLEN', '~', smax, id, unpack(args))) then
     skipped = skipped + 1
   else
     added = added + 1
-    if use_feed then
-      redis.call('XADD', feed, 'MAXLEN', '~', fmax, '*', unpack(ARGV, a, b))
-    end
+    if use_feed then call('XADD', feed, 'MAXLEN', '~', fmax, '*', unpack(args)) end
   end
   local bt = best_ts[g]
   if bt == nil or ts >= bt then
     best_ts[g] = ts
-    best_a[g] = a
-    best_b[g] = b
+    best[g] = args
   end
-  p = b + 1
 end
 for g, ts in pairs(best_ts) do
   local lk = KEYS[3 * g]
-  local cur = tonumber(redis.call('HGET', lk, 'ts'))
+  local cur = tonumber(call('HGET', lk, 'ts'))
   if cur == nil or ts >= cur then
-    redis.call('DEL', lk)
-    redis.call('HSET', lk, unpack(ARGV, best_a[g], best_b[g]))
+    call('DEL', lk)
+    call('HSET', lk, unpack(best[g]))
   end
 end
-local m = tonumber(ARGV[p])
-p = p + 1
+local m = tonumber(ARGV[5])
+local p = 6
 local bars, bskipped = 0, 0
 for _ = 1, m do
   local g = tonumber(ARGV[p])
-  local r = redis.pcall('XADD', KEYS[3 * g + 1], 'MAXLEN', '~', bmax, ARGV[p + 1],
+  local r = pcall('XADD', KEYS[3 * g + 1], 'MAXLEN', '~', bmax, ARGV[p + 1],
     'start', ARGV[p + 2], 'open', ARGV[p + 3], 'high', ARGV[p + 4], 'low', ARGV[p + 5],
     'close', ARGV[p + 6], 'volume', ARGV[p + 7], 'count', ARGV[p + 8])
   if dup(r) then bskipped = bskipped + 1 else bars = bars + 1 end
@@ -93,6 +102,9 @@ for _ = 1, m do
 end
 return {added, skipped, bars, bskipped}
 """
+    .replace("{FIELDS}", "{" + ", ".join(f"'{f}'" for f in TICK_FIELDS) + "}")
+    .replace("{STRINGS}", "{" + ", ".join(f"[{i}] = true" for i in sorted(_STR_FIELDS)) + "}")
+)
 
 LAST_IDS: Final = r"""
 local out = {}

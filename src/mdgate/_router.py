@@ -70,7 +70,7 @@ class Router:
     @classmethod
     def from_settings(cls, registry: Registry, settings: Settings) -> Router:
         """A router on the built-in defaults plus the config file's instruments."""
-        return cls(registry, parse_provider_configs(registry, settings), default_table(settings))
+        return cls(registry, parse_provider_configs(registry, settings), default_table(settings, registry.declared()))
 
     def derive(self, provider: str, exchange: str, symbol: str) -> str | None:
         """Apply ``provider``'s derivation rule (``mdgate_instrument_code``)."""

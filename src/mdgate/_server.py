@@ -76,6 +76,13 @@ class ClientServer:
         self.server: Server | None = None
         self.port = 0
         self.clients = 0
+        self._outboxes: set[ClientOutbox] = set()
+        self._conflated_gone = 0
+
+    @property
+    def conflated(self) -> int:
+        """Ticks dropped by conflation for slow clients, since start."""
+        return self._conflated_gone + sum(o.conflated for o in self._outboxes)
 
     # -- HTTP --------------------------------------------------------------
 
@@ -177,6 +184,7 @@ class ClientServer:
         outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame)
         wanted: set[str] = set()
         self.clients += 1
+        self._outboxes.add(outbox)
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._writer, ws, outbox, tg.cancel_scope)
@@ -188,6 +196,8 @@ class ClientServer:
                 tg.cancel_scope.cancel()
         finally:
             self.clients -= 1
+            self._outboxes.discard(outbox)
+            self._conflated_gone += outbox.conflated
             gw.fanout.set_instruments(outbox, frozenset())
             for name in wanted:
                 gw.subs.release(name)

@@ -10,8 +10,10 @@ ever seen for an instrument only sets the volume baseline. A bar is
 once wall-clock time is past the minute's end plus a grace period.
 
 Late ticks (``ts`` before the open bar's minute) cannot change a bar that
-is already final: they are counted in :attr:`BarBuilder.late` and otherwise
-ignored for bars (they are still stored and broadcast as ticks).
+is already final: they are counted in :attr:`BarBuilder.late`, their volume
+(the cumulative-volume change they carry) goes to the open bar so that no
+traded quantity is lost, and their price does not touch any bar (they are
+still stored and broadcast as ticks).
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ class BarBuilder:
                 bar.count += 1
                 return None
             if start < bar.start:
+                bar.volume += vol
                 self.late += 1
                 return None
             closed = _close(name, bar)

@@ -19,7 +19,7 @@ PostgreSQL one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -164,14 +164,34 @@ class RouteTable:
         return routes
 
 
-def default_table(settings: Settings) -> RouteTable:
-    """The built-in exchange defaults plus ``[instruments]`` codes from the config."""
+def default_table(settings: Settings, declared: Sequence[tuple[str, Sequence[str]]] = ()) -> RouteTable:
+    """
+    The built-in exchange defaults plus ``[instruments]`` codes from the config.
+
+    Args:
+        settings: the configuration (for ``[instruments]``).
+        declared: ``(provider, exchanges)`` of installed providers, in load
+            order. An exchange the built-in defaults do not cover is routed to
+            the providers that declare it: the first is primary (priority
+            100), the next are backups (101, 102...). This is how a
+            third-party provider serves a new exchange without a database.
+    """
     codes = {
         (provider, instrument): code
         for instrument, table in settings.instruments.items()
         for provider, code in table.items()
     }
-    return RouteTable.build(list(DEFAULT_EXCHANGES), codes, "defaults")
+    rows = list(DEFAULT_EXCHANGES)
+    builtin = {r.exchange for r in DEFAULT_EXCHANGES}
+    seen: dict[str, int] = {}
+    for provider, exchanges in declared:
+        for exchange in exchanges:
+            if exchange in builtin:
+                continue
+            n = seen.get(exchange, 0)
+            rows.append(ExchangeRoute(exchange, provider, 100 + n, n == 0))
+            seen[exchange] = n + 1
+    return RouteTable.build(rows, codes, "defaults")
 
 
 @runtime_checkable

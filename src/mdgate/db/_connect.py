@@ -28,7 +28,9 @@ def _timeout(seconds: float) -> int:
     return max(2, math.ceil(seconds))
 
 
-def connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = False) -> psycopg.Connection:
+def connect(
+    dsn: str, timeout: float = 5.0, *, autocommit: bool = False
+) -> psycopg.Connection:
     """
     Open a synchronous connection.
 
@@ -36,27 +38,30 @@ def connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = False) -> psyc
         DatabaseUnavailable: the database cannot be reached or refused us.
     """
     try:
-        return psycopg.connect(dsn, connect_timeout=_timeout(timeout), autocommit=autocommit)
+        return psycopg.connect(
+            dsn, connect_timeout=_timeout(timeout), autocommit=autocommit
+        )
     except (psycopg.Error, ValueError) as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from exc
 
 
 async def aconnect(
-    dsn: str, timeout: float = 5.0, *, autocommit: bool = False
+    dsn: str, seconds: float = 5.0, *, autocommit: bool = False
 ) -> psycopg.AsyncConnection:
     """
-    Open an asynchronous connection, giving up after ``timeout`` seconds.
+    Open an asynchronous connection, giving up after ``seconds``.
 
     Raises:
         DatabaseUnavailable: the database cannot be reached or refused us.
     """
     try:
-        with anyio.fail_after(timeout + 1.0):
+        with anyio.fail_after(seconds + 1.0):
             return await psycopg.AsyncConnection.connect(
-                dsn, connect_timeout=_timeout(timeout), autocommit=autocommit
+                dsn, connect_timeout=_timeout(seconds), autocommit=autocommit
             )
     except TimeoutError as exc:
-        msg = f"cannot reach the database at {mask_url(dsn)}: timed out after {timeout:g} s"
+        where = mask_url(dsn)
+        msg = f"cannot reach the database at {where}: timed out after {seconds:g} s"
         raise DatabaseUnavailable(msg) from exc
     except (psycopg.Error, ValueError) as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from exc

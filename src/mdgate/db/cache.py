@@ -22,14 +22,23 @@ from typing import Any, Final
 from mdgate.model import now_ms
 from mdgate.routing import ExchangeRoute, RouteTable
 
-__all__ = ["CACHE_VERSION", "decode_table", "default_cache_path", "encode_table",
-           "read_cache", "write_cache"]
+__all__ = [
+    "CACHE_VERSION",
+    "decode_table",
+    "default_cache_path",
+    "encode_table",
+    "read_cache",
+    "write_cache",
+]
 
 CACHE_VERSION: Final = 1
 
 
 def default_cache_path(cache_path: str, environ: Mapping[str, str]) -> Path:
-    """``[database] cache_path``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``) ``/mdgate/routes.json``."""
+    """
+    Return ``[database] cache_path``, else ``$XDG_CACHE_HOME/mdgate/routes.json``
+    (``~/.cache`` when ``XDG_CACHE_HOME`` is unset).
+    """
     if cache_path:
         return Path(cache_path).expanduser()
     base = environ.get("XDG_CACHE_HOME") or ""
@@ -46,9 +55,15 @@ def encode_table(table: RouteTable, written_at: int | None = None) -> bytes:
         "written_at": now_ms() if written_at is None else written_at,
         "source": table.source,
         "exchanges": [
-            {"exchange": r.exchange, "provider": r.provider, "priority": r.priority,
-             "primary": r.primary, "active": r.active}
-            for rows in table.exchanges.values() for r in rows
+            {
+                "exchange": r.exchange,
+                "provider": r.provider,
+                "priority": r.priority,
+                "primary": r.primary,
+                "active": r.active,
+            }
+            for rows in table.exchanges.values()
+            for r in rows
         ],
         "codes": sorted([p, i, c] for (p, i), c in table.codes.items()),
     }
@@ -67,8 +82,13 @@ def decode_table(data: bytes | str, source: str) -> RouteTable:
         if not isinstance(doc, dict) or doc.get("version") != CACHE_VERSION:
             raise ValueError(f"not a version {CACHE_VERSION} route cache")
         rows = [
-            ExchangeRoute(str(e["exchange"]), str(e["provider"]), int(e["priority"]),
-                          bool(e["primary"]), bool(e["active"]))
+            ExchangeRoute(
+                str(e["exchange"]),
+                str(e["provider"]),
+                int(e["priority"]),
+                bool(e["primary"]),
+                bool(e["active"]),
+            )
             for e in doc["exchanges"]
         ]
         codes = {(str(p), str(i)): str(c) for p, i, c in doc["codes"]}

@@ -75,7 +75,8 @@ _UPSERT: Final = """
 INSERT INTO provider_instrument_mappings
        (provider_id, instrument_id, provider_instrument_search_code,
         segment, security_id, tick_size, lot_size, extra)
-SELECT t.provider_id, i.id, t.code, t.segment, t.security_id, t.tick_size, t.lot_size, t.extra
+SELECT t.provider_id, i.id, t.code, t.segment, t.security_id, t.tick_size,
+       t.lot_size, t.extra
   FROM mdgate_import t JOIN instruments i ON i.name = t.name
 ON CONFLICT (provider_id, instrument_id) DO UPDATE
    SET provider_instrument_search_code = EXCLUDED.provider_instrument_search_code,
@@ -102,8 +103,11 @@ def _int(value: str | None) -> int | None:
     return int(d)
 
 
-def _dedupe(mappings: Sequence[InstrumentMapping]) -> list[tuple[InstrumentMapping, str, str, str]]:
-    """Validate names, keep the last mapping per (provider, instrument) and per (provider, code)."""
+def _dedupe(
+    mappings: Sequence[InstrumentMapping],
+) -> list[tuple[InstrumentMapping, str, str, str]]:
+    # Validate names; keep the last mapping per (provider, instrument) and per
+    # (provider, code).
     by_instrument: dict[tuple[str, str], tuple[InstrumentMapping, str, str, str]] = {}
     for m in mappings:
         if not m.code:
@@ -118,14 +122,21 @@ def _dedupe(mappings: Sequence[InstrumentMapping]) -> list[tuple[InstrumentMappi
         by_code[(row[0].provider, row[0].code)] = row
     dropped = len(mappings) - len(by_code)
     if dropped:
-        log.warning("instrument_mappings_duplicates_dropped", count=dropped,
-                    reason="same (provider, instrument) or (provider, code): last one wins")
+        log.warning(
+            "instrument_mappings_duplicates_dropped",
+            count=dropped,
+            reason="same (provider, instrument) or (provider, code): last one wins",
+        )
     return list(by_code.values())
 
 
-def store_instrument_mappings(conn: psycopg.Connection, mappings: Sequence[InstrumentMapping]) -> int:
+def store_instrument_mappings(
+    conn: psycopg.Connection, mappings: Sequence[InstrumentMapping]
+) -> int:
     """
-    Upsert ``mappings`` through ``conn`` in one transaction (see :func:`upsert_instrument_mappings`).
+    Upsert ``mappings`` through ``conn`` in one transaction.
+
+    See :func:`upsert_instrument_mappings`.
 
     Returns:
         The number of mappings stored (inserted or updated) after de-duplication.
@@ -147,12 +158,20 @@ def store_instrument_mappings(conn: psycopg.Connection, mappings: Sequence[Instr
             with cur.copy(_COPY) as copy:
                 for m, name, exchange, symbol in rows:
                     extra: Mapping[str, str] = m.extra
-                    copy.write_row((
-                        pids[m.provider], eids[exchange], symbol, name, m.code,
-                        extra.get("segment") or None, extra.get("security_id") or None,
-                        _decimal(extra.get("tick_size")), _int(extra.get("lot_size")),
-                        json.dumps(dict(extra), separators=(",", ":")),
-                    ))
+                    copy.write_row(
+                        (
+                            pids[m.provider],
+                            eids[exchange],
+                            symbol,
+                            name,
+                            m.code,
+                            extra.get("segment") or None,
+                            extra.get("security_id") or None,
+                            _decimal(extra.get("tick_size")),
+                            _int(extra.get("lot_size")),
+                            json.dumps(dict(extra), separators=(",", ":")),
+                        )
+                    )
             cur.execute("ANALYZE mdgate_import")
             cur.execute(_INSERT_INSTRUMENTS)
             cur.execute(_DROP_STALE)
@@ -181,7 +200,8 @@ def upsert_instrument_mappings(dsn: str, mappings: Sequence[InstrumentMapping]) 
 
     Raises:
         DatabaseUnavailable: the database cannot be reached.
-        UnknownNameError: a provider or exchange is not in the database (nothing stored).
+        UnknownNameError: a provider or exchange is not in the database
+            (nothing is stored).
         InstrumentError: a name is not ``EXCHANGE:SYMBOL`` or a code is empty.
     """
     with connect(dsn, autocommit=True) as conn:
@@ -199,7 +219,10 @@ class InstrumentRow:
 
 
 def list_instrument_mappings(
-    conn: psycopg.Connection, *, provider: str | None = None, exchange: str | None = None,
+    conn: psycopg.Connection,
+    *,
+    provider: str | None = None,
+    exchange: str | None = None,
     limit: int | None = None,
 ) -> list[InstrumentRow]:
     """Explicit mappings, by instrument then provider, optionally filtered."""
@@ -215,8 +238,11 @@ def list_instrument_mappings(
          ORDER BY i.name, p.name
          LIMIT %(limit)s
         """,
-        {"provider": provider, "exchange": exchange.upper() if exchange else None,
-         "limit": limit},
+        {
+            "provider": provider,
+            "exchange": exchange.upper() if exchange else None,
+            "limit": limit,
+        },
     ).fetchall()
     return [InstrumentRow(*row) for row in rows]
 
@@ -228,7 +254,8 @@ def read_csv_mappings(path: str | Path, provider: str) -> list[InstrumentMapping
     Extra columns become the mapping's ``extra`` fields (empty cells left out).
 
     Raises:
-        CsvImportError: missing columns, a bad instrument or an empty code (names the line).
+        CsvImportError: missing columns, a bad instrument or an empty code
+            (names the line).
     """
     p = Path(path)
     try:
@@ -241,8 +268,10 @@ def read_csv_mappings(path: str | Path, provider: str) -> list[InstrumentMapping
         header = [h.strip() for h in reader.fieldnames or []]
         missing = [c for c in ("instrument", "code") if c not in header]
         if missing:
-            raise CsvImportError(f"{p}: missing column(s) {', '.join(missing)} "
-                                 "(expected a header instrument,code[,extra...])")
+            raise CsvImportError(
+                f"{p}: missing column(s) {', '.join(missing)} "
+                "(expected a header instrument,code[,extra...])"
+            )
         reader.fieldnames = header
         try:
             for row in reader:
@@ -257,9 +286,14 @@ def read_csv_mappings(path: str | Path, provider: str) -> list[InstrumentMapping
                     raise CsvImportError(f"{p}:{line}: {exc}") from None
                 if not code:
                     raise CsvImportError(f"{p}:{line}: empty code for {name}")
-                extra = {k: v.strip() for k, v in row.items()
-                         if k not in ("instrument", "code") and k and isinstance(v, str)
-                         and v.strip()}
+                extra = {
+                    k: v.strip()
+                    for k, v in row.items()
+                    if k not in ("instrument", "code")
+                    and k
+                    and isinstance(v, str)
+                    and v.strip()
+                }
                 out.append(InstrumentMapping(name, provider, code, extra))
         except csv.Error as exc:
             raise CsvImportError(f"{p}:{reader.line_num}: {exc}") from None

@@ -67,15 +67,18 @@ def build_route_table(
     source: str = "postgresql",
 ) -> RouteTable:
     """
-    Build a :class:`RouteTable` from the rows of ``EXCHANGE_ROWS_SQL`` and ``CODE_ROWS_SQL``.
+    Build a :class:`RouteTable` from ``EXCHANGE_ROWS_SQL`` and ``CODE_ROWS_SQL`` rows.
 
     Bad code rows are skipped and logged (``route_rows_skipped``, one line per reason).
     """
     routes: list[ExchangeRoute] = []
     served: set[tuple[str, str]] = set()
     for exchange, provider, priority, primary, active, provider_active in exchange_rows:
-        routes.append(ExchangeRoute(exchange, provider, priority, primary,
-                                    active and provider_active))
+        routes.append(
+            ExchangeRoute(
+                exchange, provider, priority, primary, active and provider_active
+            )
+        )
         served.add((provider, exchange))
     codes: dict[tuple[str, str], str] = {}
     skipped: dict[str, list[str]] = {}
@@ -95,8 +98,12 @@ def build_route_table(
             continue
         codes[(provider, name)] = code
     for reason, rows in skipped.items():
-        log.warning("route_rows_skipped", reason=reason, count=len(rows),
-                    examples=rows[:_EXAMPLES])
+        log.warning(
+            "route_rows_skipped",
+            reason=reason,
+            count=len(rows),
+            examples=rows[:_EXAMPLES],
+        )
     return RouteTable.build(routes, codes, source)
 
 
@@ -128,7 +135,8 @@ def list_exchange_routes(conn: psycopg.Connection) -> list[ExchangeRouteRow]:
     """All exchange mappings, by exchange then priority."""
     rows = conn.execute(
         """
-        SELECT e.code, p.name, p.code, m.priority, m.is_primary, m.is_active, p.is_active
+        SELECT e.code, p.name, p.code, m.priority, m.is_primary, m.is_active,
+               p.is_active
           FROM exchange_provider_mappings m
           JOIN providers p ON p.id = m.provider_id
           JOIN exchanges e ON e.id = m.exchange_id
@@ -174,7 +182,8 @@ def set_exchange_route(
     ``priority=None`` keeps an existing row's priority (0 for a new row).
 
     Raises:
-        UnknownNameError: no such provider, or no such exchange and not ``create_exchange``.
+        UnknownNameError: no such provider, or no such exchange and not
+            ``create_exchange``.
     """
     exchange = exchange.strip().upper()
     with conn.transaction():
@@ -197,9 +206,11 @@ def set_exchange_route(
         demoted: tuple[str, ...] = ()
         if primary:
             demoted = tuple(
-                name for (name,) in conn.execute(
+                name
+                for (name,) in conn.execute(
                     """
-                    UPDATE exchange_provider_mappings m SET is_primary = false, updated_at = now()
+                    UPDATE exchange_provider_mappings m
+                       SET is_primary = false, updated_at = now()
                       FROM providers p
                      WHERE p.id = m.provider_id AND m.exchange_id = %s
                        AND m.provider_id <> %s AND m.is_primary
@@ -212,15 +223,22 @@ def set_exchange_route(
             """
             INSERT INTO exchange_provider_mappings
                    (provider_id, exchange_id, is_active, is_primary, priority)
-            VALUES (%(pid)s, %(eid)s, %(active)s, %(primary)s, coalesce(%(priority)s, 0))
+            VALUES (%(pid)s, %(eid)s, %(active)s, %(primary)s,
+                    coalesce(%(priority)s, 0))
             ON CONFLICT (provider_id, exchange_id) DO UPDATE
                SET is_active = EXCLUDED.is_active, is_primary = EXCLUDED.is_primary,
-                   priority = coalesce(%(priority)s, exchange_provider_mappings.priority),
+                   priority = coalesce(%(priority)s,
+                                       exchange_provider_mappings.priority),
                    updated_at = now()
             RETURNING (xmax = 0)
             """,
-            {"pid": pid, "eid": eid, "active": active, "primary": primary,
-             "priority": priority},
+            {
+                "pid": pid,
+                "eid": eid,
+                "active": active,
+                "primary": primary,
+                "priority": priority,
+            },
         ).fetchone()
         created = bool(row and row[0])
     return SetRouteResult(created, exchange_created, demoted)

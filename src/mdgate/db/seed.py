@@ -16,7 +16,13 @@ import psycopg
 
 from mdgate.routing import DEFAULT_EXCHANGES, ExchangeRoute
 
-__all__ = ["DEFAULT_EXCHANGE_NAMES", "DEFAULT_PROVIDERS", "SeedProvider", "SeedResult", "seed"]
+__all__ = [
+    "DEFAULT_EXCHANGE_NAMES",
+    "DEFAULT_PROVIDERS",
+    "SeedProvider",
+    "SeedResult",
+    "seed",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +66,14 @@ _PROVIDERS_RESET: Final = """
     ON CONFLICT (name) DO UPDATE
        SET code = EXCLUDED.code, display_name = EXCLUDED.display_name,
            rate_limit = EXCLUDED.rate_limit, is_active = true, updated_at = now()
-     WHERE (providers.code, providers.display_name, providers.rate_limit, providers.is_active)
-           IS DISTINCT FROM (EXCLUDED.code, EXCLUDED.display_name, EXCLUDED.rate_limit, true)
+     WHERE (providers.code, providers.display_name, providers.rate_limit,
+            providers.is_active)
+           IS DISTINCT FROM
+           (EXCLUDED.code, EXCLUDED.display_name, EXCLUDED.rate_limit, true)
 """
-_EXCHANGES_INSERT: Final = "INSERT INTO exchanges (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+_EXCHANGES_INSERT: Final = (
+    "INSERT INTO exchanges (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING"
+)
 _EXCHANGES_RESET: Final = """
     INSERT INTO exchanges (code, name) VALUES (%s, %s)
     ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name
@@ -77,7 +87,8 @@ _MAPPINGS_INSERT: Final = """
            %(primary)s AND NOT EXISTS (SELECT 1 FROM exchange_provider_mappings o
                                         WHERE o.exchange_id = e.id AND o.is_primary),
            %(priority)s
-      FROM providers p, exchanges e WHERE p.name = %(provider)s AND e.code = %(exchange)s
+      FROM providers p, exchanges e
+     WHERE p.name = %(provider)s AND e.code = %(exchange)s
     ON CONFLICT DO NOTHING
 """
 _DEMOTE_OTHERS: Final = """
@@ -90,7 +101,8 @@ _MAPPINGS_RESET: Final = """
     INSERT INTO exchange_provider_mappings
            (provider_id, exchange_id, is_active, is_primary, priority)
     SELECT p.id, e.id, %(active)s, %(primary)s, %(priority)s
-      FROM providers p, exchanges e WHERE p.name = %(provider)s AND e.code = %(exchange)s
+      FROM providers p, exchanges e
+     WHERE p.name = %(provider)s AND e.code = %(exchange)s
     ON CONFLICT (provider_id, exchange_id) DO UPDATE
        SET is_active = EXCLUDED.is_active, is_primary = EXCLUDED.is_primary,
            priority = EXCLUDED.priority, updated_at = now()
@@ -100,7 +112,9 @@ _MAPPINGS_RESET: Final = """
 """
 
 
-def _run(conn: psycopg.Connection, sql: LiteralString, rows: list[tuple[object, ...]]) -> int:
+def _run(
+    conn: psycopg.Connection, sql: LiteralString, rows: list[tuple[object, ...]]
+) -> int:
     n = 0
     with conn.cursor() as cur:
         for row in rows:
@@ -128,18 +142,25 @@ def seed(
     """
     with conn.transaction():
         providers = _run(
-            conn, _PROVIDERS_RESET if reset else _PROVIDERS_INSERT,
+            conn,
+            _PROVIDERS_RESET if reset else _PROVIDERS_INSERT,
             [(p.name, p.code, p.display_name, p.rate_limit) for p in DEFAULT_PROVIDERS],
         )
         exchanges = _run(
-            conn, _EXCHANGES_RESET if reset else _EXCHANGES_INSERT,
+            conn,
+            _EXCHANGES_RESET if reset else _EXCHANGES_INSERT,
             list(DEFAULT_EXCHANGE_NAMES.items()),
         )
         mappings = 0
         with conn.cursor() as cur:
             for r in routes:
-                params = {"provider": r.provider, "exchange": r.exchange, "active": r.active,
-                          "primary": r.primary, "priority": r.priority}
+                params = {
+                    "provider": r.provider,
+                    "exchange": r.exchange,
+                    "active": r.active,
+                    "primary": r.primary,
+                    "priority": r.priority,
+                }
                 if reset:
                     cur.execute(_DEMOTE_OTHERS, params)
                     cur.execute(_MAPPINGS_RESET, params)

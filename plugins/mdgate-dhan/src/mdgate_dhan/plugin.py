@@ -1,13 +1,132 @@
-"""mdgate hook implementations for the Dhan provider."""
+"""mdgate hook implementations for the Dhan provider (``@hookimpl`` functions only)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import argparse
+from collections.abc import Callable, Sequence
+from urllib.parse import urlencode
 
-from mdgate import ProviderSpec, hookimpl
+from mdgate import Endpoint, Frame, ProviderSpec, SubscriptionRejected, hookimpl
+from mdgate.provider import Backfill
+from mdgate_dhan import cli, rest
+from mdgate_dhan.config import SETTINGS, DhanConfig, parse_config
+from mdgate_dhan.protocol import (
+    MAX_PER_MESSAGE,
+    PROVIDER_CODE,
+    DhanDecoder,
+    encode_subscribe,
+    encode_unsubscribe,
+)
+from mdgate_dhan.symbols import KNOWN_INSTRUMENTS
+
+NAME = "dhan"
+
+SPEC = ProviderSpec(
+    name=NAME,
+    code=PROVIDER_CODE,
+    exchanges=("NSE", "BSE"),
+    settings=SETTINGS,
+    secrets=("DHAN_CLIENT_ID", "DHAN_ACCESS_TOKEN"),
+    max_per_message=MAX_PER_MESSAGE,
+    max_per_connection=5000,
+    max_connections=5,
+    heartbeat_interval=None,  # the server pings every 10 s; websockets answers
+    stall_timeout=30.0,
+    parse_config=parse_config,
+)
 
 
 @hookimpl
 def mdgate_providers() -> Sequence[ProviderSpec]:
     """Declare the dhan provider."""
-    return []
+    return [SPEC]
+
+
+@hookimpl
+def mdgate_connect(
+    provider: str, config: DhanConfig, connection: int
+) -> Endpoint | None:
+    """Return the feed URL with version=2, token, clientId and authType=2."""
+    if provider != NAME:
+        return None
+    query = {
+        "version": "2",
+        "token": config.access_token.reveal(),
+        "clientId": config.client_id.reveal(),
+        "authType": "2",
+    }
+    masked = {**query, "token": "***", "clientId": "***"}
+    return Endpoint(
+        url=f"{config.url}?{urlencode(query)}",
+        display_url=f"{config.url}?{urlencode(masked, safe='*')}",
+    )
+
+
+def _frames(
+    encode: Callable[[Sequence[str], str], list[str]], codes: Sequence[str], mode: str
+) -> list[Frame]:
+    try:
+        return list(encode(codes, mode))
+    except ValueError as exc:
+        raise SubscriptionRejected(NAME, str(exc)) from None
+
+
+@hookimpl
+def mdgate_subscribe(
+    provider: str, config: DhanConfig, codes: Sequence[str]
+) -> Sequence[Frame] | None:
+    """Encode subscribe requests in the configured mode (100 instruments each)."""
+    return _frames(encode_subscribe, codes, config.mode) if provider == NAME else None
+
+
+@hookimpl
+def mdgate_unsubscribe(
+    provider: str, config: DhanConfig, codes: Sequence[str], remaining: Sequence[str]
+) -> Sequence[Frame] | None:
+    """Encode unsubscribe requests in the configured mode."""
+    return _frames(encode_unsubscribe, codes, config.mode) if provider == NAME else None
+
+
+@hookimpl
+def mdgate_normalize(provider: str, config: DhanConfig) -> DhanDecoder | None:
+    """Return a fresh decoder for one connection."""
+    return DhanDecoder(config.ltt_offset_seconds) if provider == NAME else None
+
+
+@hookimpl
+def mdgate_instrument_code(
+    provider: str, config: DhanConfig, exchange: str, symbol: str
+) -> str | None:
+    """Answer from the explicit KNOWN_INSTRUMENTS table only (no derivation)."""
+    return KNOWN_INSTRUMENTS.get(f"{exchange}:{symbol}") if provider == NAME else None
+
+
+@hookimpl
+def mdgate_backfill(
+    provider: str,
+    config: DhanConfig,
+    instrument: str,
+    code: str,
+    start_ms: int,
+    end_ms: int,
+) -> Backfill | None:
+    """Fetch one-minute bars from /charts/intraday (equities and indices)."""
+    if provider != NAME:
+        return None
+    try:
+        if rest.instrument_type(code) is None:
+            return None
+    except ValueError:
+        return None
+    bars: Backfill = rest.fetch_intraday_bars(
+        config, instrument, code, start_ms, end_ms
+    )
+    return bars
+
+
+@hookimpl
+def mdgate_add_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    """Add ``mdgate dhan import-instruments``."""
+    cli.add_commands(subparsers)

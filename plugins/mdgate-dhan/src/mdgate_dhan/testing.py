@@ -1,0 +1,506 @@
+"""
+A fake Dhan Live Market Feed v2 server for tests and benchmarks.
+
+:class:`FakeDhanServer` is a real WebSocket server on 127.0.0.1 speaking
+the v2 protocol: it checks the query string (``version=2``, ``token``,
+``clientId``, ``authType=2``), records subscribe/unsubscribe requests,
+enforces Dhan's limits, and sends binary packets built with the encoders of
+:mod:`mdgate_dhan.protocol`. Behaviour on faults (Dhan's real behaviour is
+known only in part, protocols.md §3):
+
+* bad credentials: ``auth_failure="disconnect"`` (default) accepts the
+  handshake, sends a disconnect packet with ``auth_failure_code`` (808) and
+  closes; ``auth_failure="http"`` refuses the handshake with HTTP 401;
+* more than ``max_per_message`` (100) instruments in one request, or more
+  than ``max_per_connection`` (5000) on a connection: disconnect 804, close;
+* a connection beyond ``max_connections`` (5): the **oldest** connection
+  gets disconnect 805 and is closed;
+* after a subscribe, a Prev close packet per new instrument that has a
+  price in ``prev_close``.
+
+Stream mode (:meth:`FakeDhanServer.stream`) sends numbered Quote packets
+round-robin over the subscribed instruments: ``volume`` is the sequence
+number (1, 2, ...) and the send time is recoverable from the normalized
+tick as ``send_ms = tick.ts + tick.size`` (LTT carries the IST-shifted send
+second, LTQ the milliseconds within it), given the default
+``ltt_offset_seconds`` of 19800.
+
+Run standalone: ``python -m mdgate_dhan.testing --port 8901 --stream-rate 1000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import json
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from mdgate_dhan.protocol import (
+    MAX_PER_MESSAGE,
+    DepthLevel,
+    decode_request,
+    encode_disconnect_packet,
+    encode_full,
+    encode_market_status,
+    encode_oi,
+    encode_prev_close,
+    encode_quote,
+    encode_ticker,
+)
+
+__all__ = ["FakeConnection", "FakeDhanServer", "main"]
+
+IST_OFFSET: Final = 19_800
+_SUBSCRIBE: Final = frozenset({15, 17, 21})
+_UNSUBSCRIBE: Final = frozenset({16, 18, 22})
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(eq=False)
+class FakeConnection:
+    """One client connection as the fake server sees it."""
+
+    id: int
+    ws: ServerConnection
+    opened: float
+    #: code -> RequestCode it was subscribed with (15 ticker, 17 quote, 21 full).
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    #: Every JSON request received, decoded.
+    requests: list[Any] = field(default_factory=list)
+    closed: bool = False
+
+
+class FakeDhanServer:
+    """
+    A loopback Dhan v2 feed (see the module docstring for its behaviour).
+
+    Use as ``async with FakeDhanServer() as server:``; point the plugin at
+    ``server.url`` with the same ``client_id`` and ``token``.
+    """
+
+    def __init__(
+        self,
+        *,
+        token: str = "test-token",
+        client_id: str = "1000000001",
+        host: str = "127.0.0.1",
+        port: int = 0,
+        auth_failure: str = "disconnect",
+        auth_failure_code: int = 808,
+        max_per_message: int = MAX_PER_MESSAGE,
+        max_per_connection: int = 5000,
+        max_connections: int = 5,
+        prev_close: Mapping[str, float] | None = None,
+        ltt_offset: int = IST_OFFSET,
+    ) -> None:
+        if auth_failure not in ("disconnect", "http"):
+            raise ValueError("auth_failure must be 'disconnect' or 'http'")
+        self.token = token
+        self.client_id = client_id
+        self.host = host
+        self.port = port
+        self.auth_failure = auth_failure
+        self.auth_failure_code = auth_failure_code
+        self.max_per_message = max_per_message
+        self.max_per_connection = max_per_connection
+        self.max_connections = max_connections
+        self.prev_close: dict[str, float] = dict(prev_close or {})
+        self.ltt_offset = ltt_offset
+        #: Handshakes seen, accepted or not.
+        self.connection_attempts = 0
+        #: Handshakes refused or disconnected for bad credentials.
+        self.auth_failures = 0
+        #: Every connection ever accepted, oldest first.
+        self.history: list[FakeConnection] = []
+        #: Disconnect reasons sent, in order.
+        self.disconnects_sent: list[int] = []
+        #: Packets (or stacked frames) sent by :meth:`stream`.
+        self.streamed = 0
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._seq = 0
+        self._changed: asyncio.Event | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start listening (``port=0`` picks a free port, stored in ``self.port``)."""
+        self._server = await serve(
+            self._handler,
+            self.host,
+            self.port,
+            process_request=self._process_request,
+            compression=None,
+            ping_interval=10,
+            ping_timeout=40,
+        )
+        sock = next(iter(self._server.sockets))
+        self.port = sock.getsockname()[1]
+
+    async def stop(self) -> None:
+        """Close every connection and stop listening."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> FakeDhanServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """The feed base URL (``ws://127.0.0.1:PORT``), for ``[providers.dhan] url``."""
+        return f"ws://{self.host}:{self.port}"
+
+    # -- inspection --------------------------------------------------------
+
+    @property
+    def connections(self) -> list[FakeConnection]:
+        """Open connections, oldest first."""
+        return [c for c in self.history if not c.closed]
+
+    @property
+    def requests(self) -> list[Any]:
+        """Every JSON request received, connection by connection."""
+        return [r for c in self.history for r in c.requests]
+
+    def subscribed(self) -> set[str]:
+        """Codes subscribed on any open connection."""
+        return {code for c in self.connections for code in c.subscriptions}
+
+    async def wait_for(self, predicate: Callable[[], bool]) -> None:
+        """Poll ``predicate()`` until true (wrap in ``anyio.fail_after``)."""
+        while not predicate():
+            if self._changed is None:
+                self._changed = asyncio.Event()
+            await self._changed.wait()
+
+    def _notify(self) -> None:
+        # Wake every waiter; they re-check their predicates.
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait_subscribed(self, codes: Iterable[str]) -> None:
+        """Wait until every code in ``codes`` is subscribed."""
+        wanted = set(codes)
+        await self.wait_for(lambda: wanted <= self.subscribed())
+
+    async def wait_connections(self, count: int) -> None:
+        """Wait until ``count`` connections are open."""
+        await self.wait_for(lambda: len(self.connections) >= count)
+
+    # -- sending -----------------------------------------------------------
+
+    def _targets(self, conn: FakeConnection | None) -> list[FakeConnection]:
+        if conn is not None:
+            return [conn]
+        return self.connections
+
+    def _holders(self, code: str) -> list[FakeConnection]:
+        return [c for c in self.connections if code in c.subscriptions]
+
+    async def send(self, data: bytes, conn: FakeConnection | None = None) -> None:
+        """Send raw bytes (one frame) to ``conn`` or to every open connection."""
+        for c in self._targets(conn):
+            with contextlib.suppress(ConnectionClosed):
+                await c.ws.send(data)
+
+    async def send_to_holders(self, code: str, data: bytes) -> None:
+        """Send a frame to every connection subscribed to ``code``."""
+        for c in self._holders(code):
+            with contextlib.suppress(ConnectionClosed):
+                await c.ws.send(data)
+
+    def ltt(self, ts_ms: int | None = None) -> int:
+        """The LTT Dhan would send for ``ts_ms`` (default now): IST-shifted seconds."""
+        return (ts_ms if ts_ms is not None else _now_ms()) // 1000 + self.ltt_offset
+
+    async def send_ticker(
+        self, code: str, ltp: float, ts_ms: int | None = None
+    ) -> None:
+        """Send a Ticker packet to the connections subscribed to ``code``."""
+        await self.send_to_holders(code, encode_ticker(code, ltp, self.ltt(ts_ms)))
+
+    async def send_quote(
+        self, code: str, ltp: float, ts_ms: int | None = None, **fields: Any
+    ) -> None:
+        """Send a Quote packet (extra fields as in ``protocol.encode_quote``)."""
+        packet = encode_quote(code, ltp=ltp, ltt=self.ltt(ts_ms), **fields)
+        await self.send_to_holders(code, packet)
+
+    async def send_full(
+        self,
+        code: str,
+        ltp: float,
+        ts_ms: int | None = None,
+        depth: Iterable[DepthLevel] = (),
+        **fields: Any,
+    ) -> None:
+        """Send a Full packet with up to 5 depth levels."""
+        packet = encode_full(code, ltp=ltp, ltt=self.ltt(ts_ms), depth=depth, **fields)
+        await self.send_to_holders(code, packet)
+
+    async def send_prev_close(
+        self, code: str, prev_close: float, prev_oi: int = 0
+    ) -> None:
+        """Send a Prev close packet."""
+        await self.send_to_holders(code, encode_prev_close(code, prev_close, prev_oi))
+
+    async def send_oi(self, code: str, oi: int) -> None:
+        """Send an OI packet."""
+        await self.send_to_holders(code, encode_oi(code, oi))
+
+    async def send_market_status(self, conn: FakeConnection | None = None) -> None:
+        """Send a Market status packet (header only)."""
+        await self.send(encode_market_status(), conn)
+
+    async def disconnect(self, reason: int, conn: FakeConnection | None = None) -> None:
+        """Send a disconnect packet with ``reason`` (805, 807...), then close."""
+        for c in self._targets(conn):
+            await self._disconnect(c, reason)
+
+    async def _disconnect(self, conn: FakeConnection, reason: int) -> None:
+        self.disconnects_sent.append(reason)
+        with contextlib.suppress(ConnectionClosed):
+            await conn.ws.send(encode_disconnect_packet(reason))
+        await conn.ws.close()
+        conn.closed = True
+        self._notify()
+
+    async def close(self, conn: FakeConnection | None = None, code: int = 1000) -> None:
+        """Close cleanly (WebSocket close frame)."""
+        for c in self._targets(conn):
+            await c.ws.close(code)
+            c.closed = True
+            self._notify()
+
+    async def drop(self, conn: FakeConnection | None = None) -> None:
+        """Drop abruptly: abort the TCP connection without a close frame."""
+        for c in self._targets(conn):
+            c.ws.transport.abort()
+            c.closed = True
+            self._notify()
+
+    async def stream(
+        self,
+        count: int,
+        *,
+        rate: float | None = None,
+        per_frame: int = 1,
+        price: float = 2885.05,
+    ) -> int:
+        """
+        Send ``count`` numbered Quote packets round-robin over subscribed codes.
+
+        Args:
+            count: packets to send.
+            rate: packets per second (paced); ``None`` sends as fast as the
+                socket takes them ("blast").
+            per_frame: packets stacked in each frame.
+            price: LTP of every packet.
+
+        Returns:
+            The number of packets sent (fewer when nothing is subscribed).
+        """
+        sent = 0
+        start = time.monotonic()
+        while sent < count:
+            conns = [c for c in self.connections if c.subscriptions]
+            if not conns:
+                break
+            for conn in conns:
+                codes = list(conn.subscriptions)
+                n = min(per_frame, count - sent)
+                packets = []
+                for _ in range(n):
+                    self._seq += 1
+                    now = _now_ms()
+                    code = codes[self._seq % len(codes)]
+                    packets.append(
+                        encode_quote(
+                            code,
+                            ltp=price,
+                            ltq=now % 1000,
+                            ltt=now // 1000 + self.ltt_offset,
+                            volume=self._seq,
+                        )
+                    )
+                try:
+                    await conn.ws.send(b"".join(packets))
+                except ConnectionClosed:
+                    conn.closed = True
+                    continue
+                sent += n
+                self.streamed += n
+                if sent >= count:
+                    break
+            if rate:
+                ahead = start + sent / rate - time.monotonic()
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            else:
+                await asyncio.sleep(0)
+        return sent
+
+    # -- server side -------------------------------------------------------
+
+    def _credentials_ok(self, path: str) -> bool:
+        query = parse_qs(urlsplit(path).query)
+
+        def one(name: str) -> str | None:
+            values = query.get(name)
+            return values[0] if values else None
+
+        return (
+            one("version") == "2"
+            and one("authType") == "2"
+            and one("token") == self.token
+            and one("clientId") == self.client_id
+        )
+
+    def _process_request(
+        self, conn: ServerConnection, request: Request
+    ) -> Response | None:
+        self.connection_attempts += 1
+        if self.auth_failure == "http" and not self._credentials_ok(request.path):
+            self.auth_failures += 1
+            return Response(401, "Unauthorized", Headers({"Content-Length": "0"}), b"")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        conn = FakeConnection(next(self._ids), ws, time.monotonic())
+        self.history.append(conn)
+        self._notify()
+        try:
+            if not self._credentials_ok(ws.request.path if ws.request else ""):
+                self.auth_failures += 1
+                await self._disconnect(conn, self.auth_failure_code)
+                return
+            open_conns = self.connections
+            if len(open_conns) > self.max_connections:
+                await self._disconnect(open_conns[0], 805)
+            async for message in ws:
+                if isinstance(message, bytes):
+                    continue  # v2 clients send JSON only
+                if not await self._on_request(conn, message):
+                    return
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.closed = True
+            self._notify()
+
+    async def _on_request(self, conn: FakeConnection, text: str) -> bool:
+        try:
+            return await self._request(conn, text)
+        finally:
+            self._notify()
+
+    async def _request(self, conn: FakeConnection, text: str) -> bool:
+        try:
+            conn.requests.append(json.loads(text))
+            request_code, codes = decode_request(text)
+        except ValueError:
+            return True  # recorded; Dhan's reaction to garbage is undocumented
+        if request_code == 12:
+            await conn.ws.close()
+            conn.closed = True
+            return False
+        if len(codes) > self.max_per_message:
+            await self._disconnect(conn, 804)
+            return False
+        if request_code in _SUBSCRIBE:
+            new = [c for c in codes if c not in conn.subscriptions]
+            for code in codes:
+                conn.subscriptions[code] = request_code
+            if len(conn.subscriptions) > self.max_per_connection:
+                await self._disconnect(conn, 804)
+                return False
+            frames = [
+                encode_prev_close(c, self.prev_close[c])
+                for c in new
+                if c in self.prev_close
+            ]
+            if frames:
+                await conn.ws.send(b"".join(frames))
+        elif request_code in _UNSUBSCRIBE:
+            for code in codes:
+                conn.subscriptions.pop(code, None)
+        return True
+
+
+async def _serve(args: argparse.Namespace) -> None:
+    server = FakeDhanServer(
+        token=args.token, client_id=args.client_id, port=args.port, host=args.host
+    )
+    await server.start()
+    sys.stdout.write(f"fake Dhan feed listening on {server.url}\n")
+    sys.stdout.flush()
+    try:
+        while True:
+            if args.stream_rate or args.blast:
+                batch = max(1, int(args.stream_rate / 10)) if args.stream_rate else 1000
+                sent = await server.stream(
+                    batch, rate=args.stream_rate or None, per_frame=args.per_frame
+                )
+                if not sent:
+                    await asyncio.sleep(0.05)
+            else:
+                await asyncio.sleep(3600)
+    finally:
+        await server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run a fake Dhan feed until interrupted (``python -m mdgate_dhan.testing``)."""
+    parser = argparse.ArgumentParser(prog="python -m mdgate_dhan.testing")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--token", default="test-token")
+    parser.add_argument("--client-id", default="1000000001")
+    parser.add_argument(
+        "--stream-rate",
+        type=float,
+        default=0.0,
+        help="numbered Quote packets per second to subscribed instruments (0 = none)",
+    )
+    parser.add_argument(
+        "--blast", action="store_true", help="stream as fast as possible"
+    )
+    parser.add_argument(
+        "--per-frame", type=int, default=1, help="packets stacked per frame"
+    )
+    args = parser.parse_args(argv)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(_serve(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""
+:class:`PgRouteSource`: routing tables from PostgreSQL, reloaded live.
+
+``load()`` reads the tables once (checking the schema version first, and
+upgrading it when ``[database] auto_upgrade`` is on) and caches the result
+on disk; when the database is unreachable it falls back to that cache.
+``watch()`` LISTENs on ``mdgate_routes`` (the migrations' triggers NOTIFY
+on every change), reloads after a short debounce and hands the new table
+to the runtime; it survives the database going away, reconnecting with
+capped, jittered backoff and reloading once back.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+import anyio
+import psycopg
+import structlog
+from psycopg import sql
+
+from mdgate.config import mask_url
+from mdgate.db._connect import aconnect, connect
+from mdgate.db.cache import default_cache_path, read_cache, write_cache
+from mdgate.db.errors import DatabaseUnavailable, SchemaError
+from mdgate.db.migrations import SCHEMA_VERSION, Migration, upgrade
+from mdgate.db.routes import CODE_ROWS_SQL, EXCHANGE_ROWS_SQL, build_route_table
+from mdgate.errors import ConfigError, RoutingError
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+    from mdgate.config import Settings
+    from mdgate.routing import RouteTable
+
+__all__ = ["CHANNEL", "PgRouteSource"]
+
+log = structlog.get_logger(__name__)
+
+#: The NOTIFY channel the migrations' triggers signal on.
+CHANNEL: Final = "mdgate_routes"
+
+_VERSION_SQL: Final = (
+    "SELECT coalesce(max(version), 0) FROM schema_migrations"
+)
+
+
+class PgRouteSource:
+    """
+    A :class:`~mdgate.routing.RouteSource` backed by PostgreSQL.
+
+    Args:
+        settings: uses ``[database]`` (url, auto_upgrade, cache_path,
+            connect_timeout) and ``[runtime]`` backoff timings.
+        debounce: seconds to gather further notifications before reloading.
+        health_interval: seconds of silence after which the LISTEN connection
+            is probed (so a dead peer is noticed).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        debounce: float = 0.1,
+        health_interval: float = 10.0,
+    ) -> None:
+        db = settings.database
+        if db.url is None:
+            raise ConfigError("database.url", "not set")
+        self._dsn = db.url.reveal()
+        self.description = f"postgresql {mask_url(self._dsn)}"
+        self.cache_path: Path = default_cache_path(db.cache_path, settings.environ)
+        self._timeout = db.connect_timeout
+        self._auto_upgrade = db.auto_upgrade
+        self._backoff_initial = max(settings.runtime.backoff_initial, 0.05)
+        self._backoff_max = max(settings.runtime.backoff_max, self._backoff_initial)
+        self._debounce = debounce
+        self._health_interval = health_interval
+        #: The last table handed out (by ``load`` or ``watch``).
+        self.table: RouteTable | None = None
+
+    # ------------------------------------------------------------------ load
+
+    async def load(self) -> RouteTable:
+        """
+        Load the current table (from the database, else from the cache file).
+
+        Raises:
+            ConfigError: the schema is behind and ``auto_upgrade`` is off.
+            RoutingError: the database is unreachable and there is no usable cache.
+        """
+        try:
+            table = await self._fetch(check_schema=True)
+        except RoutingError as exc:
+            log.warning(
+                "route_source_unavailable", source=self.description, error=str(exc)
+            )
+            try:
+                table = read_cache(self.cache_path)
+            except FileNotFoundError:
+                raise RoutingError(
+                    f"{exc}; no route cache at {self.cache_path} to start from"
+                ) from exc
+            except (OSError, ValueError) as cexc:
+                raise RoutingError(
+                    f"{exc}; route cache {self.cache_path} unusable: {cexc}"
+                ) from exc
+            log.warning(
+                "route_table_from_cache",
+                path=str(self.cache_path),
+                exchanges=len(table.exchanges),
+                codes=len(table.codes),
+            )
+        self.table = table
+        return table
+
+    async def _fetch(self, *, check_schema: bool) -> RouteTable:
+        """Read the table from the database and refresh the cache file."""
+        try:
+            conn = await aconnect(self._dsn, self._timeout, autocommit=True)
+            async with conn:
+                if check_schema:
+                    await self._check_schema(conn)
+                async with conn.transaction():
+                    await conn.execute(
+                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
+                    )
+                    exchange_rows = await (
+                        await conn.execute(EXCHANGE_ROWS_SQL)
+                    ).fetchall()
+                    code_rows = await (await conn.execute(CODE_ROWS_SQL)).fetchall()
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(
+                f"lost the database at {mask_url(self._dsn)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise RoutingError(
+                f"cannot read routes from {mask_url(self._dsn)}: "
+                f"{type(exc).__name__}: {_first_line(exc)}"
+            ) from exc
+        # Building 100k codes takes a while: keep it off the event loop.
+        table = await anyio.to_thread.run_sync(
+            build_route_table, exchange_rows, code_rows
+        )
+        log.info(
+            "route_table_loaded",
+            source=self.description,
+            exchanges=len(table.exchanges),
+            codes=len(table.codes),
+        )
+        await anyio.to_thread.run_sync(self._write_cache, table)
+        return table
+
+    async def _check_schema(self, conn: psycopg.AsyncConnection) -> None:
+        cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
+        exists = await cur.fetchone()
+        version = 0
+        if exists and exists[0]:
+            row = await (await conn.execute(_VERSION_SQL)).fetchone()
+            version = int(row[0]) if row else 0
+        if version > SCHEMA_VERSION:
+            log.warning(
+                "schema_newer_than_mdgate", version=version, needed=SCHEMA_VERSION
+            )
+        if version >= SCHEMA_VERSION:
+            return
+        if not self._auto_upgrade:
+            raise ConfigError("database.url", str(SchemaError(version, SCHEMA_VERSION)))
+        applied = await anyio.to_thread.run_sync(self._upgrade)
+        log.info(
+            "schema_upgraded",
+            source=self.description,
+            from_version=version,
+            to_version=SCHEMA_VERSION,
+            applied=[m.version for m in applied],
+        )
+
+    def _upgrade(self) -> list[Migration]:
+        with connect(self._dsn, self._timeout, autocommit=True) as conn:
+            return list(upgrade(conn))
+
+    def _write_cache(self, table: RouteTable) -> None:
+        try:
+            write_cache(self.cache_path, table)
+        except OSError as exc:
+            log.warning(
+                "route_cache_write_failed", path=str(self.cache_path), error=str(exc)
+            )
+
+    # ----------------------------------------------------------------- watch
+
+    async def watch(
+        self,
+        on_change: Callable[[RouteTable], None],
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """
+        Follow changes until cancelled, calling ``on_change`` with each new table.
+
+        ``task_status.started()`` is called once the first connection attempt
+        is over (LISTEN active, or the database down: then it keeps trying).
+        After every reconnection the table is reloaded and handed over.
+        """
+        started = False
+        attempt = 0
+        outage_since: float | None = None
+        connected_once = False
+        while True:
+            try:
+                conn = await aconnect(self._dsn, self._timeout, autocommit=True)
+            except DatabaseUnavailable as exc:
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    log.warning(
+                        "route_source_lost", source=self.description, error=str(exc)
+                    )
+                if not started:
+                    task_status.started()
+                    started = True
+                await anyio.sleep(self._delay(attempt))
+                attempt += 1
+                continue
+            try:
+                async with conn:
+                    await conn.execute(
+                        sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL))
+                    )
+                    if not started:
+                        task_status.started()
+                        started = True
+                    if outage_since is not None:
+                        log.info(
+                            "route_source_reconnected",
+                            source=self.description,
+                            down_s=round(time.monotonic() - outage_since, 1),
+                            attempts=attempt,
+                        )
+                    # Catch up on whatever changed while we were not listening.
+                    await self._reload(
+                        on_change, force=outage_since is not None or connected_once
+                    )
+                    outage_since, attempt, connected_once = None, 0, True
+                    await self._listen(conn, on_change)
+            except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                    log.warning(
+                        "route_source_lost",
+                        source=self.description,
+                        error=_first_line(exc),
+                    )
+                await anyio.sleep(self._delay(attempt))
+                attempt += 1
+
+    def _delay(self, attempt: int) -> float:
+        cap = min(self._backoff_max, self._backoff_initial * 2 ** min(attempt, 30))
+        return max(0.05, random.uniform(0, cap))
+
+    async def _listen(
+        self, conn: psycopg.AsyncConnection, on_change: Callable[[RouteTable], None]
+    ) -> None:
+        while True:
+            if not await _received(conn, self._health_interval):
+                await conn.execute("SELECT 1")  # raises when the peer is gone
+                continue
+            await _received(conn, self._debounce)  # gather a burst into one reload
+            await self._reload(on_change, force=False)
+
+    async def _reload(
+        self, on_change: Callable[[RouteTable], None], *, force: bool
+    ) -> None:
+        try:
+            table = await self._fetch(check_schema=False)
+        except DatabaseUnavailable:
+            raise
+        except RoutingError as exc:
+            log.error(
+                "route_table_reload_failed", source=self.description, error=str(exc)
+            )
+            return
+        if not force and table == self.table:
+            return
+        self.table = table
+        log.info(
+            "route_table_reloaded",
+            source=self.description,
+            exchanges=len(table.exchanges),
+            codes=len(table.codes),
+        )
+        try:
+            on_change(table)
+        except Exception as exc:  # the runtime's callback must not stop the watcher
+            log.error(
+                "route_change_callback_failed", error=f"{type(exc).__name__}: {exc}"
+            )
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+async def _received(conn: psycopg.AsyncConnection, seconds: float) -> int:
+    """Wait up to ``seconds`` for notifications; return how many arrived."""
+    n = 0
+    async for _ in conn.notifies(timeout=seconds, stop_after=1):
+        n += 1
+    return n

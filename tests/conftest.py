@@ -1,0 +1,83 @@
+"""Shared fixtures of the core's tests."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from mdgate.config import Settings
+from mdgate.testing import FakeFeedServer, settings_from_toml
+
+#: Timeouts scale with this (slow CI machines).
+FACTOR = float(os.environ.get("MDGATE_TESTS_TIMEOUT_FACTOR", "1"))
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class ExampleFeed(FakeFeedServer):
+    """A FakeFeedServer that speaks the example provider's JSON protocol."""
+
+    def __init__(self) -> None:
+        super().__init__(on_message=self._on_msg)
+        self.subscribed: set[str] = set()
+        self.subscribe_frames: list[list[str]] = []
+        self.unsubscribe_frames: list[list[str]] = []
+        self.pings = 0
+        self.refuse_auth = False
+
+    def _on_msg(self, server: FakeFeedServer, ws: Any, frame: Any) -> Any:
+        msg = json.loads(frame)
+        if msg["action"] == "subscribe":
+            self.subscribe_frames.append(msg["symbols"])
+            self.subscribed.update(msg["symbols"])
+            if self.refuse_auth:
+                return ws.send(json.dumps({"error": "auth", "message": "token refused"}))
+        elif msg["action"] == "unsubscribe":
+            self.unsubscribe_frames.append(msg["symbols"])
+            self.subscribed.difference_update(msg["symbols"])
+        elif msg["action"] == "ping":
+            self.pings += 1
+        return None
+
+    async def tick(self, symbol: str, price: float, ts: int = 1_700_000_000_000, **extra: Any) -> None:
+        await self.push(json.dumps({"s": symbol, "p": price, "t": ts, **extra}))
+
+
+@pytest.fixture
+async def feed() -> AsyncIterator[ExampleFeed]:
+    async with ExampleFeed() as server:
+        yield server
+
+
+@pytest.fixture
+def make_settings(tmp_path: Any) -> Callable[..., Settings]:
+    """``make_settings(feed_url, extra_toml="", environ=None)`` -> Settings for the example provider."""
+
+    def make(url: str, extra: str = "", environ: dict[str, str] | None = None,
+             example: str = "") -> Settings:
+        text = f"""
+[runtime]
+backoff_initial = 0.05
+backoff_max = 0.2
+auth_retry = 60
+failover_after = 0.5
+failback_after = 0.5
+
+[providers.example]
+url = "{url}"
+{example}
+{extra}
+"""
+        env = {"MDGATE_LOAD_PLUGINS": "example", "MDGATE_SUBSCRIPTIONS__LINGER": "0"}
+        if environ is not None:
+            env = environ
+        return settings_from_toml(text, env, tmp_path)
+
+    return make

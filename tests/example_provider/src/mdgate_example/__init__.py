@@ -1,0 +1,1 @@
+"""An example third-party mdgate provider (JSON over WebSocket)."""

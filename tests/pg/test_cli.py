@@ -1,0 +1,277 @@
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+from structlog.testing import capture_logs
+
+from mdgate.db import cli
+from mdgate.db.migrations import SCHEMA_VERSION, upgrade
+
+from ._fakes import fake_registry
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture(autouse=True)
+def _fake_providers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "_registry", lambda settings: fake_registry())
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+    def run(*argv: str) -> Result:
+        # The lead's top-level parser: a global --config, then the commands.
+        parser = argparse.ArgumentParser(prog="mdgate")
+        parser.add_argument("--config")
+        cli.add_commands(parser.add_subparsers(dest="command", required=True))
+        args = parser.parse_args(argv)
+        with capture_logs():  # logs go wherever the CLI configures them; not stdout
+            code = args.func(args)
+        cap = capsys.readouterr()
+        return Result(code, cap.out, cap.err)
+
+    return run
+
+
+def test_cli_db_upgrade_then_status_then_rerun(run, empty_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("db", "status", "--database-url", empty_dsn)
+    assert r.code == 0
+    assert f"schema version: 0 (this mdgate needs {SCHEMA_VERSION}; {SCHEMA_VERSION} pending" in r.out
+    assert ["0001", "routing_tables", "pending"] in [ln.split() for ln in r.out.splitlines()]
+    r = run("db", "upgrade", "--database-url", empty_dsn)
+    assert r.code == 0 and "applied 0001 routing_tables" in r.out
+    assert f"is now at version {SCHEMA_VERSION}" in r.out
+    r = run("db", "upgrade", "--database-url", empty_dsn)
+    assert r.code == 0 and f"up to date (version {SCHEMA_VERSION})" in r.out
+    r = run("db", "status", "--database-url", empty_dsn)
+    assert "up to date" in r.out and "pending" not in r.out.split("\n", 2)[2]
+
+
+def test_cli_db_seed_twice_same_row_counts(run, empty_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    run("db", "upgrade", "--database-url", empty_dsn)
+    r = run("db", "seed", "--database-url", empty_dsn)
+    assert r.code == 0
+    assert "inserted 2 provider(s), 4 exchange(s), 6 exchange mapping(s)" in r.out
+    r = run("db", "seed", "--database-url", empty_dsn)
+    assert "inserted 0 provider(s), 0 exchange(s), 0 exchange mapping(s)" in r.out
+
+
+def test_cli_command_schema_behind_says_run_upgrade(run, empty_dsn: str) -> None:  # type: ignore[no-untyped-def]
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        upgrade(conn, target=1)
+    r = run("routes", "--database-url", empty_dsn)
+    assert r.code == 1
+    assert r.err == (f"mdgate: error: schema is at version 1, this mdgate needs "
+                     f"{SCHEMA_VERSION}: run `mdgate db upgrade`\n")
+
+
+def test_cli_routes_without_database_shows_builtin_defaults(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("routes")
+    assert r.code == 0
+    assert r.out.startswith("No database configured: these are the built-in defaults")
+    lines = r.out.splitlines()
+    assert lines[1].split() == ["EXCHANGE", "PRIORITY", "PROVIDER", "CODE", "PRIMARY", "ACTIVE"]
+    assert lines[2:] and [ln.split() for ln in lines[2:4]] == [
+        ["BSE", "0", "dhan", "DHAN", "yes", "yes"], ["BSE", "10", "yahoo", "YF", "no", "yes"]
+    ]
+
+
+def test_cli_routes_lists_database_rows_by_priority(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("routes", "--database-url", dsn)
+    assert r.code == 0
+    rows = [ln.split() for ln in r.out.splitlines()[2:]]
+    assert rows == [
+        ["BSE", "0", "dhan", "DHAN", "yes", "yes"], ["BSE", "10", "yahoo", "YF", "no", "yes"],
+        ["NASDAQ", "0", "yahoo", "YF", "yes", "yes"], ["NSE", "0", "dhan", "DHAN", "yes", "yes"],
+        ["NSE", "10", "yahoo", "YF", "no", "yes"], ["NYSE", "0", "yahoo", "YF", "yes", "yes"],
+    ]
+
+
+def test_cli_routes_uses_database_url_from_environment(  # type: ignore[no-untyped-def]
+    run, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MDGATE_DATABASE_URL", dsn)
+    r = run("routes")
+    assert r.code == 0 and r.out.startswith("Routes in postgresql://")
+
+
+def test_cli_routes_uses_database_url_from_config_file(  # type: ignore[no-untyped-def]
+    run, dsn: str, tmp_path: Path
+) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text(f'[database]\nurl = "{dsn}"\n', encoding="utf-8")
+    r = run("--config", str(config), "routes")
+    assert r.code == 0 and r.out.startswith("Routes in postgresql://")
+
+
+def test_cli_routes_set_backup_primary_and_inactive(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("routes", "set", "NSE", "yahoo", "--priority", "0", "--primary", "--database-url", dsn)
+    assert r.code == 0
+    assert "dhan is no longer primary for NSE" in r.out and "updated NSE -> yahoo" in r.out
+    r = run("routes", "set", "nse", "dhan", "--priority", "5", "--inactive", "--database-url", dsn)
+    assert r.code == 0
+    rows = [ln.split() for ln in r.out.splitlines() if ln.startswith("  NSE")]
+    assert rows == [["NSE", "0", "yahoo", "YF", "yes", "yes"], ["NSE", "5", "dhan", "DHAN", "no", "no"]]
+
+
+def test_cli_routes_set_unknown_provider_one_line_error(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("routes", "set", "NSE", "alpaca", "--priority", "1", "--database-url", dsn)
+    assert r.code == 1
+    assert r.err == "mdgate: error: unknown provider 'alpaca' (known: dhan, yahoo)\n"
+
+
+def test_cli_routes_set_unknown_exchange_one_line_error(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("routes", "set", "LSE", "yahoo", "--database-url", dsn)
+    assert r.code == 1
+    assert r.err == "mdgate: error: unknown exchange 'LSE' (known: BSE, NASDAQ, NSE, NYSE)\n"
+    r = run("routes", "set", "LSE", "yahoo", "--primary", "--create-exchange", "--database-url", dsn)
+    assert r.code == 0 and "added exchange LSE" in r.out and "added LSE -> yahoo" in r.out
+
+
+def test_cli_route_explains_explicit_and_derived_codes(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--database-url", dsn)
+    assert r.code == 0 and r.out == "NSE:RELIANCE -> dhan NSE_EQ:2885\n"
+    r = run("route", "NSE:RELIANCE", "--database-url", dsn)
+    assert r.code == 0, r.err
+    lines = r.out.splitlines()
+    assert lines[0].startswith("NSE:RELIANCE (routes from postgresql://")
+    assert lines[1].split() == ["#", "PROVIDER", "PCODE", "CODE", "WHY", "STATE"]
+    assert lines[2].split()[:5] == ["1", "dhan", "DHAN", "NSE_EQ:2885", "primary;"]
+    assert "explicit mapping" in lines[2]
+    assert "disabled: DHAN_CLIENT_ID / DHAN_ACCESS_TOKEN not set" in lines[2]
+    assert lines[3].split()[:4] == ["2", "yahoo", "YF", "RELIANCE.NS"]
+    assert "backup (priority 10); derived by the provider's rule" in lines[3]
+    assert lines[4] == "served by yahoo as RELIANCE.NS"
+
+
+def test_cli_route_enabled_primary_serves_with_failover(  # type: ignore[no-untyped-def]
+    run, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("DHAN_CLIENT_ID", "1000000001")
+    monkeypatch.setenv("DHAN_ACCESS_TOKEN", "token")
+    run("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--database-url", dsn)
+    r = run("route", "nse:reliance", "--database-url", dsn)
+    assert r.code == 0
+    assert r.out.splitlines()[-1] == "served by dhan as NSE_EQ:2885; failover to yahoo"
+    assert "token" not in r.out
+
+
+def test_cli_route_no_code_for_dhan_skips_it_and_says_why(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("route", "NSE:INFY", "--database-url", dsn)
+    assert r.code == 0
+    assert "  not a candidate: dhan (no explicit mapping and its rule derives no code for NSE:INFY)" in r.out
+    assert "served by yahoo as INFY.NS" in r.out
+
+
+def test_cli_route_unknown_exchange_names_it(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("route", "LSE:VOD", "--database-url", dsn)
+    assert r.code == 1
+    assert r.err == "mdgate: error: no provider serves exchange 'LSE' (LSE:VOD)\n"
+
+
+def test_cli_route_all_inactive_no_route(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    run("routes", "set", "NYSE", "yahoo", "--inactive", "--database-url", dsn)
+    r = run("route", "NYSE:IBM", "--database-url", dsn)
+    assert r.code == 1
+    assert r.err == "mdgate: error: no provider can serve NYSE:IBM on NYSE: yahoo inactive\n"
+
+
+def test_cli_route_without_database_uses_defaults_and_config(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path
+) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text('[instruments."NSE:RELIANCE"]\ndhan = "NSE_EQ:2885"\n', encoding="utf-8")
+    r = run("--config", str(config), "route", "NSE:RELIANCE")
+    assert r.code == 0
+    assert "built-in defaults and the config file (no database configured)" in r.out
+    assert "NSE_EQ:2885" in r.out and "RELIANCE.NS" in r.out
+
+
+def test_cli_route_bad_provider_table_is_config_error(  # type: ignore[no-untyped-def]
+    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mdgate.errors import ConfigError
+
+    def bad(registry, settings):  # type: ignore[no-untyped-def]
+        raise ConfigError("providers.yahoo.bogus", "unknown key")
+
+    monkeypatch.setattr("mdgate._router.parse_provider_configs", bad)
+    r = run("route", "NSE:RELIANCE")
+    assert r.code == 2
+    assert r.err == "mdgate: error: providers.yahoo.bogus: unknown key\n"
+
+
+def test_cli_instruments_add_unknown_names_and_unused_note(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    r = run("instruments", "add", "NSE:RELIANCE", "alpaca", "X", "--database-url", dsn)
+    assert (r.code, r.err) == (1, "mdgate: error: unknown provider 'alpaca' (known: dhan, yahoo)\n")
+    r = run("instruments", "add", "LSE:VOD", "yahoo", "VOD.L", "--database-url", dsn)
+    assert r.code == 1 and "unknown exchange 'LSE'" in r.err
+    r = run("instruments", "add", "RELIANCE", "dhan", "X", "--database-url", dsn)
+    assert r.code == 2 and "bad instrument 'RELIANCE'" in r.err
+    r = run("instruments", "add", "NYSE:IBM", "dhan", "X:1", "--extra", "segment=X",
+            "--database-url", dsn)
+    assert r.code == 0
+    assert "note: dhan has no route for NYSE" in r.out
+
+
+def test_cli_instruments_list_filters(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+    run("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--extra", "lot_size=1",
+        "--database-url", dsn)
+    run("instruments", "add", "NASDAQ:AAPL", "yahoo", "AAPL", "--database-url", dsn)
+    r = run("instruments", "list", "--database-url", dsn)
+    assert [ln.split() for ln in r.out.splitlines()] == [
+        ["INSTRUMENT", "PROVIDER", "CODE", "EXTRA"],
+        ["NASDAQ:AAPL", "yahoo", "AAPL"],
+        ["NSE:RELIANCE", "dhan", "NSE_EQ:2885", '{"lot_size":"1"}'],
+    ]
+    r = run("instruments", "list", "--exchange", "nse", "--database-url", dsn)
+    assert len(r.out.splitlines()) == 2 and "NSE:RELIANCE" in r.out
+    r = run("instruments", "list", "--provider", "yahoo", "--exchange", "NSE", "--database-url", dsn)
+    assert r.out == "no instrument mappings match\n"
+
+
+def test_cli_instruments_import_csv(run, dsn: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "codes.csv"
+    path.write_text("instrument,code,lot_size\nNSE:RELIANCE,NSE_EQ:2885,1\nBSE:TCS,BSE_EQ:532540,1\n",
+                    encoding="utf-8")
+    r = run("instruments", "import", "--csv", str(path), "--provider", "dhan", "--database-url", dsn)
+    assert r.code == 0 and r.out == f"imported 2 mapping(s) for dhan from {path}\n"
+    r = run("instruments", "list", "--provider", "dhan", "--database-url", dsn)
+    assert "BSE:TCS" in r.out and "NSE:RELIANCE" in r.out
+    bad = tmp_path / "bad.csv"
+    bad.write_text("instrument,code\nNSE:A,1\nnope,2\n", encoding="utf-8")
+    r = run("instruments", "import", "--csv", str(bad), "--provider", "dhan", "--database-url", dsn)
+    assert r.code == 1 and r.err == f"mdgate: error: {bad}:3: bad instrument 'nope': expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("db", "upgrade"), ("db", "seed"), ("db", "status"), ("routes",),
+     ("routes", "set", "NSE", "dhan"), ("route", "NSE:RELIANCE"),
+     ("instruments", "add", "NSE:A", "dhan", "1"), ("instruments", "list")],
+)
+def test_cli_unreachable_database_one_line_error_no_password(  # type: ignore[no-untyped-def]
+    run, unused_dsn: str, argv: tuple[str, ...]
+) -> None:
+    r = run(*argv, "--database-url", unused_dsn)
+    assert r.code == 1
+    assert r.err.startswith("mdgate: error: cannot reach the database at "
+                            "postgresql://postgres:***@127.0.0.1:")
+    assert r.err.count("\n") == 1 and "s3cret" not in r.err and "Traceback" not in r.err
+
+
+def test_cli_no_database_configured_is_usage_error(run) -> None:  # type: ignore[no-untyped-def]
+    r = run("instruments", "list")
+    assert r.code == 2
+    assert r.err.startswith("mdgate: error: no database configured: pass --database-url")
