@@ -41,10 +41,10 @@ import anyio
 import hiredis
 import redis.asyncio as aioredis
 
-from mdgate._redis_codec import FEED_KEY, BatchPacker, last_key, ticks_key
+from mdgate._redis_codec import FEED_KEY, BatchPacker, bars_key, last_key, ticks_key
 from mdgate._redis_lua import WRITE_BATCH
 from mdgate.config import RedisSettings
-from mdgate.model import Tick
+from mdgate.model import TICK_FIELDS, Tick
 from mdgate.plugins.redis_store import RedisStore
 
 INSTRUMENTS = [f"NSE:SYM{i:03d}" for i in range(50)]
@@ -128,9 +128,88 @@ async def redis_py_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
         await r.aclose()
 
 
-async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
-    from mdgate._redis_codec import flatten_tick
+def _make_flattener() -> Callable[[Tick, list[object]], None]:
+    # "field", value for every present field, explicit attribute reads.
+    lines = ["def flatten(t, out):", "    ext = out.extend"]
+    for f in TICK_FIELDS:
+        lines += [f"    v = t.{f}", "    if v is not None:", f"        ext(({f!r}, v))"]
+    ns: dict[str, object] = {}
+    exec("\n".join(lines), ns)
+    return ns["flatten"]  # type: ignore[return-value]
 
+
+flatten_tick = _make_flattener()
+
+# The first design: ticks as flattened arguments (g, id, ts, nf, field, value...),
+# every value formatted by hiredis.pack_command.
+FLAT_SCRIPT = r"""
+local smax, fmax = ARGV[1], ARGV[2]
+local feed = KEYS[1]
+local n = tonumber(ARGV[3])
+local p = 4
+local best_ts, best_a, best_b = {}, {}, {}
+for _ = 1, n do
+  local g = tonumber(ARGV[p])
+  local ts = tonumber(ARGV[p + 2])
+  local a = p + 4
+  local b = p + 3 + tonumber(ARGV[p + 3])
+  local r = redis.pcall('XADD', KEYS[3 * g - 1], 'MAXLEN', '~', smax, ARGV[p + 1],
+                        unpack(ARGV, a, b))
+  if not (type(r) == 'table' and r.err) then
+    redis.call('XADD', feed, 'MAXLEN', '~', fmax, '*', unpack(ARGV, a, b))
+  end
+  local bt = best_ts[g]
+  if bt == nil or ts >= bt then best_ts[g] = ts; best_a[g] = a; best_b[g] = b end
+  p = b + 1
+end
+for g, ts in pairs(best_ts) do
+  local lk = KEYS[3 * g]
+  local cur = tonumber(redis.call('HGET', lk, 'ts'))
+  if cur == nil or ts >= cur then
+    redis.call('DEL', lk)
+    redis.call('HSET', lk, unpack(ARGV, best_a[g], best_b[g]))
+  end
+end
+return n
+"""
+
+
+async def evalsha_flat(url: str, ticks: list[Tick], batch: int) -> None:
+    r = aioredis.Redis.from_url(url, socket_timeout=None)
+    sha = await r.script_load(FLAT_SCRIPT)
+    conn = await r.connection_pool.get_connection()
+    ids: dict[str, list[int]] = {}
+    try:
+        for k in range(0, len(ticks), batch):
+            groups: dict[str, int] = {}
+            keys: list[object] = [FEED_KEY]
+            args: list[object] = [0]
+            for t in ticks[k:k + batch]:
+                inst = t.instrument
+                g = groups.get(inst)
+                if g is None:
+                    g = groups[inst] = len(groups) + 1
+                    keys += (ticks_key(inst), last_key(inst), bars_key(inst))
+                st = ids.setdefault(inst, [0, 0])
+                if t.ts > st[0]:
+                    st[0], st[1] = t.ts, 0
+                else:
+                    st[1] += 1
+                at = len(args) + 3
+                args += (g, f"{st[0]}-{st[1]}", t.ts, 0)
+                flatten_tick(t, args)
+                args[at] = len(args) - at - 1
+                args[0] = int(args[0]) + 1  # type: ignore[call-overload]
+            data = hiredis.pack_command(
+                ("EVALSHA", sha, len(keys), *keys, MAXLEN, MAXLEN, *args))  # type: ignore[arg-type]
+            await conn.send_packed_command(data, check_health=False)
+            await conn.read_response()
+    finally:
+        await r.connection_pool.release(conn)
+        await r.aclose()
+
+
+async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
     r = aioredis.Redis.from_url(url, socket_timeout=None)
     conn = await r.connection_pool.get_connection()
     pack = hiredis.pack_command
@@ -236,8 +315,10 @@ async def main(n: int, n_naive: int, batch: int) -> list[Result]:
              ticks),
             ("hiredis pack_command pipeline", "XADD + XADD feed per tick, HSET per instr",
              hiredis_pipeline, ticks),
-            ("EVALSHA batch (Lua)", "script: XADD + XADD feed, HSET per instr", evalsha_batch,
-             ticks),
+            ("EVALSHA, flattened args", "script: XADD + XADD feed, HSET per instr",
+             evalsha_flat, ticks),
+            ("EVALSHA, one JSON arg (chosen)", "script: XADD + XADD feed, HSET per instr",
+             evalsha_batch, ticks),
             ("**RedisStore** (EVALSHA, end to end)",
              "write() + bars + buffer + script", store, ticks),
         ]

@@ -24,8 +24,8 @@ def anyio_backend() -> str:
 class ExampleFeed(FakeFeedServer):
     """A FakeFeedServer that speaks the example provider's JSON protocol."""
 
-    def __init__(self) -> None:
-        super().__init__(on_message=self._on_msg)
+    def __init__(self, port: int = 0) -> None:
+        super().__init__(on_message=self._on_msg, port=port)
         self.subscribed: set[str] = set()
         self.subscribe_frames: list[list[str]] = []
         self.unsubscribe_frames: list[list[str]] = []

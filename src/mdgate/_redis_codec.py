@@ -13,14 +13,16 @@ Pure encoding and decoding for the Redis tick store (no I/O).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+import re
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 import hiredis
 import msgspec
+from msgspec.structs import astuple
 
 from mdgate._redis_lua import WRITE_BATCH_SHA
-from mdgate.model import TICK_FIELDS, Bar, Tick
+from mdgate.model import Bar, Tick
 
 __all__ = [
     "FEED_KEY",
@@ -59,31 +61,6 @@ def parse_id(stream_id: str | bytes) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-_REQUIRED: Final = ("instrument", "price", "ts", "recv_ts", "provider")
-
-
-def _make_flattener() -> Callable[[Tick, list[object]], None]:
-    # Generated once from the model so that it follows Tick's fields: appends
-    # "field", value for every present field, with explicit attribute reads
-    # (no per-tick dict, no getattr loop).
-    optional = [f for f in TICK_FIELDS if f not in _REQUIRED]
-    lines = ["def flatten(t, out):", "    ext = out.extend"]
-    lines.append(
-        "    ext((" + ", ".join(f"{f!r}, t.{f}" for f in _REQUIRED) + "))"
-    )
-    for f in optional:
-        lines.append(f"    v = t.{f}")
-        lines.append("    if v is not None:")
-        lines.append(f"        ext(({f!r}, v))")
-    ns: dict[str, object] = {}
-    exec("\n".join(lines), ns)  # trusted, generated from TICK_FIELDS
-    return ns["flatten"]  # type: ignore[return-value]
-
-
-#: ``flatten(tick, out)`` appends ``field, value`` pairs of the present fields.
-flatten_tick: Final = _make_flattener()
-
-
 class BatchPacker:
     """
     Packs batches for ``WRITE_BATCH`` and owns the per-instrument ID counters.
@@ -101,6 +78,9 @@ class BatchPacker:
         #: instrument -> [ms, seq] of the last ID assigned (or seen in Redis).
         self.ids: dict[str, list[int]] = {}
         self._keys: dict[str, tuple[str, str, str]] = {}
+        self._providers: set[str] = set()
+        #: Ticks left out because a string field cannot travel in the batch encoding.
+        self.rejected = 0
 
     def unknown(self, instruments: Iterable[str]) -> list[str]:
         """Return the instruments (deduplicated) whose ID counter is not seeded yet."""
@@ -129,21 +109,34 @@ class BatchPacker:
         """
         Assign IDs to ``ticks`` and return the packed ``EVALSHA`` command.
 
-        Every instrument of ``ticks`` must have been seeded (:meth:`seed`);
-        an unseeded one starts from ``0-0``. The returned bytes are kept by
-        the caller and re-sent unchanged on retry.
+        Ticks travel as one JSON argument (``[[g, "id", *tick fields], ...]``,
+        encoded in one msgspec call: numbers keep their exact JSON text,
+        which the script stores as is), bars as flat arguments. Every
+        instrument of ``ticks`` should have been seeded (:meth:`seed`); an
+        unseeded one starts from ``0-0``. A tick whose instrument or provider
+        holds a character that cannot travel in that encoding (``,"[]\\``
+        or a control character) is left out and counted in :attr:`rejected`.
+        The returned bytes are kept by the caller and re-sent unchanged on
+        retry.
         """
         groups: dict[str, int] = {}
         keys: list[object] = [FEED_KEY]
-        args: list[object] = [0]
+        recs: list[tuple[object, ...]] = []
         ids = self.ids
-        flatten = flatten_tick
-        n = 0
+        providers = self._providers
         for t in ticks:
             inst = t.instrument
             g = groups.get(inst)
             if g is None:
+                if not _safe(inst):
+                    self.rejected += 1
+                    continue
                 g = self._group(inst, groups, keys)
+            if t.provider not in providers:
+                if not _safe(t.provider):
+                    self.rejected += 1
+                    continue
+                providers.add(t.provider)
             st = ids.get(inst)
             if st is None:
                 st = ids[inst] = [0, 0]
@@ -153,27 +146,32 @@ class BatchPacker:
                 st[1] = 0
             else:
                 st[1] += 1
-            at = len(args) + 3
-            args += (g, f"{st[0]}-{st[1]}", ts, 0)
-            flatten(t, args)
-            args[at] = len(args) - at - 1
-            n += 1
-        args[0] = n
-        m_at = len(args)
-        args.append(0)
+            recs.append((g, f"{st[0]}-{st[1]}", *astuple(t)))
+        args: list[object] = [_encode(recs), 0]
         m = 0
         for b in bars:
             inst = b.instrument
             g = groups.get(inst)
             if g is None:
                 g = self._group(inst, groups, keys)
-            args += (g, f"{b.start}-0", b.start, b.open, b.high, b.low, b.close, b.volume, b.count)
+            args += (
+                g, f"{b.start}-0", b.start, b.open, b.high, b.low, b.close, b.volume,
+                b.count,
+            )
             m += 1
-        args[m_at] = m
+        args[1] = m
         head = self._head
-        return hiredis.pack_command(
+        return hiredis.pack_command(  # type: ignore[no-any-return]
             (head[0], head[1], len(keys), *keys, *head[2:], *args)  # type: ignore[arg-type]
         )
+
+
+_UNSAFE: Final = re.compile(r'[,"\[\]\\\x00-\x1f]')
+_encode: Final = msgspec.json.Encoder().encode
+
+
+def _safe(text: str) -> bool:
+    return _UNSAFE.search(text) is None
 
 
 def decode_tick_fields(fields: Mapping[str, str]) -> Tick:

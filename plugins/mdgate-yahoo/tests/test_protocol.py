@@ -268,6 +268,13 @@ def test_decoder_long_gap_forgets_statistics() -> None:
     assert (t.high, t.volume) == (None, None)
 
 
+def test_decoder_older_message_does_not_reset_gap_clock() -> None:
+    dec = aapl()
+    one(dec, price=227.55, time=T, day_high=229.1)
+    one(dec, price=227.0, time=T - STATS_MAX_GAP_MS - 1)  # stale snapshot
+    assert one(dec, price=228.0, time=T + 1000).high == 229.1
+
+
 def test_decoder_message_without_price_updates_state_only() -> None:
     dec = aapl()
     assert (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Final
 
 import anyio
 import psycopg
@@ -45,11 +46,27 @@ def connect(
         raise DatabaseUnavailable(describe_error(dsn, exc)) from exc
 
 
+#: libpq TCP keepalive settings for long-lived (LISTEN) connections.
+_KEEPALIVES: Final[dict[str, Any]] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+}
+
+
 async def aconnect(
-    dsn: str, seconds: float = 5.0, *, autocommit: bool = False
+    dsn: str,
+    seconds: float = 5.0,
+    *,
+    autocommit: bool = False,
+    keepalives: bool = False,
 ) -> psycopg.AsyncConnection:
     """
     Open an asynchronous connection, giving up after ``seconds``.
+
+    ``keepalives`` turns on TCP keepalives, so that a long-lived connection
+    notices a vanished peer.
 
     Raises:
         DatabaseUnavailable: the database cannot be reached or refused us.
@@ -57,7 +74,10 @@ async def aconnect(
     try:
         with anyio.fail_after(seconds + 1.0):
             return await psycopg.AsyncConnection.connect(
-                dsn, connect_timeout=_timeout(seconds), autocommit=autocommit
+                dsn,
+                connect_timeout=_timeout(seconds),
+                autocommit=autocommit,
+                **(_KEEPALIVES if keepalives else {}),
             )
     except TimeoutError as exc:
         where = mask_url(dsn)

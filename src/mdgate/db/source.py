@@ -44,9 +44,10 @@ log = structlog.get_logger(__name__)
 #: The NOTIFY channel the migrations' triggers signal on.
 CHANNEL: Final = "mdgate_routes"
 
-_VERSION_SQL: Final = (
-    "SELECT coalesce(max(version), 0) FROM schema_migrations"
-)
+#: Seconds allowed for reading the tables, on top of the connect timeout.
+_QUERY_TIMEOUT: Final = 60.0
+
+_VERSION_SQL: Final = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 
 
 class PgRouteSource:
@@ -121,6 +122,24 @@ class PgRouteSource:
     async def _fetch(self, *, check_schema: bool) -> RouteTable:
         """Read the table from the database and refresh the cache file."""
         try:
+            with anyio.fail_after(self._timeout + _QUERY_TIMEOUT):
+                table = await self._read(check_schema=check_schema)
+        except TimeoutError as exc:
+            raise DatabaseUnavailable(
+                f"lost the database at {mask_url(self._dsn)}: no answer within "
+                f"{self._timeout + _QUERY_TIMEOUT:g} s"
+            ) from exc
+        log.info(
+            "route_table_loaded",
+            source=self.description,
+            exchanges=len(table.exchanges),
+            codes=len(table.codes),
+        )
+        await anyio.to_thread.run_sync(self._write_cache, table)
+        return table
+
+    async def _read(self, *, check_schema: bool) -> RouteTable:
+        try:
             conn = await aconnect(self._dsn, self._timeout, autocommit=True)
             async with conn:
                 if check_schema:
@@ -135,8 +154,7 @@ class PgRouteSource:
                     code_rows = await (await conn.execute(CODE_ROWS_SQL)).fetchall()
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(
-                f"lost the database at {mask_url(self._dsn)}: "
-                f"{_first_line(exc)}"
+                f"lost the database at {mask_url(self._dsn)}: {_first_line(exc)}"
             ) from exc
         except psycopg.Error as exc:
             raise RoutingError(
@@ -144,17 +162,9 @@ class PgRouteSource:
                 f"{type(exc).__name__}: {_first_line(exc)}"
             ) from exc
         # Building 100k codes takes a while: keep it off the event loop.
-        table = await anyio.to_thread.run_sync(
+        return await anyio.to_thread.run_sync(
             build_route_table, exchange_rows, code_rows
         )
-        log.info(
-            "route_table_loaded",
-            source=self.description,
-            exchanges=len(table.exchanges),
-            codes=len(table.codes),
-        )
-        await anyio.to_thread.run_sync(self._write_cache, table)
-        return table
 
     async def _check_schema(self, conn: psycopg.AsyncConnection) -> None:
         cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
@@ -213,7 +223,9 @@ class PgRouteSource:
         connected_once = False
         while True:
             try:
-                conn = await aconnect(self._dsn, self._timeout, autocommit=True)
+                conn = await aconnect(
+                    self._dsn, self._timeout, autocommit=True, keepalives=True
+                )
             except DatabaseUnavailable as exc:
                 if outage_since is None:
                     outage_since = time.monotonic()
@@ -247,7 +259,7 @@ class PgRouteSource:
                     )
                     outage_since, attempt, connected_once = None, 0, True
                     await self._listen(conn, on_change)
-            except (psycopg.OperationalError, DatabaseUnavailable) as exc:
+            except (psycopg.OperationalError, DatabaseUnavailable, TimeoutError) as exc:
                 if outage_since is None:
                     outage_since = time.monotonic()
                     log.warning(
@@ -267,7 +279,9 @@ class PgRouteSource:
     ) -> None:
         while True:
             if not await _received(conn, self._health_interval):
-                await conn.execute("SELECT 1")  # raises when the peer is gone
+                # Probe: raises (or times out) when the peer is gone.
+                with anyio.fail_after(self._timeout):
+                    await conn.execute("SELECT 1")
                 continue
             await _received(conn, self._debounce)  # gather a burst into one reload
             await self._reload(on_change, force=False)

@@ -120,6 +120,7 @@ class RedisStore:
         self._last_error: str | None = None
         self._drop_logged = 0.0
         self._closed = False
+        self._rejected_logged = 0
         #: Ticks acknowledged as stored by Redis.
         self.written = 0
         #: Ticks dropped because the buffer was full.
@@ -192,7 +193,7 @@ class RedisStore:
     async def _bar_clock(self) -> None:
         builder = self._builder
         assert builder is not None
-        while True:
+        while not self._closed:
             await anyio.sleep(1.0)
             closed = builder.flush(now_ms(), BAR_GRACE_MS)
             if closed:
@@ -212,7 +213,7 @@ class RedisStore:
     async def _writer(self) -> None:
         rt = self._runtime
         attempt = 0
-        while True:
+        while not self._closed:
             try:
                 if not self._has_work():
                     if self._state == "ok":
@@ -299,6 +300,10 @@ class RedisStore:
                 reply = await self._roundtrip(conn, batch.data)
             self._inflight = None
             added, skipped, bars, _bars_skipped = (int(x) for x in reply)
+            if self._packer.rejected != self._rejected_logged:
+                self._rejected_logged = self._packer.rejected
+                log.error("redis_ticks_rejected", rejected_total=self._packer.rejected,
+                          reason="instrument or provider holds one of ,\"[]\\ or a control char")
             self.written += added
             self.duplicates += skipped
             self.bars_written += bars
@@ -470,6 +475,7 @@ class RedisStore:
             "bars_dropped": self.bars_dropped,
             "late_ticks": self._builder.late if self._builder is not None else 0,
             "failures": self.failures,
+            "rejected": self._packer.rejected,
             "last_error": self._last_error,
             "url": self._masked_url,
         }

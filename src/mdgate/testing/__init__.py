@@ -174,6 +174,7 @@ class FakeFeedServer:
         self,
         on_message: Callable[[FakeFeedServer, ServerConnection, Frame], Any] | None = None,
         on_connect: Callable[[FakeFeedServer, ServerConnection], Any] | None = None,
+        port: int = 0,
     ) -> None:
         self.on_message = on_message
         self.on_connect = on_connect
@@ -182,7 +183,7 @@ class FakeFeedServer:
         self.clients: set[ServerConnection] = set()
         self.paths: list[str] = []
         self.silent = False
-        self.port = 0
+        self.port = port
         self._server: Server | None = None
         self._changed = anyio.Event()
 
@@ -192,7 +193,8 @@ class FakeFeedServer:
         return f"ws://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> FakeFeedServer:
-        self._server = await serve(self._handler, "127.0.0.1", 0, compression=None, ping_interval=None)
+        self._server = await serve(self._handler, "127.0.0.1", self.port, compression=None,
+                                   ping_interval=None, reuse_address=True)
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         return self
 

@@ -27,9 +27,9 @@ therefore treats every zero as "not supplied":
 
 Day statistics (``open``, ``high``, ``low``, ``prev_close``) and ``volume``
 are carried per symbol: a message that omits them yields a tick with the
-latest known values. They are forgotten when the gap between two messages
-of the symbol exceeds :data:`STATS_MAX_GAP_MS` (a new session), and on
-reconnect (the runtime builds a new decoder per connection).
+latest known values. They are forgotten when a message is more than
+:data:`STATS_MAX_GAP_MS` newer than the newest one seen for the symbol (a new
+session), and on reconnect (the runtime builds a new decoder per connection).
 
 ``size`` is ``last_size``, except where it cannot be a trade size: for
 crypto (``quote_type`` 41) and whenever it equals the message's
@@ -253,9 +253,10 @@ class YahooDecoder:
 
         price = m.price
         ts = m.time or recv_ts
-        if st.last_ts and ts - st.last_ts > STATS_MAX_GAP_MS:
-            st.reset()
-        st.last_ts = ts
+        if ts > st.last_ts:
+            if st.last_ts and ts - st.last_ts > STATS_MAX_GAP_MS:
+                st.reset()
+            st.last_ts = ts
         hint = m.price_hint
         if hint and hint != st.decimals and 0 < hint <= _MAX_DECIMALS:
             st.decimals = hint
