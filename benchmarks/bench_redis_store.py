@@ -62,12 +62,25 @@ def make_ticks(n: int) -> list[Tick]:
         ts += rnd.randint(0, 3)
         p = round(1000 + rnd.random() * 50, 2)
         v = vol[inst] = vol.get(inst, 0) + rnd.randint(1, 500)
-        out.append(Tick(
-            inst, p, ts, ts + 2, "DHAN", size=rnd.randint(1, 500), volume=v,
-            bid=round(p - 0.05, 2), ask=round(p + 0.05, 2), bid_size=rnd.randint(1, 900),
-            ask_size=rnd.randint(1, 900), open=1010.0, high=1050.0, low=1000.0,
-            prev_close=1005.5,
-        ))
+        out.append(
+            Tick(
+                inst,
+                p,
+                ts,
+                ts + 2,
+                "DHAN",
+                size=rnd.randint(1, 500),
+                volume=v,
+                bid=round(p - 0.05, 2),
+                ask=round(p + 0.05, 2),
+                bid_size=rnd.randint(1, 900),
+                ask_size=rnd.randint(1, 900),
+                open=1010.0,
+                high=1050.0,
+                low=1000.0,
+                prev_close=1005.5,
+            )
+        )
     return out
 
 
@@ -118,7 +131,7 @@ async def redis_py_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
     try:
         for k in range(0, len(ticks), batch):
             pipe = r.pipeline(transaction=False)
-            for t in ticks[k:k + batch]:
+            for t in ticks[k : k + batch]:
                 f = fields(t)
                 pipe.xadd(ticks_key(t.instrument), f, maxlen=MAXLEN, approximate=True)
                 pipe.xadd(FEED_KEY, f, maxlen=MAXLEN, approximate=True)
@@ -184,7 +197,7 @@ async def evalsha_flat(url: str, ticks: list[Tick], batch: int) -> None:
             groups: dict[str, int] = {}
             keys: list[object] = [FEED_KEY]
             args: list[object] = [0]
-            for t in ticks[k:k + batch]:
+            for t in ticks[k : k + batch]:
                 inst = t.instrument
                 g = groups.get(inst)
                 if g is None:
@@ -201,7 +214,8 @@ async def evalsha_flat(url: str, ticks: list[Tick], batch: int) -> None:
                 args[at] = len(args) - at - 1
                 args[0] = int(args[0]) + 1  # type: ignore[call-overload]
             data = hiredis.pack_command(
-                ("EVALSHA", sha, len(keys), *keys, MAXLEN, MAXLEN, *args))  # type: ignore[arg-type]
+                ("EVALSHA", sha, len(keys), *keys, MAXLEN, MAXLEN, *args)
+            )  # type: ignore[arg-type]
             await conn.send_packed_command(data, check_health=False)
             await conn.read_response()
     finally:
@@ -218,7 +232,7 @@ async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
         for k in range(0, len(ticks), batch):
             parts: list[bytes] = []
             last: dict[str, list[object]] = {}
-            for t in ticks[k:k + batch]:
+            for t in ticks[k : k + batch]:
                 st = ids.setdefault(t.instrument, [0, 0])
                 if t.ts > st[0]:
                     st[0], st[1] = t.ts, 0
@@ -226,10 +240,22 @@ async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
                     st[1] += 1
                 flat: list[object] = []
                 flatten_tick(t, flat)
-                parts.append(pack((  # type: ignore[arg-type]
-                    "XADD", ticks_key(t.instrument), "MAXLEN", "~", MAXLEN,
-                    f"{st[0]}-{st[1]}", *flat)))
-                parts.append(pack(("XADD", FEED_KEY, "MAXLEN", "~", MAXLEN, "*", *flat)))  # type: ignore[arg-type]
+                parts.append(
+                    pack(
+                        (  # type: ignore[arg-type]
+                            "XADD",
+                            ticks_key(t.instrument),
+                            "MAXLEN",
+                            "~",
+                            MAXLEN,
+                            f"{st[0]}-{st[1]}",
+                            *flat,
+                        )
+                    )
+                )
+                parts.append(
+                    pack(("XADD", FEED_KEY, "MAXLEN", "~", MAXLEN, "*", *flat))
+                )  # type: ignore[arg-type]
                 last[t.instrument] = flat
             for inst, flat in last.items():
                 parts.append(pack(("HSET", last_key(inst), *flat)))  # type: ignore[arg-type]
@@ -248,8 +274,9 @@ async def evalsha_batch(url: str, ticks: list[Tick], batch: int) -> None:
     packer = BatchPacker(MAXLEN, MAXLEN, MAXLEN)
     try:
         for k in range(0, len(ticks), batch):
-            await conn.send_packed_command(packer.pack(ticks[k:k + batch]),
-                                           check_health=False)
+            await conn.send_packed_command(
+                packer.pack(ticks[k : k + batch]), check_health=False
+            )
             await conn.read_response()
     finally:
         await r.connection_pool.release(conn)
@@ -257,12 +284,13 @@ async def evalsha_batch(url: str, ticks: list[Tick], batch: int) -> None:
 
 
 async def store(url: str, ticks: list[Tick], batch: int) -> None:
-    s = RedisStore(url, RedisSettings(batch_max=batch, stream_maxlen=MAXLEN,
-                                      feed_maxlen=MAXLEN))
+    s = RedisStore(
+        url, RedisSettings(batch_max=batch, stream_maxlen=MAXLEN, feed_maxlen=MAXLEN)
+    )
     async with anyio.create_task_group() as tg:
         await tg.start(s.run)
         for k in range(0, len(ticks), 100):  # the pipeline hands over ~100-tick batches
-            s.write(ticks[k:k + 100])
+            s.write(ticks[k : k + 100])
             await anyio.sleep(0)
         with anyio.fail_after(300):
             while s.status()["buffered"] or s.status()["written"] < len(ticks):
@@ -274,8 +302,9 @@ async def store(url: str, ticks: list[Tick], batch: int) -> None:
 Writer = Callable[[str, list[Tick], int], Awaitable[None]]
 
 
-async def measure(name: str, what: str, fn: Writer, url: str, pid: int,
-                  ticks: list[Tick], batch: int) -> Result:
+async def measure(
+    name: str, what: str, fn: Writer, url: str, pid: int, ticks: list[Tick], batch: int
+) -> Result:
     r = aioredis.Redis.from_url(url)
     await r.flushall()
     await r.aclose()
@@ -294,9 +323,21 @@ async def main(n: int, n_naive: int, batch: int) -> list[Result]:
     tmp = tempfile.mkdtemp(prefix="bench-redis-")
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
     proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", tmp],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            tmp,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
     try:
@@ -310,17 +351,42 @@ async def main(n: int, n_naive: int, batch: int) -> list[Result]:
         await r.aclose()
         ticks = make_ticks(n)
         runs: list[tuple[str, str, Writer, list[Tick]]] = [
-            ("naive (await per command)", "XADD + HSET per tick", naive, ticks[:n_naive]),
-            ("redis-py pipeline", "XADD + XADD feed + HSET per tick", redis_py_pipeline,
-             ticks),
-            ("hiredis pack_command pipeline", "XADD + XADD feed per tick, HSET per instr",
-             hiredis_pipeline, ticks),
-            ("EVALSHA, flattened args", "script: XADD + XADD feed, HSET per instr",
-             evalsha_flat, ticks),
-            ("EVALSHA, one JSON arg (chosen)", "script: XADD + XADD feed, HSET per instr",
-             evalsha_batch, ticks),
-            ("**RedisStore** (EVALSHA, end to end)",
-             "write() + bars + buffer + script", store, ticks),
+            (
+                "naive (await per command)",
+                "XADD + HSET per tick",
+                naive,
+                ticks[:n_naive],
+            ),
+            (
+                "redis-py pipeline",
+                "XADD + XADD feed + HSET per tick",
+                redis_py_pipeline,
+                ticks,
+            ),
+            (
+                "hiredis pack_command pipeline",
+                "XADD + XADD feed per tick, HSET per instr",
+                hiredis_pipeline,
+                ticks,
+            ),
+            (
+                "EVALSHA, flattened args",
+                "script: XADD + XADD feed, HSET per instr",
+                evalsha_flat,
+                ticks,
+            ),
+            (
+                "EVALSHA, one JSON arg (chosen)",
+                "script: XADD + XADD feed, HSET per instr",
+                evalsha_batch,
+                ticks,
+            ),
+            (
+                "**RedisStore** (EVALSHA, end to end)",
+                "write() + bars + buffer + script",
+                store,
+                ticks,
+            ),
         ]
         results = []
         for name, what, fn, data in runs:

@@ -21,7 +21,7 @@ import importlib.metadata
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import pluggy
 import structlog
@@ -213,7 +213,7 @@ def load_registry(
     for impl in pm.hook.mdgate_providers.get_hookimpls():
         info = by_name.get(impl.plugin_name)
         try:
-            specs = impl.function()
+            specs = cast("Sequence[Any]", impl.function())
             for spec in specs:
                 if not isinstance(spec, ProviderSpec):
                     raise TypeError(f"mdgate_providers returned {type(spec).__name__}, not ProviderSpec")

@@ -73,7 +73,11 @@ class BatchPacker:
 
     def __init__(self, stream_maxlen: int, feed_maxlen: int, bars_maxlen: int) -> None:
         self._head: tuple[str, str, int, int, int] = (
-            "EVALSHA", WRITE_BATCH_SHA, stream_maxlen, feed_maxlen, bars_maxlen,
+            "EVALSHA",
+            WRITE_BATCH_SHA,
+            stream_maxlen,
+            feed_maxlen,
+            bars_maxlen,
         )
         #: instrument -> [ms, seq] of the last ID assigned (or seen in Redis).
         self.ids: dict[str, list[int]] = {}
@@ -94,13 +98,17 @@ class BatchPacker:
         if cur is None or (ms, seq) > (cur[0], cur[1]):
             self.ids[instrument] = [ms, seq]
 
-    def _group(self, instrument: str, groups: dict[str, int], keys: list[object]) -> int:
+    def _group(
+        self, instrument: str, groups: dict[str, int], keys: list[object]
+    ) -> int:
         g = len(groups) + 1
         groups[instrument] = g
         k = self._keys.get(instrument)
         if k is None:
             k = self._keys[instrument] = (
-                ticks_key(instrument), last_key(instrument), bars_key(instrument),
+                ticks_key(instrument),
+                last_key(instrument),
+                bars_key(instrument),
             )
         keys.extend(k)
         return g
@@ -155,7 +163,14 @@ class BatchPacker:
             if g is None:
                 g = self._group(inst, groups, keys)
             args += (
-                g, f"{b.start}-0", b.start, b.open, b.high, b.low, b.close, b.volume,
+                g,
+                f"{b.start}-0",
+                b.start,
+                b.open,
+                b.high,
+                b.low,
+                b.close,
+                b.volume,
                 b.count,
             )
             m += 1
@@ -192,7 +207,12 @@ def decode_bar_fields(instrument: str, fields: Mapping[str, str]) -> Bar:
         KeyError, ValueError: when a field is missing or malformed.
     """
     return Bar(
-        instrument, int(fields["start"]), float(fields["open"]), float(fields["high"]),
-        float(fields["low"]), float(fields["close"]), int(fields["volume"]),
+        instrument,
+        int(fields["start"]),
+        float(fields["open"]),
+        float(fields["high"]),
+        float(fields["low"]),
+        float(fields["close"]),
+        int(fields["volume"]),
         int(fields["count"]),
     )

@@ -40,7 +40,7 @@ _STR_FIELDS: Final = {
     i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)
 }
 
-WRITE_BATCH: Final = (r"""
+WRITE_BATCH: Final = r"""
 local smax, fmax, bmax = ARGV[1], ARGV[2], ARGV[3]
 local F = {FIELDS}
 local S = {STRINGS}
@@ -101,9 +101,8 @@ for _ = 1, m do
   p = p + 9
 end
 return {added, skipped, bars, bskipped}
-"""
-    .replace("{FIELDS}", "{" + ", ".join(f"'{f}'" for f in TICK_FIELDS) + "}")
-    .replace("{STRINGS}", "{" + ", ".join(f"[{i}] = true" for i in sorted(_STR_FIELDS)) + "}")
+""".replace("{FIELDS}", "{" + ", ".join(f"'{f}'" for f in TICK_FIELDS) + "}").replace(
+    "{STRINGS}", "{" + ", ".join(f"[{i}] = true" for i in sorted(_STR_FIELDS)) + "}"
 )
 
 LAST_IDS: Final = r"""
@@ -123,7 +122,9 @@ return out
 
 
 def _sha(script: str) -> str:
-    return hashlib.sha1(script.encode()).hexdigest()  # the SHA Redis computes, not security
+    return hashlib.sha1(
+        script.encode()
+    ).hexdigest()  # the SHA Redis computes, not security
 
 
 WRITE_BATCH_SHA: Final = _sha(WRITE_BATCH)

@@ -53,8 +53,7 @@ def parse_provider_configs(registry: Registry, settings: Settings) -> ProviderCo
             raise ConfigError(f"providers.{name}", f"{type(exc).__name__}: {exc}") from exc
     for name in settings.providers:
         if name not in registry.providers:
-            log.warning("provider_table_unused", provider=name,
-                        reason="no loaded plugin provides it")
+            log.warning("provider_table_unused", provider=name, reason="no loaded plugin provides it")
     return ProviderConfigs(configs, disabled)
 
 
@@ -70,7 +69,9 @@ class Router:
     @classmethod
     def from_settings(cls, registry: Registry, settings: Settings) -> Router:
         """A router on the built-in defaults plus the config file's instruments."""
-        return cls(registry, parse_provider_configs(registry, settings), default_table(settings, registry.declared()))
+        return cls(
+            registry, parse_provider_configs(registry, settings), default_table(settings, registry.declared())
+        )
 
     def derive(self, provider: str, exchange: str, symbol: str) -> str | None:
         """Apply ``provider``'s derivation rule (``mdgate_instrument_code``)."""
@@ -78,8 +79,10 @@ class Router:
         if hooks is None:
             return None
         code: str | None = hooks.instrument_code(
-            provider=provider, config=self.configs.configs.get(provider),
-            exchange=exchange, symbol=symbol,
+            provider=provider,
+            config=self.configs.configs.get(provider),
+            exchange=exchange,
+            symbol=symbol,
         )
         return code
 

@@ -132,8 +132,9 @@ class ClientServer:
             return _json_response(400, {"error": "bad_request",
                                         "message": "interval must be ticks, 1m, 5m or 15m"})
         try:
-            since = int(one("since")) if one("since") else None
-            until = int(one("until")) if one("until") else None
+            raw_since, raw_until = one("since"), one("until")
+            since = int(raw_since) if raw_since else None
+            until = int(raw_until) if raw_until else None
             limit = int(one("limit") or 1000)
         except ValueError:
             return _json_response(400, {"error": "bad_request",

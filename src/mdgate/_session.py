@@ -170,9 +170,7 @@ class Connection:
                     cap = min(s.runtime.backoff_max, s.runtime.backoff_initial * 2 ** attempt)
                     delay = random.uniform(0, cap)
                 attempt += 1
-                s._log_every(f"disconnect:{self.index}", lambda n, e=exc, d=delay: log.warning(
-                    "provider_disconnected", provider=s.name, connection=self.index,
-                    error=e.message, retry_in=round(d, 2), suppressed=n))
+                self._log_disconnect(exc, delay)
             except Exception as exc:  # a plugin bug: report it, keep everything else running
                 self._set_state("failed")
                 s.last_error = f"plugin {s.plugin!r} raised {type(exc).__name__}: {exc}"
@@ -180,12 +178,28 @@ class Connection:
                 cap = min(s.runtime.backoff_max, s.runtime.backoff_initial * 2 ** attempt)
                 delay = random.uniform(0, cap)
                 attempt += 1
-                s._log_every(f"failed:{self.index}", lambda n, e=exc: log.error(
-                    "provider_failed", provider=s.name, connection=self.index,
-                    plugin=s.plugin, error=repr(e), suppressed=n))
+                self._log_failure(exc)
             self.connected_since = None
             with anyio.move_on_after(delay):
                 await s.config_changed()
+
+    def _log_disconnect(self, exc: ProviderError, delay: float) -> None:
+        s = self.session
+
+        def emit(suppressed: int) -> None:
+            log.warning("provider_disconnected", provider=s.name, connection=self.index,
+                        error=exc.message, retry_in=round(delay, 2), suppressed=suppressed)
+
+        s._log_every(f"disconnect:{self.index}", emit)
+
+    def _log_failure(self, exc: Exception) -> None:
+        s = self.session
+
+        def emit(suppressed: int) -> None:
+            log.error("provider_failed", provider=s.name, connection=self.index,
+                      plugin=s.plugin, error=repr(exc), suppressed=suppressed)
+
+        s._log_every(f"failed:{self.index}", emit)
 
     async def _open(self) -> tuple[Transport, Endpoint | Connector]:
         s = self.session
@@ -328,6 +342,7 @@ class Connection:
         stall = s.stall_timeout
         if not stall:
             await anyio.sleep_forever()
+            return
         step = min(1.0, stall / 4)
         while True:
             await anyio.sleep(step)

@@ -88,7 +88,9 @@ async def open_websocket(provider: str, ep: Endpoint) -> WebSocketTransport:
     except InvalidURI:
         raise ProviderConnectionError(provider, f"invalid URL {where}") from None
     except InvalidHandshake as exc:
-        raise ProviderConnectionError(provider, f"handshake with {where} failed: {type(exc).__name__}") from None
+        raise ProviderConnectionError(
+            provider, f"handshake with {where} failed: {type(exc).__name__}"
+        ) from None
     except TimeoutError:
         raise ProviderConnectionError(provider, f"timed out connecting to {where}") from None
     except OSError as exc:

@@ -79,7 +79,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.host or args.port is not None:
         server = dataclasses.replace(
-            settings.server, host=args.host or settings.server.host,
+            settings.server,
+            host=args.host or settings.server.host,
             port=settings.server.port if args.port is None else args.port,
         )
         settings = dataclasses.replace(settings, server=server)
@@ -89,6 +90,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+
             async def signals() -> None:
                 with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
                     async for signum in sigs:
@@ -120,30 +122,45 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from mdgate._plugins import load_registry
 
     reg = load_registry(os.environ)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for info in reg.plugins:
         providers = []
         for name in info.providers:
             spec = reg.providers[name].spec
-            providers.append({
-                "name": spec.name, "code": spec.code, "exchanges": list(spec.exchanges),
-                "max_per_message": spec.max_per_message,
-                "max_per_connection": spec.max_per_connection,
-                "max_connections": spec.max_connections,
-                "settings": dict(spec.settings), "secrets": list(spec.secrets),
-            })
-        rows.append({
-            "name": info.name, "module": info.module, "distribution": info.distribution,
-            "version": info.version, "builtin": info.builtin, "status": info.status,
-            "error": info.error, "hooks": info.hooks, "providers": providers,
-        })
+            providers.append(
+                {
+                    "name": spec.name,
+                    "code": spec.code,
+                    "exchanges": list(spec.exchanges),
+                    "max_per_message": spec.max_per_message,
+                    "max_per_connection": spec.max_per_connection,
+                    "max_connections": spec.max_connections,
+                    "settings": dict(spec.settings),
+                    "secrets": list(spec.secrets),
+                }
+            )
+        rows.append(
+            {
+                "name": info.name,
+                "module": info.module,
+                "distribution": info.distribution,
+                "version": info.version,
+                "builtin": info.builtin,
+                "status": info.status,
+                "error": info.error,
+                "hooks": info.hooks,
+                "providers": providers,
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     print(f"{'PLUGIN':<14} {'STATUS':<11} {'DISTRIBUTION':<22} {'PROVIDERS':<22} HOOKS")
     for r in rows:
         dist = f"{r['distribution'] or '-'} {r['version'] or ''}".strip()
-        provs = ", ".join(f"{p['name']} ({p['code']}: {'/'.join(p['exchanges'])})" for p in r["providers"]) or "-"
+        provs = (
+            ", ".join(f"{p['name']} ({p['code']}: {'/'.join(p['exchanges'])})" for p in r["providers"]) or "-"
+        )
         print(f"{r['name']:<14} {r['status']:<11} {dist:<22} {provs:<22} {', '.join(r['hooks'])}")
         if r["error"]:
             print(f"{'':<14} error: {r['error']}")
@@ -180,23 +197,33 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(doc, indent=2))
         return 0
-    print(f"status: {doc['status']}   clients: {doc['clients']}   "
-          f"store: {doc['store'].get('kind')} {doc['store'].get('state')} "
-          f"(buffered {doc['store'].get('buffered', 0)}, dropped {doc['store'].get('dropped', 0)})")
-    print(f"{'PROVIDER':<10} {'STATE':<13} {'CONN':>4} {'SUBS':>6} {'LAST MSG':>9} {'RECONN':>6} "
-          f"{'FRAMES':>9} {'TICKS':>9} {'ERRORS':>6}  LAST ERROR")
+    print(
+        f"status: {doc['status']}   clients: {doc['clients']}   "
+        f"store: {doc['store'].get('kind')} {doc['store'].get('state')} "
+        f"(buffered {doc['store'].get('buffered', 0)}, dropped {doc['store'].get('dropped', 0)})"
+    )
+    print(
+        f"{'PROVIDER':<10} {'STATE':<13} {'CONN':>4} {'SUBS':>6} {'LAST MSG':>9} {'RECONN':>6} "
+        f"{'FRAMES':>9} {'TICKS':>9} {'ERRORS':>6}  LAST ERROR"
+    )
     for name, p in doc["providers"].items():
-        print(f"{name:<10} {p['state']:<13} {p['connections']:>4} {p['subscriptions']:>6} "
-              f"{_ago(p['last_message_age_ms']):>9} {p['reconnects']:>6} {p['frames']:>9} "
-              f"{p['ticks']:>9} {p['decode_errors']:>6}  {p['last_error'] or ''}")
+        print(
+            f"{name:<10} {p['state']:<13} {p['connections']:>4} {p['subscriptions']:>6} "
+            f"{_ago(p['last_message_age_ms']):>9} {p['reconnects']:>6} {p['frames']:>9} "
+            f"{p['ticks']:>9} {p['decode_errors']:>6}  {p['last_error'] or ''}"
+        )
         if p.get("hint"):
             print(f"{'':<10} hint: {p['hint']}")
     routing = doc.get("routing", {})
     if routing:
-        print(f"routes: {routing.get('source')}; instruments: {routing.get('instruments')} "
-              f"{routing.get('by_provider')}")
+        print(
+            f"routes: {routing.get('source')}; instruments: {routing.get('instruments')} "
+            f"{routing.get('by_provider')}"
+        )
         for sw in routing.get("switches", [])[-5:]:
-            print(f"  switch {sw['instrument']}: {sw['from_provider']} -> {sw['to_provider']} ({sw['reason']})")
+            print(
+                f"  switch {sw['instrument']}: {sw['from_provider']} -> {sw['to_provider']} ({sw['reason']})"
+            )
     return 0
 
 
@@ -205,9 +232,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def _fmt_tick(t: dict[str, Any]) -> str:
     ts = datetime.fromtimestamp(t["ts"] / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
-    extra = " ".join(
-        f"{k}={t[k]}" for k in ("size", "volume", "bid", "ask", "prev_close") if k in t
-    )
+    extra = " ".join(f"{k}={t[k]}" for k in ("size", "volume", "bid", "ask", "prev_close") if k in t)
     return f"{ts} {t['instrument']:<18} {t['price']:>12} {t['provider']:<5} {extra}"
 
 
@@ -280,7 +305,9 @@ def _parse_time(text: str | None) -> int | None:
     try:
         dt = datetime.fromisoformat(text)
     except ValueError:
-        raise ConfigError("--since/--until", f"expected epoch ms, 15m/2h/1d, or ISO time, got {text!r}") from None
+        raise ConfigError(
+            "--since/--until", f"expected epoch ms, 15m/2h/1d, or ISO time, got {text!r}"
+        ) from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return int(dt.timestamp() * 1000)
@@ -338,11 +365,14 @@ def cmd_history(args: argparse.Namespace) -> int:
         for t in rows:
             print(_fmt_tick(t))
     else:
-        print(f"{'START (UTC)':<20} {'OPEN':>10} {'HIGH':>10} {'LOW':>10} {'CLOSE':>10} {'VOLUME':>12} {'COUNT':>6}")
+        head = ("START (UTC)", "OPEN", "HIGH", "LOW", "CLOSE", "VOLUME", "COUNT")
+        print(f"{head[0]:<20} " + " ".join(f"{h:>10}" for h in head[1:]))
         for b in rows:
             start = datetime.fromtimestamp(b["start"] / 1000, UTC).strftime("%Y-%m-%d %H:%M")
-            print(f"{start:<20} {b['open']:>10} {b['high']:>10} {b['low']:>10} {b['close']:>10} "
-                  f"{b['volume']:>12} {b['count']:>6}")
+            print(
+                f"{start:<20} {b['open']:>10} {b['high']:>10} {b['low']:>10} {b['close']:>10} "
+                f"{b['volume']:>12} {b['count']:>6}"
+            )
     return 0
 
 
@@ -356,12 +386,17 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         description="mdgate: market-data gateway. Many providers in, one normalized tick stream out.",
     )
     parser.add_argument("--version", action="version", version=f"mdgate {__version__}")
-    parser.add_argument("--config", "-c", metavar="PATH",
-                        help="TOML configuration file (default: ./mdgate.toml when present)")
+    parser.add_argument(
+        "--config", "-c", metavar="PATH", help="TOML configuration file (default: ./mdgate.toml when present)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run the gateway", description="Run the gateway until SIGINT/SIGTERM. "
-                       "SIGHUP reloads the configuration without dropping clients.")
+    p = sub.add_parser(
+        "run",
+        help="run the gateway",
+        description="Run the gateway until SIGINT/SIGTERM. "
+        "SIGHUP reloads the configuration without dropping clients.",
+    )
     p.add_argument("--host", help="listen address (overrides [server] host)")
     p.add_argument("--port", type=int, help="listen port (overrides [server] port)")
     p.set_defaults(func=cmd_run)

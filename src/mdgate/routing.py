@@ -122,7 +122,9 @@ class RouteTable:
         }
         return cls(ordered, dict(codes), source)
 
-    def resolve(self, instrument: str, derive: Deriver, providers: frozenset[str] | None = None) -> list[Route]:
+    def resolve(
+        self, instrument: str, derive: Deriver, providers: frozenset[str] | None = None
+    ) -> list[Route]:
         """
         Return the candidates for ``instrument``, best first.
 
@@ -205,9 +207,7 @@ class RouteSource(Protocol):
         """Load the current table. Raise ``RoutingError`` when it cannot."""
         ...
 
-    async def watch(
-        self, on_change: Callable[[RouteTable], None], *, task_status: TaskStatus[None]
-    ) -> None:
+    async def watch(self, on_change: Callable[[RouteTable], None], *, task_status: TaskStatus[None]) -> None:
         """
         Run until cancelled: call ``on_change`` with a fresh table whenever the
         source changes (and after reconnecting to it). Call

@@ -41,7 +41,9 @@ class Daemon:
         with self.log.open("w") as err:
             self.proc = subprocess.Popen(
                 [*MDGATE, "--config", str(config), "run", "--port", str(port)],
-                stdout=subprocess.DEVNULL, stderr=err, env=env(),
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                env=env(),
             )
 
     async def ready(self, timeout: float = 10.0) -> float:
@@ -65,8 +67,10 @@ class Daemon:
 @pytest.fixture
 def config(tmp_path, feed):
     p = tmp_path / "mdgate.toml"
-    p.write_text(f'[providers.example]\nurl = "{feed.url}"\n[runtime]\nbackoff_initial = 0.05\n'
-                 "[subscriptions]\nlinger = 0\n[logging]\nformat = \"json\"\n")
+    p.write_text(
+        f'[providers.example]\nurl = "{feed.url}"\n[runtime]\nbackoff_initial = 0.05\n'
+        '[subscriptions]\nlinger = 0\n[logging]\nformat = "json"\n'
+    )
     return p
 
 
@@ -91,7 +95,8 @@ async def test_tail_prints_ticks_and_status_shows_table(daemon, feed):
 
         async def tail() -> None:
             result["tail"] = await anyio.run_process(
-                [*MDGATE, "tail", "EXAMPLE:ACME", "--url", url, "--count", "2"], env=env(), check=False)
+                [*MDGATE, "tail", "EXAMPLE:ACME", "--url", url, "--count", "2"], env=env(), check=False
+            )
 
         tg.start_soon(tail)
         await feed.wait_until(lambda f: "ACME" in f.subscribed, timeout=15)
@@ -115,8 +120,9 @@ async def test_history_via_running_daemon(daemon, feed):
         await feed.tick("ACME", 1.5, ts=1_700_000_000_000)
         while json.loads(await ws.recv())["type"] != "ticks":
             pass
-    res = await anyio.run_process([*MDGATE, "history", "EXAMPLE:ACME", "--url", url, "--json"],
-                                  env=env(), check=False)
+    res = await anyio.run_process(
+        [*MDGATE, "history", "EXAMPLE:ACME", "--url", url, "--json"], env=env(), check=False
+    )
     assert res.returncode == 0, res.stderr
     assert [t["price"] for t in json.loads(res.stdout)] == [1.5]
 
@@ -179,8 +185,9 @@ async def test_provider_config_error_names_key(tmp_path):
 
 
 async def test_plugins_lists_yahoo_dhan_example():
-    res = await anyio.run_process([*MDGATE, "plugins", "--json"], env=env(MDGATE_LOAD_PLUGINS="yahoo,dhan,example"),
-                                  check=False)
+    res = await anyio.run_process(
+        [*MDGATE, "plugins", "--json"], env=env(MDGATE_LOAD_PLUGINS="yahoo,dhan,example"), check=False
+    )
     rows = {r["name"]: r for r in json.loads(res.stdout)}
     assert {"yahoo", "dhan", "example"} <= set(rows)
     assert rows["example"]["providers"][0]["code"] == "EX"

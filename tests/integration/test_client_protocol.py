@@ -162,10 +162,26 @@ async def test_status_document_shape(feed, make_settings):
             doc = (await http.get("/status")).json()
         assert doc["status"] == "ok"
         p = doc["providers"]["example"]
-        for key in ("state", "connections", "connected_since", "last_message_age_ms", "subscriptions",
-                    "reconnects", "last_error", "frames", "ticks", "decode_errors"):
+        for key in (
+            "state",
+            "connections",
+            "connected_since",
+            "last_message_age_ms",
+            "subscriptions",
+            "reconnects",
+            "last_error",
+            "frames",
+            "ticks",
+            "decode_errors",
+        ):
             assert key in p
-        assert doc["store"] == {"kind": "memory", "state": "ok", "buffered": 0, "dropped": 0, "instruments": 0}
+        assert doc["store"] == {
+            "kind": "memory",
+            "state": "ok",
+            "buffered": 0,
+            "dropped": 0,
+            "instruments": 0,
+        }
         assert doc["clients"] == 0
 
 

@@ -47,7 +47,8 @@ async def test_failover_to_backup_and_failback_to_primary(tmp_path):
         alpha = ExampleFeed()
         await alpha.__aenter__()
         port = alpha.port
-        settings = settings_from_toml(f"""
+        settings = settings_from_toml(
+            f"""
 [runtime]
 backoff_initial = 0.05
 backoff_max = 0.1
@@ -57,10 +58,16 @@ failback_after = 0.8
 url = "ws://127.0.0.1:{port}"
 [providers.beta]
 url = "{beta.url}"
-""", {"MDGATE_LOAD_PLUGINS": ""}, tmp_path)
-        async with running_gateway(settings, extra_plugins=[("duo", TwoProviders())],
-                                   environ={"MDGATE_LOAD_PLUGINS": ""}) as gw, \
-                GatewayClient.connect(gw.ws_url) as c:
+""",
+            {"MDGATE_LOAD_PLUGINS": ""},
+            tmp_path,
+        )
+        async with (
+            running_gateway(
+                settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
+            ) as gw,
+            GatewayClient.connect(gw.ws_url) as c,
+        ):
             await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")
             await c.subscribe("DUO:FOO")
             await alpha.wait_until(lambda f: "FOO" in f.subscribed)
@@ -75,7 +82,9 @@ url = "{beta.url}"
             t = (await c.ticks(1))[0]
             assert (t["provider"], t["price"]) == ("B", 2.0)
             sw = gw.status()["routing"]["switches"][-1]
-            assert (sw["from_provider"], sw["to_provider"]) == ("alpha", "beta") and "failover" in sw["reason"]
+            assert (sw["from_provider"], sw["to_provider"]) == ("alpha", "beta") and "failover" in sw[
+                "reason"
+            ]
 
             # bring the primary back on the same port: after the hold-down, FOO moves back
             async with ExampleFeed(port=port) as alpha2:
@@ -93,7 +102,8 @@ url = "{beta.url}"
 async def test_auth_failed_primary_fails_over_at_once(tmp_path):
     async with ExampleFeed() as alpha, ExampleFeed() as beta:
         alpha.refuse_auth = True
-        settings = settings_from_toml(f"""
+        settings = settings_from_toml(
+            f"""
 [runtime]
 backoff_initial = 0.05
 failover_after = 30
@@ -102,10 +112,16 @@ failback_after = 30
 url = "{alpha.url}"
 [providers.beta]
 url = "{beta.url}"
-""", {"MDGATE_LOAD_PLUGINS": ""}, tmp_path)
-        async with running_gateway(settings, extra_plugins=[("duo", TwoProviders())],
-                                   environ={"MDGATE_LOAD_PLUGINS": ""}) as gw, \
-                GatewayClient.connect(gw.ws_url) as c:
+""",
+            {"MDGATE_LOAD_PLUGINS": ""},
+            tmp_path,
+        )
+        async with (
+            running_gateway(
+                settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
+            ) as gw,
+            GatewayClient.connect(gw.ws_url) as c,
+        ):
             await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")
             await c.subscribe("DUO:FOO")
             # alpha refuses at the first subscribe -> auth_failed -> moved at once (not after 30 s)

@@ -6,6 +6,7 @@ import json
 import time
 
 import anyio
+import anyio.lowlevel
 import pytest
 from websockets.asyncio.client import connect
 
@@ -181,7 +182,7 @@ async def test_slow_client_conflated_fast_client_full_rate(feed, make_settings):
                     await feed.push(json.dumps(
                         [{"s": "ACME" if i % 2 else "BOLT", "p": 1.0, "t": i, "v": i}
                          for i in range(start, start + batch)]))
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
             assert [t["volume"] for t in got] == list(range(n))
             server = gw.gateway.server
             assert server.conflated > 0

@@ -100,7 +100,7 @@ class PgServer:
     def start(self) -> None:
         """Start the server and wait until it accepts connections."""
         assert self.proc is None, "already running"
-        log = open(self.base / "server.log", "ab")  # noqa: SIM115 - closed in stop()
+        log = open(self.base / "server.log", "ab")
         self.proc = subprocess.Popen(
             [str(self.bin / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
              "-k", str(self.base), "-c", "listen_addresses=127.0.0.1",
@@ -139,9 +139,9 @@ class PgServer:
         name = f"t{os.getpid()}_{next(self._dbs)}"
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
             if template:
-                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')  # type: ignore[arg-type]
+                conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
             else:
-                conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+                conn.execute(f'CREATE DATABASE "{name}"')
         return self.dsn(name)
 
     def drop_database(self, dsn: str) -> None:
@@ -149,7 +149,7 @@ class PgServer:
         if self.proc is None:
             return
         with psycopg.connect(self.dsn(), autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _init_cluster(bin_dir: Path, base: Path, as_user: dict[str, Any]) -> None:

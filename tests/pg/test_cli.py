@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,13 +24,16 @@ class Result:
     err: str
 
 
+Run = Callable[..., Result]
+
+
 @pytest.fixture(autouse=True)
 def _fake_providers(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(cli, "_registry", lambda settings: fake_registry())
 
 
 @pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
     def run(*argv: str) -> Result:
         # The lead's top-level parser: a global --config, then the commands.
         parser = argparse.ArgumentParser(prog="mdgate")
@@ -44,7 +48,7 @@ def run(capsys: pytest.CaptureFixture[str]):  # type: ignore[no-untyped-def]
     return run
 
 
-def test_cli_db_upgrade_then_status_then_rerun(run, empty_dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_db_upgrade_then_status_then_rerun(run: Run, empty_dsn: str) -> None:
     r = run("db", "status", "--database-url", empty_dsn)
     assert r.code == 0
     assert f"schema version: 0 (this mdgate needs {SCHEMA_VERSION}; {SCHEMA_VERSION} pending" in r.out
@@ -58,7 +62,7 @@ def test_cli_db_upgrade_then_status_then_rerun(run, empty_dsn: str) -> None:  # 
     assert "up to date" in r.out and "pending" not in r.out.split("\n", 2)[2]
 
 
-def test_cli_db_seed_twice_same_row_counts(run, empty_dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_db_seed_twice_same_row_counts(run: Run, empty_dsn: str) -> None:
     run("db", "upgrade", "--database-url", empty_dsn)
     r = run("db", "seed", "--database-url", empty_dsn)
     assert r.code == 0
@@ -67,7 +71,7 @@ def test_cli_db_seed_twice_same_row_counts(run, empty_dsn: str) -> None:  # type
     assert "inserted 0 provider(s), 0 exchange(s), 0 exchange mapping(s)" in r.out
 
 
-def test_cli_command_schema_behind_says_run_upgrade(run, empty_dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_command_schema_behind_says_run_upgrade(run: Run, empty_dsn: str) -> None:
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         upgrade(conn, target=1)
     r = run("routes", "--database-url", empty_dsn)
@@ -76,7 +80,7 @@ def test_cli_command_schema_behind_says_run_upgrade(run, empty_dsn: str) -> None
                      f"{SCHEMA_VERSION}: run `mdgate db upgrade`\n")
 
 
-def test_cli_routes_without_database_shows_builtin_defaults(run) -> None:  # type: ignore[no-untyped-def]
+def test_cli_routes_without_database_shows_builtin_defaults(run: Run) -> None:
     r = run("routes")
     assert r.code == 0
     assert r.out.startswith("No database configured: these are the built-in defaults")
@@ -87,7 +91,7 @@ def test_cli_routes_without_database_shows_builtin_defaults(run) -> None:  # typ
     ]
 
 
-def test_cli_routes_lists_database_rows_by_priority(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_routes_lists_database_rows_by_priority(run: Run, dsn: str) -> None:
     r = run("routes", "--database-url", dsn)
     assert r.code == 0
     rows = [ln.split() for ln in r.out.splitlines()[2:]]
@@ -98,16 +102,16 @@ def test_cli_routes_lists_database_rows_by_priority(run, dsn: str) -> None:  # t
     ]
 
 
-def test_cli_routes_uses_database_url_from_environment(  # type: ignore[no-untyped-def]
-    run, dsn: str, monkeypatch: pytest.MonkeyPatch
+def test_cli_routes_uses_database_url_from_environment(
+    run: Run, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("MDGATE_DATABASE_URL", dsn)
     r = run("routes")
     assert r.code == 0 and r.out.startswith("Routes in postgresql://")
 
 
-def test_cli_routes_uses_database_url_from_config_file(  # type: ignore[no-untyped-def]
-    run, dsn: str, tmp_path: Path
+def test_cli_routes_uses_database_url_from_config_file(
+    run: Run, dsn: str, tmp_path: Path
 ) -> None:
     config = tmp_path / "gw.toml"
     config.write_text(f'[database]\nurl = "{dsn}"\n', encoding="utf-8")
@@ -115,7 +119,7 @@ def test_cli_routes_uses_database_url_from_config_file(  # type: ignore[no-untyp
     assert r.code == 0 and r.out.startswith("Routes in postgresql://")
 
 
-def test_cli_routes_set_backup_primary_and_inactive(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_routes_set_backup_primary_and_inactive(run: Run, dsn: str) -> None:
     r = run("routes", "set", "NSE", "yahoo", "--priority", "0", "--primary", "--database-url", dsn)
     assert r.code == 0
     assert "dhan is no longer primary for NSE" in r.out and "updated NSE -> yahoo" in r.out
@@ -125,13 +129,13 @@ def test_cli_routes_set_backup_primary_and_inactive(run, dsn: str) -> None:  # t
     assert rows == [["NSE", "0", "yahoo", "YF", "yes", "yes"], ["NSE", "5", "dhan", "DHAN", "no", "no"]]
 
 
-def test_cli_routes_set_unknown_provider_one_line_error(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_routes_set_unknown_provider_one_line_error(run: Run, dsn: str) -> None:
     r = run("routes", "set", "NSE", "alpaca", "--priority", "1", "--database-url", dsn)
     assert r.code == 1
     assert r.err == "mdgate: error: unknown provider 'alpaca' (known: dhan, yahoo)\n"
 
 
-def test_cli_routes_set_unknown_exchange_one_line_error(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_routes_set_unknown_exchange_one_line_error(run: Run, dsn: str) -> None:
     r = run("routes", "set", "LSE", "yahoo", "--database-url", dsn)
     assert r.code == 1
     assert r.err == "mdgate: error: unknown exchange 'LSE' (known: BSE, NASDAQ, NSE, NYSE)\n"
@@ -139,7 +143,7 @@ def test_cli_routes_set_unknown_exchange_one_line_error(run, dsn: str) -> None: 
     assert r.code == 0 and "added exchange LSE" in r.out and "added LSE -> yahoo" in r.out
 
 
-def test_cli_route_explains_explicit_and_derived_codes(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_route_explains_explicit_and_derived_codes(run: Run, dsn: str) -> None:
     r = run("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--database-url", dsn)
     assert r.code == 0 and r.out == "NSE:RELIANCE -> dhan NSE_EQ:2885\n"
     r = run("route", "NSE:RELIANCE", "--database-url", dsn)
@@ -155,8 +159,8 @@ def test_cli_route_explains_explicit_and_derived_codes(run, dsn: str) -> None:  
     assert lines[4] == "served by yahoo as RELIANCE.NS"
 
 
-def test_cli_route_enabled_primary_serves_with_failover(  # type: ignore[no-untyped-def]
-    run, dsn: str, monkeypatch: pytest.MonkeyPatch
+def test_cli_route_enabled_primary_serves_with_failover(
+    run: Run, dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("DHAN_CLIENT_ID", "1000000001")
     monkeypatch.setenv("DHAN_ACCESS_TOKEN", "token")
@@ -167,28 +171,28 @@ def test_cli_route_enabled_primary_serves_with_failover(  # type: ignore[no-unty
     assert "token" not in r.out
 
 
-def test_cli_route_no_code_for_dhan_skips_it_and_says_why(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_route_no_code_for_dhan_skips_it_and_says_why(run: Run, dsn: str) -> None:
     r = run("route", "NSE:INFY", "--database-url", dsn)
     assert r.code == 0
     assert "  not a candidate: dhan (no explicit mapping and its rule derives no code for NSE:INFY)" in r.out
     assert "served by yahoo as INFY.NS" in r.out
 
 
-def test_cli_route_unknown_exchange_names_it(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_route_unknown_exchange_names_it(run: Run, dsn: str) -> None:
     r = run("route", "LSE:VOD", "--database-url", dsn)
     assert r.code == 1
     assert r.err == "mdgate: error: no provider serves exchange 'LSE' (LSE:VOD)\n"
 
 
-def test_cli_route_all_inactive_no_route(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_route_all_inactive_no_route(run: Run, dsn: str) -> None:
     run("routes", "set", "NYSE", "yahoo", "--inactive", "--database-url", dsn)
     r = run("route", "NYSE:IBM", "--database-url", dsn)
     assert r.code == 1
     assert r.err == "mdgate: error: no provider can serve NYSE:IBM on NYSE: yahoo inactive\n"
 
 
-def test_cli_route_without_database_uses_defaults_and_config(  # type: ignore[no-untyped-def]
-    run, tmp_path: Path
+def test_cli_route_without_database_uses_defaults_and_config(
+    run: Run, tmp_path: Path
 ) -> None:
     config = tmp_path / "gw.toml"
     config.write_text('[instruments."NSE:RELIANCE"]\ndhan = "NSE_EQ:2885"\n', encoding="utf-8")
@@ -198,12 +202,12 @@ def test_cli_route_without_database_uses_defaults_and_config(  # type: ignore[no
     assert "NSE_EQ:2885" in r.out and "RELIANCE.NS" in r.out
 
 
-def test_cli_route_bad_provider_table_is_config_error(  # type: ignore[no-untyped-def]
-    run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_cli_route_bad_provider_table_is_config_error(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from mdgate.errors import ConfigError
 
-    def bad(registry, settings):  # type: ignore[no-untyped-def]
+    def bad(registry: object, settings: object) -> None:
         raise ConfigError("providers.yahoo.bogus", "unknown key")
 
     monkeypatch.setattr("mdgate._router.parse_provider_configs", bad)
@@ -212,7 +216,7 @@ def test_cli_route_bad_provider_table_is_config_error(  # type: ignore[no-untype
     assert r.err == "mdgate: error: providers.yahoo.bogus: unknown key\n"
 
 
-def test_cli_instruments_add_unknown_names_and_unused_note(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_instruments_add_unknown_names_and_unused_note(run: Run, dsn: str) -> None:
     r = run("instruments", "add", "NSE:RELIANCE", "alpaca", "X", "--database-url", dsn)
     assert (r.code, r.err) == (1, "mdgate: error: unknown provider 'alpaca' (known: dhan, yahoo)\n")
     r = run("instruments", "add", "LSE:VOD", "yahoo", "VOD.L", "--database-url", dsn)
@@ -225,7 +229,7 @@ def test_cli_instruments_add_unknown_names_and_unused_note(run, dsn: str) -> Non
     assert "note: dhan has no route for NYSE" in r.out
 
 
-def test_cli_instruments_list_filters(run, dsn: str) -> None:  # type: ignore[no-untyped-def]
+def test_cli_instruments_list_filters(run: Run, dsn: str) -> None:
     run("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--extra", "lot_size=1",
         "--database-url", dsn)
     run("instruments", "add", "NASDAQ:AAPL", "yahoo", "AAPL", "--database-url", dsn)
@@ -241,7 +245,7 @@ def test_cli_instruments_list_filters(run, dsn: str) -> None:  # type: ignore[no
     assert r.out == "no instrument mappings match\n"
 
 
-def test_cli_instruments_import_csv(run, dsn: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_instruments_import_csv(run: Run, dsn: str, tmp_path: Path) -> None:
     path = tmp_path / "codes.csv"
     path.write_text("instrument,code,lot_size\nNSE:RELIANCE,NSE_EQ:2885,1\nBSE:TCS,BSE_EQ:532540,1\n",
                     encoding="utf-8")
@@ -252,7 +256,9 @@ def test_cli_instruments_import_csv(run, dsn: str, tmp_path: Path) -> None:  # t
     bad = tmp_path / "bad.csv"
     bad.write_text("instrument,code\nNSE:A,1\nnope,2\n", encoding="utf-8")
     r = run("instruments", "import", "--csv", str(bad), "--provider", "dhan", "--database-url", dsn)
-    assert r.code == 1 and r.err == f"mdgate: error: {bad}:3: bad instrument 'nope': expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n"
+    assert r.code == 1
+    assert r.err == (f"mdgate: error: {bad}:3: bad instrument 'nope': "
+                     "expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n")
 
 
 @pytest.mark.parametrize(
@@ -261,8 +267,8 @@ def test_cli_instruments_import_csv(run, dsn: str, tmp_path: Path) -> None:  # t
      ("routes", "set", "NSE", "dhan"), ("route", "NSE:RELIANCE"),
      ("instruments", "add", "NSE:A", "dhan", "1"), ("instruments", "list")],
 )
-def test_cli_unreachable_database_one_line_error_no_password(  # type: ignore[no-untyped-def]
-    run, unused_dsn: str, argv: tuple[str, ...]
+def test_cli_unreachable_database_one_line_error_no_password(
+    run: Run, unused_dsn: str, argv: tuple[str, ...]
 ) -> None:
     r = run(*argv, "--database-url", unused_dsn)
     assert r.code == 1
@@ -271,7 +277,7 @@ def test_cli_unreachable_database_one_line_error_no_password(  # type: ignore[no
     assert r.err.count("\n") == 1 and "s3cret" not in r.err and "Traceback" not in r.err
 
 
-def test_cli_no_database_configured_is_usage_error(run) -> None:  # type: ignore[no-untyped-def]
+def test_cli_no_database_configured_is_usage_error(run: Run) -> None:
     r = run("instruments", "list")
     assert r.code == 2
     assert r.err.startswith("mdgate: error: no database configured: pass --database-url")

@@ -41,8 +41,7 @@ def _ping(port: int) -> bool:
 class RedisServer:
     """A throw-away redis-server on 127.0.0.1 that tests may kill and restart."""
 
-    def __init__(self, directory: Path, port: int | None = None,
-                 extra: Sequence[str] = ()) -> None:
+    def __init__(self, directory: Path, port: int | None = None, extra: Sequence[str] = ()) -> None:
         self.dir = directory
         self.port = port or free_port()
         self.extra = list(extra)
@@ -57,13 +56,27 @@ class RedisServer:
         assert self.proc is None, "already running"
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no", "--dir", str(self.dir),
-            "--daemonize", "no", "--loglevel", "warning",
+            REDIS_SERVER,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.dir),
+            "--daemonize",
+            "no",
+            "--loglevel",
+            "warning",
             *self.extra,
         ]
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + timeout
         while not _ping(self.port):

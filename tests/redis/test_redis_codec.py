@@ -31,7 +31,7 @@ def argv(packed: bytes) -> list[bytes]:
     for _ in range(int(head[1:])):
         n, rest = rest.split(b"\r\n", 1)
         out.append(rest[: int(n[1:])])
-        rest = rest[int(n[1:]) + 2:]
+        rest = rest[int(n[1:]) + 2 :]
     return out
 
 
@@ -69,19 +69,33 @@ def test_packer_layout_keys_args_and_records() -> None:
     assert args[:3] == [b"EVALSHA", WRITE_BATCH_SHA.encode(), b"10"]
     assert args[3:13] == [
         b"mdgate:feed",
-        b"mdgate:{NSE:RELIANCE}:ticks", b"mdgate:{NSE:RELIANCE}:last",
+        b"mdgate:{NSE:RELIANCE}:ticks",
+        b"mdgate:{NSE:RELIANCE}:last",
         b"mdgate:{NSE:RELIANCE}:bars:1m",
-        b"mdgate:{NASDAQ:AAPL}:ticks", b"mdgate:{NASDAQ:AAPL}:last",
+        b"mdgate:{NASDAQ:AAPL}:ticks",
+        b"mdgate:{NASDAQ:AAPL}:last",
         b"mdgate:{NASDAQ:AAPL}:bars:1m",
-        b"mdgate:{NSE:TCS}:ticks", b"mdgate:{NSE:TCS}:last", b"mdgate:{NSE:TCS}:bars:1m",
+        b"mdgate:{NSE:TCS}:ticks",
+        b"mdgate:{NSE:TCS}:last",
+        b"mdgate:{NSE:TCS}:bars:1m",
     ]
     assert args[13:16] == [b"100", b"200", b"300"]
     recs = msgspec.json.decode(args[16])
     assert recs[1][:7] == [2, f"{T0 + 1}-0", "NASDAQ:AAPL", 1.5, T0 + 1, T0 + 2, "YF"]
     assert len(recs[0]) == 2 + len(TICK_FIELDS)
     # bar of an instrument without ticks in the batch gets its own key group
-    assert args[17:] == [b"1", b"3", f"{T0}-0".encode(), str(T0).encode(), b"1.0",
-                         b"2.0", b"0.5", b"1.5", b"10", b"3"]
+    assert args[17:] == [
+        b"1",
+        b"3",
+        f"{T0}-0".encode(),
+        str(T0).encode(),
+        b"1.0",
+        b"2.0",
+        b"0.5",
+        b"1.5",
+        b"10",
+        b"3",
+    ]
 
 
 @pytest.mark.parametrize("provider", ["A,B", 'A"B', "A]", "A\\B", "A\nB"])
@@ -93,18 +107,32 @@ def test_packer_unsafe_provider_tick_left_out_and_counted(provider: str) -> None
 
 
 def test_decode_tick_fields_converts_text_values() -> None:
-    t = decode_tick_fields({"instrument": "NSE:TCS", "price": "3500.05", "ts": "17",
-                            "recv_ts": "18", "provider": "DHAN", "volume": "99"})
+    t = decode_tick_fields(
+        {
+            "instrument": "NSE:TCS",
+            "price": "3500.05",
+            "ts": "17",
+            "recv_ts": "18",
+            "provider": "DHAN",
+            "volume": "99",
+        }
+    )
     assert t == Tick("NSE:TCS", 3500.05, 17, 18, "DHAN", volume=99)
     with pytest.raises(msgspec.ValidationError):
         decode_tick_fields({"instrument": "NSE:TCS"})
 
 
 def test_decode_bar_fields_converts_text_values() -> None:
-    fields = {"start": "60000", "open": "1", "high": "2", "low": "0.5", "close": "1.5",
-              "volume": "7", "count": "3"}
-    assert decode_bar_fields("NSE:TCS", fields) == Bar("NSE:TCS", 60000, 1.0, 2.0, 0.5,
-                                                       1.5, 7, 3)
+    fields = {
+        "start": "60000",
+        "open": "1",
+        "high": "2",
+        "low": "0.5",
+        "close": "1.5",
+        "volume": "7",
+        "count": "3",
+    }
+    assert decode_bar_fields("NSE:TCS", fields) == Bar("NSE:TCS", 60000, 1.0, 2.0, 0.5, 1.5, 7, 3)
 
 
 def test_script_shas_are_distinct_sha1_hex() -> None:

@@ -33,7 +33,7 @@ from mdgate.store import Store
 
 
 class RedisServer(Protocol):
-    """The conftest's throw-away server (fixtures ``redis_server``/``redis_factory``)."""
+    """The conftest's throw-away server (``redis_server``, ``redis_factory``)."""
 
     port: int
     url: str
@@ -51,8 +51,7 @@ BASE = 1_700_000_040_000  # a minute boundary (epoch ms), long past: bars close 
 MIN = 60_000
 
 
-def tick(instrument: str = "NSE:RELIANCE", ts: int = BASE, price: float = 100.0,
-         **kw: Any) -> Tick:
+def tick(instrument: str = "NSE:RELIANCE", ts: int = BASE, price: float = 100.0, **kw: Any) -> Tick:
     provider = kw.pop("provider", "DHAN")
     return Tick(instrument, price, ts, ts + 1, provider, **kw)
 
@@ -69,22 +68,23 @@ async def running_store(url: str, **settings: Any) -> AsyncIterator[RedisStore]:
     await store.aclose()
 
 
-async def wait_for(cond: Callable[[], bool], timeout: float = 15.0) -> None:
-    with anyio.fail_after(timeout):
+async def wait_for(cond: Callable[[], bool], limit: float = 15.0) -> None:
+    with anyio.fail_after(limit):
         while not cond():
             await anyio.sleep(0.01)
 
 
-async def flushed(store: RedisStore, timeout: float = 15.0) -> None:
+async def flushed(store: RedisStore, limit: float = 15.0) -> None:
     def done() -> bool:
         s = store.status()
         return bool(s["state"] == "ok" and s["buffered"] == 0)
 
-    await wait_for(done, timeout)
+    await wait_for(done, limit)
 
 
 @asynccontextmanager
-async def client(server: RedisServer) -> AsyncIterator[aioredis.Redis]:
+async def client(server: RedisServer) -> AsyncIterator[Any]:
+    # redis-py's annotations do not know decode_responses=True: use Any
     r = aioredis.Redis.from_url(server.url, decode_responses=True)
     try:
         yield r
@@ -109,9 +109,22 @@ async def test_store_write_keys_are_hash_tagged_and_fields_round_trip(
     redis_server: RedisServer,
 ) -> None:
     ticks = [
-        tick("NSE:RELIANCE", BASE + 1, 2885.35, size=10, volume=1000, bid=2885.3,
-             ask=2885.4, bid_size=5, ask_size=7, open=2870.0, high=2890.5, low=2860.05,
-             prev_close=2865.1, oi=3),
+        tick(
+            "NSE:RELIANCE",
+            BASE + 1,
+            2885.35,
+            size=10,
+            volume=1000,
+            bid=2885.3,
+            ask=2885.4,
+            bid_size=5,
+            ask_size=7,
+            open=2870.0,
+            high=2890.5,
+            low=2860.05,
+            prev_close=2865.1,
+            oi=3,
+        ),
         tick("NASDAQ:AAPL", BASE + 2, 190.12, provider="YF"),
         tick("NSE:M&M", BASE + 3, 1.5, size=1),
     ]
@@ -123,7 +136,7 @@ async def test_store_write_keys_are_hash_tagged_and_fields_round_trip(
             i = t.instrument
             assert await r.type(f"mdgate:{{{i}}}:ticks") == "stream"
             assert await r.type(f"mdgate:{{{i}}}:last") == "hash"
-            (entry_id, fields), = await r.xrange(ticks_key(i))
+            ((entry_id, fields),) = await r.xrange(ticks_key(i))
             assert entry_id == f"{t.ts}-0"
             assert fields == as_fields(t)
             assert decode_tick_fields(fields) == t
@@ -152,8 +165,10 @@ async def test_store_small_maxlen_trims_streams_approximately(
     redis_server: RedisServer,
 ) -> None:
     n = 3000
-    async with running_store(redis_server.url, stream_maxlen=200, feed_maxlen=300,
-                             batch_max=100) as store, client(redis_server) as r:
+    async with (
+        running_store(redis_server.url, stream_maxlen=200, feed_maxlen=300, batch_max=100) as store,
+        client(redis_server) as r,
+    ):
         for k in range(0, n, 100):
             store.write([tick(ts=BASE + i, size=i) for i in range(k, k + 100)])
             await anyio.lowlevel.checkpoint()
@@ -221,20 +236,31 @@ async def test_store_bars_close_on_later_minute_and_ignore_late_ticks(
     redis_server: RedisServer,
 ) -> None:
     ticks = [
-        tick(ts=BASE + 1_000, price=10.0, volume=1_000),   # baseline
+        tick(ts=BASE + 1_000, price=10.0, volume=1_000),  # baseline
         tick(ts=BASE + 20_000, price=12.0, volume=1_050),
         tick(ts=BASE + 59_999, price=9.0, volume=1_100),
-        tick(ts=BASE + MIN, price=11.0, volume=1_130),     # closes minute 0
-        tick(ts=BASE + 30_000, price=50.0),                # late: minute 0 is final
+        tick(ts=BASE + MIN, price=11.0, volume=1_130),  # closes minute 0
+        tick(ts=BASE + 30_000, price=50.0),  # late: minute 0 is final
         tick(ts=BASE + MIN + 5_000, price=11.5, volume=1_200),
     ]
     async with running_store(redis_server.url) as store, client(redis_server) as r:
         store.write(ticks[:4])
         await flushed(store)
         rows = await r.xrange(bars_key("NSE:RELIANCE"))
-        assert rows == [(f"{BASE}-0", {
-            "start": str(BASE), "open": "10.0", "high": "12.0", "low": "9.0",
-            "close": "9.0", "volume": "100", "count": "3"})]
+        assert rows == [
+            (
+                f"{BASE}-0",
+                {
+                    "start": str(BASE),
+                    "open": "10.0",
+                    "high": "12.0",
+                    "low": "9.0",
+                    "close": "9.0",
+                    "volume": "100",
+                    "count": "3",
+                },
+            )
+        ]
         store.write(ticks[4:])
         # minute 1 is long over by the wall clock: closed by the bar clock (~1 s)
         await wait_for(lambda: store.status()["bars_written"] == 2)
@@ -251,8 +277,10 @@ async def test_store_bars_without_volume_sum_trade_sizes(
     redis_server: RedisServer,
 ) -> None:
     async with running_store(redis_server.url) as store:
-        store.write([tick(ts=BASE + i * 1_000, price=1.0 + i, size=2) for i in range(5)]
-                    + [tick(ts=BASE + 2 * MIN, size=1)])
+        store.write(
+            [tick(ts=BASE + i * 1_000, price=1.0 + i, size=2) for i in range(5)]
+            + [tick(ts=BASE + 2 * MIN, size=1)]
+        )
         await wait_for(lambda: store.status()["bars_written"] == 2)
         bars = await store.bars("NSE:RELIANCE", since_ms=BASE, until_ms=BASE)
     assert bars == [Bar("NSE:RELIANCE", BASE, 1.0, 5.0, 1.0, 5.0, 10, 5)]
@@ -264,8 +292,13 @@ def minute_ticks(start: int, minutes: int) -> list[Tick]:
     for m in range(minutes):
         for k in range(3):
             vol += 10 * (m + 1)
-            out.append(tick(ts=start + m * MIN + k * 10_000,
-                            price=100.0 + m + (k - 1) * 0.5, volume=vol))
+            out.append(
+                tick(
+                    ts=start + m * MIN + k * 10_000,
+                    price=100.0 + m + (k - 1) * 0.5,
+                    volume=vol,
+                )
+            )
     return out
 
 
@@ -280,16 +313,23 @@ async def test_store_bars_5m_and_15m_aggregate_one_minute_bars(
         five = await store.bars("NSE:RELIANCE", "5m", limit=100)
         fifteen = await store.bars("NSE:RELIANCE", "15m", limit=100)
         last_two = await store.bars("NSE:RELIANCE", "5m", limit=2)
-        window = await store.bars("NSE:RELIANCE", "5m", since_ms=start + 3 * MIN,
-                                  until_ms=start + 12 * MIN)
+        window = await store.bars("NSE:RELIANCE", "5m", since_ms=start + 3 * MIN, until_ms=start + 12 * MIN)
         with pytest.raises(ValueError, match="unknown interval"):
             await store.bars("NSE:RELIANCE", "2m")
     assert len(one) == 31
     assert five == aggregate_bars(one, 5 * MIN)
     assert fifteen == aggregate_bars(one, 15 * MIN)
     assert [b.start for b in five] == [start + i * 5 * MIN for i in range(7)]
-    assert five[0] == Bar("NSE:RELIANCE", start, 99.5, 104.5, 99.5, 104.5,
-                          sum(one[i].volume for i in range(5)), 15)
+    assert five[0] == Bar(
+        "NSE:RELIANCE",
+        start,
+        99.5,
+        104.5,
+        99.5,
+        104.5,
+        sum(one[i].volume for i in range(5)),
+        15,
+    )
     assert last_two == five[-2:]
     # whole intervals starting within [since, until] only
     assert [b.start for b in window] == [start + 5 * MIN, start + 10 * MIN]
@@ -304,8 +344,7 @@ async def test_store_history_since_until_limit(redis_server: RedisServer) -> Non
         store.write(ticks)
         await flushed(store)
         everything = await store.history("NSE:RELIANCE")
-        window = await store.history("NSE:RELIANCE", since_ms=BASE + 1_000,
-                                     until_ms=BASE + 1_900)
+        window = await store.history("NSE:RELIANCE", since_ms=BASE + 1_000, until_ms=BASE + 1_900)
         newest = await store.history("NSE:RELIANCE", since_ms=BASE + 1_000, limit=5)
         none = await store.history("NSE:NOTHING")
     assert everything == ticks
@@ -353,7 +392,7 @@ async def test_store_feed_followers_get_every_tick_in_order(
             tg.start_soon(follow)
             await anyio.sleep(0.2)  # the follower is blocked in XREAD
             for k in range(0, 600, 60):
-                store.write(ticks[k:k + 60])
+                store.write(ticks[k : k + 60])
                 await anyio.sleep(0.005)
             with anyio.fail_after(15):
                 await wait_for(lambda: len(got) == len(ticks))
@@ -370,8 +409,9 @@ async def test_store_buffer_overflow_drops_oldest_counted_and_logged(
     with capture_logs() as logs:
         async with running_store(server.url, buffer_max=100) as store:
             store.write([tick(ts=BASE + i, size=i) for i in range(250)])
-            await wait_for(lambda: store.status()["state"] == "down"
-                           and store.status()["last_error"] is not None)
+            await wait_for(
+                lambda: store.status()["state"] == "down" and store.status()["last_error"] is not None
+            )
             s = store.status()
             assert (s["buffered"], s["dropped"]) == (100, 150)
             await anyio.to_thread.run_sync(server.start)
@@ -388,8 +428,7 @@ async def test_store_redis_down_at_start_buffers_then_flushes_in_order(
     redis_factory: RedisFactory,
 ) -> None:
     server = redis_factory()
-    ticks = [tick(["NSE:RELIANCE", "NASDAQ:AAPL"][i % 2], BASE + i, size=i)
-             for i in range(1000)]
+    ticks = [tick(["NSE:RELIANCE", "NASDAQ:AAPL"][i % 2], BASE + i, size=i) for i in range(1000)]
     async with running_store(server.url, batch_max=64) as store:
         store.write(ticks[:500])
         await wait_for(lambda: store.status()["failures"] >= 2)
@@ -399,7 +438,10 @@ async def test_store_redis_down_at_start_buffers_then_flushes_in_order(
         await anyio.to_thread.run_sync(server.start)
         await flushed(store)
         s = store.status()
-        got = [*await store.history("NSE:RELIANCE"), *await store.history("NASDAQ:AAPL")]
+        got = [
+            *await store.history("NSE:RELIANCE"),
+            *await store.history("NASDAQ:AAPL"),
+        ]
     assert (s["written"], s["dropped"], s["duplicates"]) == (1000, 0, 0)
     assert sorted(got, key=lambda t: t.size or 0) == ticks
 
@@ -419,8 +461,10 @@ async def test_store_retried_batch_is_skipped_not_duplicated(
     redis_server: RedisServer,
 ) -> None:
     packer = BatchPacker(1000, 1000, 1000)
-    data = packer.pack([tick(ts=BASE + i, size=i) for i in range(5)],
-                       [Bar("NSE:RELIANCE", BASE, 1.0, 1.0, 1.0, 1.0, 0, 1)])
+    data = packer.pack(
+        [tick(ts=BASE + i, size=i) for i in range(5)],
+        [Bar("NSE:RELIANCE", BASE, 1.0, 1.0, 1.0, 1.0, 0, 1)],
+    )
     async with client(redis_server) as r:
         await r.script_load(WRITE_BATCH)
         conn = await r.connection_pool.get_connection()
@@ -449,7 +493,10 @@ async def test_store_restarted_gateway_continues_ids_above_stored_ones(
         rows = await r.xrange(ticks_key("NSE:RELIANCE"))
         assert two.status()["duplicates"] == 0
     assert [(i, f["size"]) for i, f in rows] == [
-        (f"{BASE}-0", "0"), (f"{BASE}-1", "1"), (f"{BASE}-2", "2"), (f"{BASE}-3", "3"),
+        (f"{BASE}-0", "0"),
+        (f"{BASE}-1", "1"),
+        (f"{BASE}-2", "2"),
+        (f"{BASE}-3", "3"),
     ]
 
 
@@ -501,8 +548,7 @@ async def test_store_kill_and_restart_redis_mid_stream_exactly_once_in_order(
     assert s["dropped"] == 0
     assert len(feed) == total
     for inst in instruments:
-        assert [int(f["size"]) for _, f in feed if f["instrument"] == inst] == list(
-            range(counts[inst]))
+        assert [int(f["size"]) for _, f in feed if f["instrument"] == inst] == list(range(counts[inst]))
 
 
 # ---------------------------------------------------------------- status & plugin
@@ -544,7 +590,16 @@ def test_store_hook_returns_redis_only_with_url() -> None:
     store = mdgate_store(Settings(redis=RedisSettings(url=Secret("redis://127.0.0.1:1/0"))))
     assert isinstance(store, RedisStore)
     pm, _ = get_plugin_manager({}, entry_points=False)
-    chosen = pm.hook.mdgate_store(
-        settings=Settings(redis=RedisSettings(url=Secret("redis://127.0.0.1:1/0"))))
+    chosen = pm.hook.mdgate_store(settings=Settings(redis=RedisSettings(url=Secret("redis://127.0.0.1:1/0"))))
     assert isinstance(chosen, RedisStore)
     assert isinstance(pm.hook.mdgate_store(settings=Settings()), MemoryStore)
+
+
+async def test_store_tick_with_unencodable_provider_rejected_and_counted(
+    redis_server: RedisServer,
+) -> None:
+    async with running_store(redis_server.url) as store:
+        store.write([tick(provider="X,Y"), tick(ts=BASE + 1)])
+        await flushed(store)
+        s = store.status()
+        assert (s["written"], s["rejected"]) == (1, 1)

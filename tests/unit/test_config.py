@@ -22,7 +22,9 @@ def test_load_settings_no_file_defaults():
 
 
 def test_load_settings_full_example_from_design(tmp_path):
-    p = write(tmp_path, """
+    p = write(
+        tmp_path,
+        """
 [server]
 host = "127.0.0.1"
 port = 8765
@@ -38,7 +40,8 @@ url = "wss://api-feed.dhan.co"
 [instruments."NSE:RELIANCE"]
 dhan = "NSE_EQ:2885"
 yahoo = "RELIANCE.NS"
-""")
+""",
+    )
     s = load_settings(p, {})
     assert s.redis.url == Secret("redis://127.0.0.1:6379/0")
     assert s.instruments == {"NSE:RELIANCE": {"dhan": "NSE_EQ:2885", "yahoo": "RELIANCE.NS"}}
@@ -47,9 +50,15 @@ yahoo = "RELIANCE.NS"
 
 def test_environment_takes_precedence(tmp_path):
     p = write(tmp_path, '[redis]\nurl = "redis://file/0"\n[server]\nport = 1000\n')
-    s = load_settings(p, {"MDGATE_REDIS_URL": "redis://env/1", "MDGATE_SERVER__PORT": "2000",
-                          "MDGATE_DATABASE_URL": "postgresql://env/db",
-                          "MDGATE_SUBSCRIPTIONS__ALWAYS": "NSE:RELIANCE, nasdaq:aapl"})
+    s = load_settings(
+        p,
+        {
+            "MDGATE_REDIS_URL": "redis://env/1",
+            "MDGATE_SERVER__PORT": "2000",
+            "MDGATE_DATABASE_URL": "postgresql://env/db",
+            "MDGATE_SUBSCRIPTIONS__ALWAYS": "NSE:RELIANCE, nasdaq:aapl",
+        },
+    )
     assert s.redis.url is not None and s.redis.url.reveal() == "redis://env/1"
     assert s.server.port == 2000
     assert s.database.url is not None and s.database.url.reveal() == "postgresql://env/db"
@@ -93,7 +102,9 @@ def test_missing_file_is_config_error(tmp_path):
 
 
 def test_secrets_never_in_repr_or_str(tmp_path):
-    s = load_settings(write(tmp_path, '[server]\ntokens = ["hunter2"]\n[redis]\nurl = "redis://:pw@h/0"\n'), {})
+    s = load_settings(
+        write(tmp_path, '[server]\ntokens = ["hunter2"]\n[redis]\nurl = "redis://:pw@h/0"\n'), {}
+    )
     assert "hunter2" not in repr(s) and "pw@" not in repr(s)
     assert str(s.server.tokens[0]) == "***"
     assert s.server.tokens[0].reveal() == "hunter2"

@@ -16,8 +16,14 @@ from mdgate.routing import ExchangeRoute, RouteTable, default_table
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("nse:reliance", "NSE:RELIANCE"), (" NASDAQ:AAPL ", "NASDAQ:AAPL"), ("NSE:M&M", "NSE:M&M"),
-     ("NYSE:BRK.B", "NYSE:BRK.B"), ("NSE:BAJAJ-AUTO", "NSE:BAJAJ-AUTO"), ("NSE:^NSEI", "NSE:^NSEI")],
+    [
+        ("nse:reliance", "NSE:RELIANCE"),
+        (" NASDAQ:AAPL ", "NASDAQ:AAPL"),
+        ("NSE:M&M", "NSE:M&M"),
+        ("NYSE:BRK.B", "NYSE:BRK.B"),
+        ("NSE:BAJAJ-AUTO", "NSE:BAJAJ-AUTO"),
+        ("NSE:^NSEI", "NSE:^NSEI"),
+    ],
 )
 def test_parse_instrument_valid_upper_cased(raw, expected):
     assert parse_instrument(raw)[0] == expected
@@ -32,8 +38,16 @@ def test_parse_instrument_invalid_raises(raw):
 def test_tick_optional_fields_absent_on_wire():
     t = Tick("NSE:RELIANCE", 2456.75, 1, 2, "DHAN", volume=10)
     data = json.loads(encode_ticks([t]))
-    assert data == [{"instrument": "NSE:RELIANCE", "price": 2456.75, "ts": 1, "recv_ts": 2,
-                     "provider": "DHAN", "volume": 10}]
+    assert data == [
+        {
+            "instrument": "NSE:RELIANCE",
+            "price": 2456.75,
+            "ts": 1,
+            "recv_ts": 2,
+            "provider": "DHAN",
+            "volume": 10,
+        }
+    ]
     assert decode_tick(json.dumps(data[0])) == t
 
 
@@ -66,8 +80,9 @@ def test_unknown_exchange_no_route_names_exchange():
 
 
 def test_inactive_and_uninstalled_providers_skipped():
-    table = RouteTable.build([ExchangeRoute("NSE", "dhan", 0, True, active=False),
-                              ExchangeRoute("NSE", "yahoo", 1)], {}, "t")
+    table = RouteTable.build(
+        [ExchangeRoute("NSE", "dhan", 0, True, active=False), ExchangeRoute("NSE", "yahoo", 1)], {}, "t"
+    )
     assert [r.provider for r in table.resolve("NSE:TCS", derive)] == ["yahoo"]
     with pytest.raises(NoRouteError, match="not installed"):
         table.resolve("NSE:TCS", derive, providers=frozenset({"dhan"}))
@@ -76,7 +91,10 @@ def test_inactive_and_uninstalled_providers_skipped():
 def test_declared_exchanges_routed_in_load_order():
     table = default_table(Settings(), [("alpha", ("X", "NSE")), ("beta", ("X",))])
     routes = table.resolve("X:FOO", lambda p, e, s: s)
-    assert [(r.provider, r.priority, r.primary) for r in routes] == [("alpha", 100, True), ("beta", 101, False)]
+    assert [(r.provider, r.priority, r.primary) for r in routes] == [
+        ("alpha", 100, True),
+        ("beta", 101, False),
+    ]
     assert [r.provider for r in table.resolve("NSE:FOO", lambda p, e, s: s)] == ["dhan", "yahoo"]
 
 
@@ -92,10 +110,17 @@ def test_bars_volume_from_cumulative_and_close_on_next_minute():
     bar = b.add(tk(120_000, 11.0, volume=200))
     assert bar is not None
     assert (bar.start, bar.open, bar.high, bar.low, bar.close, bar.volume, bar.count) == (
-        60_000, 10.0, 12.0, 9.0, 9.0, 60, 3)
+        60_000,
+        10.0,
+        12.0,
+        9.0,
+        9.0,
+        60,
+        3,
+    )
     assert b.add(tk(119_000, 1.0, volume=210)) is None and b.late == 1
     assert b.flush(180_000 + 2_000)[0].volume == 50  # 200 -> 210 counted in the open bar
-    
+
 
 def test_bars_sum_sizes_without_volume_and_day_reset():
     b = BarBuilder()
@@ -117,7 +142,9 @@ def test_aggregate_bars_5m():
             bars.append(out)
     agg = aggregate_bars(bars, 300_000)
     assert [(x.start, x.open, x.close, x.volume, x.count) for x in agg] == [
-        (0, 0.0, 4.0, 5, 5), (300_000, 5.0, 8.0, 4, 4)]
+        (0, 0.0, 4.0, 5, 5),
+        (300_000, 5.0, 8.0, 4, 4),
+    ]
 
 
 def test_fanout_encodes_once_shares_frame_between_same_subscriptions():

@@ -28,13 +28,14 @@ Make = Callable[..., Settings]
 
 @pytest.fixture
 def make(tmp_path: Path) -> Make:
-    def build(server: FakeDhanServer, dhan: str = "", extra: str = "", runtime: str = "") -> Settings:
+    def build(
+        server: FakeDhanServer, dhan: str = "", extra: str = "", **runtime: float
+    ) -> Settings:
+        timings = {"backoff_initial": 0.05, "backoff_max": 0.2, "auth_retry": 60.0} | runtime
+        lines = "\n".join(f"{k} = {v}" for k, v in timings.items())
         text = f"""
 [runtime]
-backoff_initial = 0.05
-backoff_max = 0.2
-auth_retry = 60
-{runtime}
+{lines}
 
 [providers.dhan]
 url = "{server.url}"
@@ -143,7 +144,7 @@ async def test_e2e_token_expired_807_is_auth_failed_without_storm(
 ) -> None:
     async with fake(auth_failure_code=807) as server:
         server.token = "the-real-token"  # the gateway's token is now stale
-        settings = make(server, runtime="auth_retry = 1.0")
+        settings = make(server, auth_retry=1.0)
         async with running_gateway(settings) as gw, GatewayClient.connect(gw.ws_url) as client:
             await client.subscribe("NSE:RELIANCE")
             st = await gw.wait_for(lambda s: dhan(s)["state"] == "auth_failed")
@@ -185,7 +186,7 @@ async def test_e2e_bad_credentials_808_or_401_is_auth_failed(make: Make, mode: s
 
 async def test_e2e_805_backs_off_hard_before_reconnecting(make: Make) -> None:
     async with fake() as server, running_gateway(
-        make(server, runtime="backoff_max = 2.0")
+        make(server, backoff_max=2.0)
     ) as gw, GatewayClient.connect(gw.ws_url) as client:
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):

@@ -92,7 +92,7 @@ def decode_table(data: bytes | str, source: str) -> RouteTable:
             for e in doc["exchanges"]
         ]
         codes = {(str(p), str(i)): str(c) for p, i, c in doc["codes"]}
-    except (KeyError, TypeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"malformed route cache: {exc}") from None
     return RouteTable.build(rows, codes, source)
 

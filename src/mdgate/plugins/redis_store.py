@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, cast
 
 import anyio
 import msgspec
@@ -65,6 +65,7 @@ IO_TIMEOUT: Final = 10.0
 IDLE_PING: Final = 1.0
 #: Seconds between two ``redis_buffer_overflow`` log lines.
 DROP_LOG_INTERVAL: Final = 10.0
+REJECT_REASON: Final = 'instrument or provider holds one of ,"[]\\ or a control char'
 #: Grace after a minute's end before the wall clock closes its bar.
 BAR_GRACE_MS: Final = 2_000
 
@@ -91,7 +92,9 @@ class RedisStore:
     kind = "redis"
 
     def __init__(
-        self, url: str, settings: RedisSettings | None = None,
+        self,
+        url: str,
+        settings: RedisSettings | None = None,
         runtime: RuntimeSettings | None = None,
     ) -> None:
         self._settings = s = settings or RedisSettings()
@@ -108,13 +111,20 @@ class RedisStore:
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._wpool = ConnectionPool.from_url(
-            url, socket_timeout=None, socket_connect_timeout=5.0,
-            retry=Retry(NoBackoff(), 0), health_check_interval=0,
+            url,
+            socket_timeout=None,
+            socket_connect_timeout=5.0,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
         )
         self._conn: AbstractConnection | None = None
         self._reader = Redis.from_url(
-            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=2.0,
-            retry=Retry(NoBackoff(), 1), health_check_interval=0,
+            url,
+            decode_responses=True,
+            socket_timeout=5.0,
+            socket_connect_timeout=2.0,
+            retry=Retry(NoBackoff(), 1),
+            health_check_interval=0,
         )
         self._state = "down"
         self._last_error: str | None = None
@@ -136,7 +146,7 @@ class RedisStore:
     # ------------------------------------------------------------------ write path
 
     def write(self, ticks: Sequence[Tick]) -> None:
-        """Buffer a batch of ticks in order and build bars; never blocks, never raises."""
+        """Buffer ticks in order and build bars; never blocks, never raises."""
         try:
             buf = self._buf
             before = len(buf)
@@ -176,8 +186,10 @@ class RedisStore:
         if now - self._drop_logged >= DROP_LOG_INTERVAL:
             self._drop_logged = now
             log.warning(
-                "redis_buffer_overflow", dropped_total=self.dropped,
-                buffer_max=self._settings.buffer_max, state=self._state,
+                "redis_buffer_overflow",
+                dropped_total=self.dropped,
+                buffer_max=self._settings.buffer_max,
+                state=self._state,
             )
 
     # ------------------------------------------------------------------ background
@@ -204,8 +216,8 @@ class RedisStore:
     def _has_work(self) -> bool:
         return bool(self._buf or self._bars or self._inflight is not None)
 
-    async def _wait(self, timeout: float) -> None:
-        with anyio.move_on_after(timeout):
+    async def _wait(self, delay: float) -> None:
+        with anyio.move_on_after(delay):
             await self._wake.wait()
         if self._wake.is_set():
             self._wake = anyio.Event()
@@ -239,7 +251,9 @@ class RedisStore:
         err = self._clean(f"{type(exc).__name__}: {exc}")
         if self._state != "down" or err != self._last_error:
             log.warning(
-                "redis_store_down", url=self._masked_url, error=err,
+                "redis_store_down",
+                url=self._masked_url,
+                error=err,
                 buffered=self._buffered(),
             )
         self._state = "down"
@@ -258,7 +272,7 @@ class RedisStore:
     async def _connection(self) -> AbstractConnection:
         conn = self._conn
         if conn is None:
-            conn = self._conn = self._wpool.make_connection()
+            conn = self._conn = self._wpool.make_connection()  # type: ignore[no-untyped-call]
         if not conn.is_connected:
             await conn.connect()
             for script in (WRITE_BATCH, LAST_IDS):
@@ -266,12 +280,16 @@ class RedisStore:
         return conn
 
     async def _roundtrip(
-        self, conn: AbstractConnection, cmd: bytes | tuple[Any, ...], *, packed: bool = True,
+        self,
+        conn: AbstractConnection,
+        cmd: bytes | tuple[Any, ...],
+        *,
+        packed: bool = True,
     ) -> Any:
         data = cmd if packed else conn.pack_command(*cmd)
         try:
             with anyio.fail_after(IO_TIMEOUT):
-                await conn.send_packed_command(data, check_health=False)  # type: ignore[arg-type]
+                await conn.send_packed_command(data, check_health=False)
                 return await conn.read_response()
         except BaseException as exc:
             if not isinstance(exc, RedisError) or _is_connection_error(exc):
@@ -302,8 +320,11 @@ class RedisStore:
             added, skipped, bars, _bars_skipped = (int(x) for x in reply)
             if self._packer.rejected != self._rejected_logged:
                 self._rejected_logged = self._packer.rejected
-                log.error("redis_ticks_rejected", rejected_total=self._packer.rejected,
-                          reason="instrument or provider holds one of ,\"[]\\ or a control char")
+                log.error(
+                    "redis_ticks_rejected",
+                    rejected_total=self._packer.rejected,
+                    reason=REJECT_REASON,
+                )
             self.written += added
             self.duplicates += skipped
             self.bars_written += bars
@@ -374,8 +395,16 @@ class RedisStore:
                     out[inst] = t
         return out
 
+    async def _xrevrange(self, key: str, hi: str, lo: str, count: int) -> list[tuple[str, dict[str, str]]]:
+        rows = await self._reader.xrevrange(key, hi, lo, count=count)
+        return cast("list[tuple[str, dict[str, str]]]", rows or [])
+
     async def history(
-        self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,
+        self,
+        instrument: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
         limit: int = 1000,
     ) -> list[Tick]:
         """
@@ -393,7 +422,7 @@ class RedisStore:
         hi = "+" if until_ms is None else str(until_ms)
         lo = "-" if since_ms is None else str(since_ms)
         try:
-            rows = await self._reader.xrevrange(ticks_key(instrument), hi, lo, count=limit)
+            rows = await self._xrevrange(ticks_key(instrument), hi, lo, limit)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {self._clean(str(exc))}") from exc
         out: list[Tick] = []
@@ -401,12 +430,22 @@ class RedisStore:
             try:
                 out.append(decode_tick_fields(fields))
             except msgspec.ValidationError as exc:
-                log.warning("redis_bad_tick_entry", instrument=instrument, id=_id, error=str(exc))
+                log.warning(
+                    "redis_bad_tick_entry",
+                    instrument=instrument,
+                    id=_id,
+                    error=str(exc),
+                )
         return out
 
     async def bars(
-        self, instrument: str, interval: str = "1m", *, since_ms: int | None = None,
-        until_ms: int | None = None, limit: int = 1000,
+        self,
+        instrument: str,
+        interval: str = "1m",
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 1000,
     ) -> list[Bar]:
         """
         Return closed bars of ``interval`` (``1m``, ``5m``, ``15m``), oldest first.
@@ -438,7 +477,7 @@ class RedisStore:
         lo = "-" if lo_ms is None else str(lo_ms)
         count = limit * per + per
         try:
-            rows = await self._reader.xrevrange(bars_key(instrument), hi, lo, count=count)
+            rows = await self._xrevrange(bars_key(instrument), hi, lo, count)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {self._clean(str(exc))}") from exc
         minute: list[Bar] = []

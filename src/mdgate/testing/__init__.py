@@ -64,7 +64,9 @@ class GatewayHandle:
         result: dict[str, Any] = self.gateway.status()
         return result
 
-    async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0) -> dict[str, Any]:
+    async def wait_for(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10.0
+    ) -> dict[str, Any]:
         """Poll ``status()`` until ``predicate`` holds; return that status."""
         with anyio.fail_after(timeout):
             while True:
@@ -95,9 +97,12 @@ async def running_gateway(
     from mdgate._plugins import load_registry
 
     settings = settings or Settings()
-    settings = dataclasses.replace(settings, server=dataclasses.replace(settings.server, host="127.0.0.1", port=0))
-    registry = load_registry(environ if environ is not None else settings.environ,
-                             extra=extra_plugins, entry_points=entry_points)
+    settings = dataclasses.replace(
+        settings, server=dataclasses.replace(settings.server, host="127.0.0.1", port=0)
+    )
+    registry = load_registry(
+        environ if environ is not None else settings.environ, extra=extra_plugins, entry_points=entry_points
+    )
     gw = Gateway(settings, registry)
     async with anyio.create_task_group() as tg:
         port: int = await tg.start(gw.run)
@@ -193,8 +198,9 @@ class FakeFeedServer:
         return f"ws://127.0.0.1:{self.port}"
 
     async def __aenter__(self) -> FakeFeedServer:
-        self._server = await serve(self._handler, "127.0.0.1", self.port, compression=None,
-                                   ping_interval=None, reuse_address=True)
+        self._server = await serve(
+            self._handler, "127.0.0.1", self.port, compression=None, ping_interval=None, reuse_address=True
+        )
         self.port = next(iter(self._server.sockets)).getsockname()[1]
         return self
 
