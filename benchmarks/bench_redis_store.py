@@ -36,8 +36,10 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
+import anyio.lowlevel
 import hiredis
 import redis.asyncio as aioredis
 
@@ -111,7 +113,7 @@ class Result:
         return self.ticks / self.seconds
 
 
-def fields(t: Tick) -> dict[str, str]:
+def fields(t: Tick) -> dict[Any, Any]:
     return {k: str(v) for k, v in t.to_dict().items()}
 
 
@@ -121,7 +123,7 @@ async def naive(url: str, ticks: list[Tick], batch: int) -> None:
         for t in ticks:
             f = fields(t)
             await r.xadd(ticks_key(t.instrument), f, maxlen=MAXLEN, approximate=True)
-            await r.hset(last_key(t.instrument), mapping=f)  # type: ignore[arg-type]
+            await r.hset(last_key(t.instrument), mapping=f)
     finally:
         await r.aclose()
 
@@ -135,7 +137,7 @@ async def redis_py_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
                 f = fields(t)
                 pipe.xadd(ticks_key(t.instrument), f, maxlen=MAXLEN, approximate=True)
                 pipe.xadd(FEED_KEY, f, maxlen=MAXLEN, approximate=True)
-                pipe.hset(last_key(t.instrument), mapping=f)  # type: ignore[arg-type]
+                pipe.hset(last_key(t.instrument), mapping=f)
             await pipe.execute()
     finally:
         await r.aclose()
@@ -190,7 +192,7 @@ return n
 async def evalsha_flat(url: str, ticks: list[Tick], batch: int) -> None:
     r = aioredis.Redis.from_url(url, socket_timeout=None)
     sha = await r.script_load(FLAT_SCRIPT)
-    conn = await r.connection_pool.get_connection()
+    conn = await r.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     ids: dict[str, list[int]] = {}
     try:
         for k in range(0, len(ticks), batch):
@@ -213,9 +215,7 @@ async def evalsha_flat(url: str, ticks: list[Tick], batch: int) -> None:
                 flatten_tick(t, args)
                 args[at] = len(args) - at - 1
                 args[0] = int(args[0]) + 1  # type: ignore[call-overload]
-            data = hiredis.pack_command(
-                ("EVALSHA", sha, len(keys), *keys, MAXLEN, MAXLEN, *args)
-            )  # type: ignore[arg-type]
+            data = hiredis.pack_command(("EVALSHA", sha, len(keys), *keys, MAXLEN, MAXLEN, *args))  # type: ignore[arg-type]
             await conn.send_packed_command(data, check_health=False)
             await conn.read_response()
     finally:
@@ -225,7 +225,7 @@ async def evalsha_flat(url: str, ticks: list[Tick], batch: int) -> None:
 
 async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
     r = aioredis.Redis.from_url(url, socket_timeout=None)
-    conn = await r.connection_pool.get_connection()
+    conn = await r.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     pack = hiredis.pack_command
     ids: dict[str, list[int]] = {}
     try:
@@ -253,9 +253,7 @@ async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
                         )
                     )
                 )
-                parts.append(
-                    pack(("XADD", FEED_KEY, "MAXLEN", "~", MAXLEN, "*", *flat))
-                )  # type: ignore[arg-type]
+                parts.append(pack(("XADD", FEED_KEY, "MAXLEN", "~", MAXLEN, "*", *flat)))  # type: ignore[arg-type]
                 last[t.instrument] = flat
             for inst, flat in last.items():
                 parts.append(pack(("HSET", last_key(inst), *flat)))  # type: ignore[arg-type]
@@ -270,13 +268,11 @@ async def hiredis_pipeline(url: str, ticks: list[Tick], batch: int) -> None:
 async def evalsha_batch(url: str, ticks: list[Tick], batch: int) -> None:
     r = aioredis.Redis.from_url(url, socket_timeout=None)
     await r.script_load(WRITE_BATCH)
-    conn = await r.connection_pool.get_connection()
+    conn = await r.connection_pool.get_connection()  # type: ignore[no-untyped-call]
     packer = BatchPacker(MAXLEN, MAXLEN, MAXLEN)
     try:
         for k in range(0, len(ticks), batch):
-            await conn.send_packed_command(
-                packer.pack(ticks[k : k + batch]), check_health=False
-            )
+            await conn.send_packed_command(packer.pack(ticks[k : k + batch]), check_health=False)
             await conn.read_response()
     finally:
         await r.connection_pool.release(conn)
@@ -284,16 +280,14 @@ async def evalsha_batch(url: str, ticks: list[Tick], batch: int) -> None:
 
 
 async def store(url: str, ticks: list[Tick], batch: int) -> None:
-    s = RedisStore(
-        url, RedisSettings(batch_max=batch, stream_maxlen=MAXLEN, feed_maxlen=MAXLEN)
-    )
+    s = RedisStore(url, RedisSettings(batch_max=batch, stream_maxlen=MAXLEN, feed_maxlen=MAXLEN))
     async with anyio.create_task_group() as tg:
         await tg.start(s.run)
         for k in range(0, len(ticks), 100):  # the pipeline hands over ~100-tick batches
             s.write(ticks[k : k + 100])
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
         with anyio.fail_after(300):
-            while s.status()["buffered"] or s.status()["written"] < len(ticks):
+            while s.status()["written"] < len(ticks):
                 await anyio.sleep(0.001)
         tg.cancel_scope.cancel()
     await s.aclose()
@@ -318,93 +312,81 @@ async def measure(
     return Result(name, what, len(ticks), t1 - t0, c1 - c0, s1 - s0)
 
 
-async def main(n: int, n_naive: int, batch: int) -> list[Result]:
+def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
+    """Start a throw-away redis-server; return (process, url, its directory)."""
     port = free_port()
     tmp = tempfile.mkdtemp(prefix="bench-redis-")
     server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            tmp,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    try:
-        r = aioredis.Redis.from_url(url)
-        for _ in range(500):
-            try:
-                await r.ping()
-                break
-            except Exception:
-                await anyio.sleep(0.02)
-        await r.aclose()
-        ticks = make_ticks(n)
-        runs: list[tuple[str, str, Writer, list[Tick]]] = [
-            (
-                "naive (await per command)",
-                "XADD + HSET per tick",
-                naive,
-                ticks[:n_naive],
-            ),
-            (
-                "redis-py pipeline",
-                "XADD + XADD feed + HSET per tick",
-                redis_py_pipeline,
-                ticks,
-            ),
-            (
-                "hiredis pack_command pipeline",
-                "XADD + XADD feed per tick, HSET per instr",
-                hiredis_pipeline,
-                ticks,
-            ),
-            (
-                "EVALSHA, flattened args",
-                "script: XADD + XADD feed, HSET per instr",
-                evalsha_flat,
-                ticks,
-            ),
-            (
-                "EVALSHA, one JSON arg (chosen)",
-                "script: XADD + XADD feed, HSET per instr",
-                evalsha_batch,
-                ticks,
-            ),
-            (
-                "**RedisStore** (EVALSHA, end to end)",
-                "write() + bars + buffer + script",
-                store,
-                ticks,
-            ),
-        ]
-        results = []
-        for name, what, fn, data in runs:
-            res = await measure(name, what, fn, url, proc.pid, data, batch)
-            print(f"  {name}: {res.rate:,.0f} ticks/s", file=sys.stderr)
-            results.append(res)
-        return results
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        shutil.rmtree(tmp, ignore_errors=True)
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    args += ["--appendonly", "no", "--dir", tmp]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
+                sock.sendall(b"PING\r\n")
+                if sock.recv(16).startswith(b"+PONG"):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("redis-server did not start")
+        time.sleep(0.02)
+    return proc, f"redis://127.0.0.1:{port}/0", tmp
+
+
+async def main(url: str, pid: int, n: int, n_naive: int, batch: int) -> list[Result]:
+    ticks = make_ticks(n)
+    runs: list[tuple[str, str, Writer, list[Tick]]] = [
+        (
+            "naive (await per command)",
+            "XADD + HSET per tick",
+            naive,
+            ticks[:n_naive],
+        ),
+        (
+            "redis-py pipeline",
+            "XADD + XADD feed + HSET per tick",
+            redis_py_pipeline,
+            ticks,
+        ),
+        (
+            "hiredis pack_command pipeline",
+            "XADD + XADD feed per tick, HSET per instr",
+            hiredis_pipeline,
+            ticks,
+        ),
+        (
+            "EVALSHA, flattened args",
+            "script: XADD + XADD feed, HSET per instr",
+            evalsha_flat,
+            ticks,
+        ),
+        (
+            "EVALSHA, one JSON arg (chosen)",
+            "script: XADD + XADD feed, HSET per instr",
+            evalsha_batch,
+            ticks,
+        ),
+        (
+            "**RedisStore** (EVALSHA, end to end)",
+            "write() + bars + buffer + script",
+            store,
+            ticks,
+        ),
+    ]
+    results = []
+    for name, what, fn, data in runs:
+        res = await measure(name, what, fn, url, pid, data, batch)
+        print(f"  {name}: {res.rate:,.0f} ticks/s", file=sys.stderr)
+        results.append(res)
+    return results
 
 
 def table(results: list[Result]) -> str:
     base = results[0].rate
     lines = [
-        "| writer | commands | ticks | ticks/s | vs naive | client CPU µs/tick "
-        "| redis-server CPU µs/tick |",
+        "| writer | commands | ticks | ticks/s | vs naive | client CPU µs/tick | redis-server CPU µs/tick |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
@@ -421,5 +403,11 @@ if __name__ == "__main__":
     ap.add_argument("--naive-ticks", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=500)
     a = ap.parse_args()
-    res = anyio.run(main, a.ticks, a.naive_ticks, a.batch)
+    proc, url, tmp = start_server()
+    try:
+        res = anyio.run(main, url, proc.pid, a.ticks, a.naive_ticks, a.batch)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
     print(table(res))

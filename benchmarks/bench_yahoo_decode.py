@@ -65,10 +65,17 @@ def make_frames(n: int, seed: int = 7) -> list[str]:
         volume[sym] += size
         frames.append(
             encode_pricing(
-                id=sym, price=price, time=t0 + i * 1000, currency=currency,
-                exchange=exchange, quote_type=quote_type, market_hours=1,
-                change_percent=rng.uniform(-2, 2), day_volume=volume[sym],
-                day_high=round(base * 1.012, 2), day_low=round(base * 0.987, 2),
+                id=sym,
+                price=price,
+                time=t0 + i * 1000,
+                currency=currency,
+                exchange=exchange,
+                quote_type=quote_type,
+                market_hours=1,
+                change_percent=rng.uniform(-2, 2),
+                day_volume=volume[sym],
+                day_high=round(base * 1.012, 2),
+                day_low=round(base * 0.987, 2),
                 change=round(price - base * 0.995, 2),
                 open_price=round(base * 0.999, 2),
                 previous_close=round(base * 0.995, 2),
@@ -137,10 +144,14 @@ def main() -> int:
     print(f"Decoding {n} Yahoo streamer frames, best of {args.repeat} passes.\n")
     print("| decoder | µs/frame | frames/s | output |")
     print("| --- | ---: | ---: | --- |")
-    print(f"| mdgate-yahoo `YahooDecoder.feed` | {ours_us:.2f} | {n / ours_s:,.0f} "
-          "| normalized `Tick` (rounded, day stats) |")
-    print(f"| yfinance 1.7.0 `json.loads` + `_decode_message` | {theirs_us:.2f} "
-          f"| {n / theirs_s:,.0f} | `MessageToDict` dict |")
+    print(
+        f"| mdgate-yahoo `YahooDecoder.feed` | {ours_us:.2f} | {n / ours_s:,.0f} "
+        "| normalized `Tick` (rounded, day stats) |"
+    )
+    print(
+        f"| yfinance 1.7.0 `json.loads` + `_decode_message` | {theirs_us:.2f} "
+        f"| {n / theirs_s:,.0f} | `MessageToDict` dict |"
+    )
     print(f"\nmdgate-yahoo is **{theirs_us / ours_us:.1f}x** faster per frame.")
     print(
         f"\nMachine: {platform.python_implementation()} {platform.python_version()}, "

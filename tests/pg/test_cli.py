@@ -1,6 +1,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -281,3 +284,26 @@ def test_cli_no_database_configured_is_usage_error(run: Run) -> None:
     r = run("instruments", "list")
     assert r.code == 2
     assert r.err.startswith("mdgate: error: no database configured: pass --database-url")
+
+
+def test_cli_subprocess_mdgate_with_installed_plugins(empty_dsn: str, tmp_path: Path) -> None:
+    """The real entry point, the real provider plugins, a real database."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MDGATE_", "DHAN_"))}
+
+    def mdgate(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "mdgate", *argv, "--database-url", empty_dsn],
+            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+        )
+
+    assert mdgate("db", "upgrade").returncode == 0
+    assert mdgate("db", "seed").returncode == 0
+    assert mdgate("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885").returncode == 0
+    r = mdgate("route", "NSE:RELIANCE")
+    assert r.returncode == 0, r.stderr
+    rows = [ln.split()[:4] for ln in r.stdout.splitlines()[2:4]]
+    assert rows == [["1", "dhan", "DHAN", "NSE_EQ:2885"], ["2", "yahoo", "YF", "RELIANCE.NS"]]
+    r = mdgate("route", "LSE:VOD")
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == "mdgate: error: no provider serves exchange 'LSE' (LSE:VOD)"

@@ -25,9 +25,7 @@ NOW = 1_736_509_140_000  # 2025-01-10T11:39:00Z
 
 
 def test_plan_windows_short_range_one_window() -> None:
-    assert plan_windows(NOW - 3600_000, NOW - 60_000, NOW) == [
-        (NOW - 3600_000, NOW - 60_000)
-    ]
+    assert plan_windows(NOW - 3600_000, NOW - 60_000, NOW) == [(NOW - 3600_000, NOW - 60_000)]
 
 
 def test_plan_windows_long_range_split_eight_days() -> None:
@@ -51,15 +49,11 @@ def test_plan_windows_empty_range_no_windows() -> None:
 
 
 def test_plan_windows_too_old_rejected_clearly() -> None:
-    with pytest.raises(
-        BackfillRangeError, match=r"last 29 days; the range starts 31\.0 days ago"
-    ) as ei:
+    with pytest.raises(BackfillRangeError, match=r"last 29 days; the range starts 31\.0 days ago") as ei:
         plan_windows(NOW - 31 * DAY, NOW - 30 * DAY, NOW)
     assert ei.value.retryable is False
     assert ei.value.provider == "yahoo"
-    assert plan_windows(
-        NOW - MAX_AGE_MS, NOW - MAX_AGE_MS + MIN, NOW
-    )  # the edge is accepted
+    assert plan_windows(NOW - MAX_AGE_MS, NOW - MAX_AGE_MS + MIN, NOW)  # the edge is accepted
 
 
 def _frame(tz: str = "America/New_York", rows: int = 3) -> pd.DataFrame:
@@ -115,9 +109,7 @@ def test_decode_history_nan_rows_skipped_nan_volume_zero() -> None:
 def test_decode_history_price_hint_and_bounds() -> None:
     frame = _frame()
     start = 1_736_519_400_000
-    bars = decode_history(
-        frame, "X:Y", price_hint=4, start_ms=start + MIN, end_ms=start + 2 * MIN
-    )
+    bars = decode_history(frame, "X:Y", price_hint=4, start_ms=start + MIN, end_ms=start + 2 * MIN)
     assert [(b.start, b.open) for b in bars] == [(start + MIN, 227.6)]
     assert decode_history(frame, "X:Y", price_hint=0)[0].close == 228.0
 
@@ -131,9 +123,7 @@ async def test_fetch_bars_windows_loaded_in_worker_thread() -> None:
     calls: list[tuple[str, int, int, bool, float, str]] = []
     main = threading.current_thread().name
 
-    def loader(
-        symbol: str, s: int, e: int, prepost: bool, timeout: float
-    ) -> tuple[Any, int]:
+    def loader(symbol: str, s: int, e: int, prepost: bool, timeout: float) -> tuple[Any, int]:
         calls.append((symbol, s, e, prepost, timeout, threading.current_thread().name))
         idx = pd.to_datetime([s], unit="ms", utc=True)
         frame = pd.DataFrame(
@@ -181,6 +171,4 @@ async def test_fetch_bars_too_old_range_raises_before_loading() -> None:
         raise AssertionError("must not be called")
 
     with pytest.raises(BackfillRangeError):
-        await fetch_bars(
-            "NASDAQ:AAPL", "AAPL", NOW - 40 * DAY, NOW, loader=loader, now=NOW
-        )
+        await fetch_bars("NASDAQ:AAPL", "AAPL", NOW - 40 * DAY, NOW, loader=loader, now=NOW)

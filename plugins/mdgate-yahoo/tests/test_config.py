@@ -30,9 +30,7 @@ def test_parse_config_every_key_read() -> None:
         },
         {},
     )
-    assert cfg == YahooConfig(
-        "ws://127.0.0.1:9999/?version=2", 1.0, 0.5, False, True, 5.0
-    )
+    assert cfg == YahooConfig("ws://127.0.0.1:9999/?version=2", 1.0, 0.5, False, True, 5.0)
 
 
 def test_parse_config_frozen() -> None:

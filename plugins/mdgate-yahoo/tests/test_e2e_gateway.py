@@ -38,9 +38,7 @@ class Rig:
 
     async def tick_round_trip(self, price: float, volume: int) -> dict[str, Any]:
         """Push one price for AAPL and return the tick the client receives."""
-        await self.yahoo.push(
-            "AAPL", price=price, time=T, day_volume=volume, price_hint=2
-        )
+        await self.yahoo.push("AAPL", price=price, time=T, day_volume=volume, price_hint=2)
         while True:
             (tick,) = await self.client.ticks(1)
             if tick["volume"] == volume:
@@ -48,9 +46,7 @@ class Rig:
 
 
 @asynccontextmanager
-async def rig(
-    stall_timeout: float = 30, heartbeat_interval: float = 15, **fake: Any
-) -> AsyncIterator[Rig]:
+async def rig(stall_timeout: float = 30, heartbeat_interval: float = 15, **fake: Any) -> AsyncIterator[Rig]:
     async with FakeYahooServer(**fake) as yahoo:
         settings = settings_from_toml(
             f"""
@@ -131,11 +127,9 @@ async def test_e2e_silent_stall_reconnects_and_resubscribes() -> None:
     async with rig(stall_timeout=0.5) as r:
         await r.tick_round_trip(227.55, 1)
         r.yahoo.go_silent()
-        await r.yahoo.wait_connections(2, limit=10)
+        await r.yahoo.wait_connections(2, timeout=10)
         await r.yahoo.wait_for(
-            lambda: any(
-                not c.silent and "AAPL" in c.subscribed for c in r.yahoo.connections
-            )
+            lambda: any(not c.silent and "AAPL" in c.subscribed for c in r.yahoo.connections)
         )
         assert (await r.tick_round_trip(230.0, 4))["price"] == 230.0
         status = r.yahoo_status()
@@ -150,9 +144,7 @@ async def test_e2e_malformed_frames_counted_stream_goes_on() -> None:
         tick = await r.tick_round_trip(231.0, 5)
         assert tick["price"] == 231.0
         status = await r.gw.wait_for(
-            lambda st: (
-                st["providers"]["yahoo"]["decode_errors"] >= len(MALFORMED_FRAMES)
-            )
+            lambda st: st["providers"]["yahoo"]["decode_errors"] >= len(MALFORMED_FRAMES)
         )
         by_kind = status["providers"]["yahoo"]["decode_errors_by_kind"]
         assert by_kind == {kind: 1 for kind in MALFORMED_FRAMES}
@@ -173,3 +165,18 @@ async def test_e2e_over_hundred_symbols_second_connection() -> None:
         await r.yahoo.push("S099", price=12.5, time=T, day_volume=9)
         (tick,) = await r.client.ticks(1)
         assert (tick["instrument"], tick["price"]) == ("NASDAQ:S099", 12.5)
+
+
+async def test_e2e_nse_instrument_derived_symbol_ticks() -> None:
+    # With only the yahoo plugin installed, NSE falls to Yahoo (the backup route)
+    # and the plugin's rule derives RELIANCE.NS.
+    async with rig() as r:
+        await r.client.subscribe("NSE:RELIANCE", "BSE:TCS")
+        await r.yahoo.wait_subscribed("RELIANCE.NS", "TCS.BO")
+        await r.yahoo.push("RELIANCE.NS", price=2456.75, time=T, day_volume=42)
+        (tick,) = await r.client.ticks(1)
+        assert (tick["instrument"], tick["price"], tick["volume"]) == (
+            "NSE:RELIANCE",
+            2456.75,
+            42,
+        )

@@ -15,8 +15,8 @@ from mdgate_yahoo.protocol import YahooDecoder, encode_subscribe, encode_unsubsc
 from mdgate_yahoo.testing import MALFORMED_FRAMES, FakeYahooServer
 
 
-async def _recv(ws: ClientConnection, limit: float = 5.0) -> str:
-    with anyio.fail_after(limit):
+async def _recv(ws: ClientConnection, timeout: float = 5.0) -> str:
+    with anyio.fail_after(timeout):
         msg = await ws.recv()
     assert isinstance(msg, str)
     return msg
@@ -117,9 +117,7 @@ async def test_fake_server_silent_sends_nothing_new_connection_normal() -> None:
             assert await _nothing_within(ws, 0.2)
         async with connect(yahoo.url) as ws2:
             await ws2.send(encode_subscribe(["AAPL"]))
-            await yahoo.wait_for(
-                lambda: any(not c.silent and c.subscribed for c in yahoo.connections)
-            )
+            await yahoo.wait_for(lambda: any(not c.silent and c.subscribed for c in yahoo.connections))
             assert await yahoo.push("AAPL", price=1.0) == 1
             assert json.loads(await _recv(ws2))["type"] == "pricing"
 
@@ -139,9 +137,7 @@ async def test_fake_server_send_malformed_each_kind_decodes_to_that_kind() -> No
 
 
 async def test_fake_server_snapshot_sent_on_subscribe() -> None:
-    async with FakeYahooServer(
-        snapshots={"AAPL": {"price": 227.55, "time": 5}}
-    ) as yahoo:
+    async with FakeYahooServer(snapshots={"AAPL": {"price": 227.55, "time": 5}}) as yahoo:
         async with connect(yahoo.url) as ws:
             await ws.send(encode_subscribe(["AAPL"]))
             dec = YahooDecoder()

@@ -13,9 +13,7 @@ from mdgate.model import Tick, encode_ticks
 from mdgate_yahoo.protocol import YahooDecoder
 from mdgate_yahoo.testing import encode_envelope, encode_pricing
 
-FUZZ = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SYMBOLS = ["AAPL", "RELIANCE.NS", "BTC-USD", ""]
 KINDS = {
     "bad_json",
@@ -65,15 +63,8 @@ def test_feed_random_text_ticks_or_decode_error(text: str) -> None:
 
 
 _json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False)
-    | st.text(max_size=20),
-    lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
-    ),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=10,
 )
 
@@ -136,9 +127,7 @@ _i64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
     ),
     st.integers(min_value=1, max_value=3),
 )
-def test_feed_random_valid_messages_ticks_or_decode_error(
-    fields: dict[str, Any], n: int
-) -> None:
+def test_feed_random_valid_messages_ticks_or_decode_error(fields: dict[str, Any], n: int) -> None:
     dec = _decoder()
     for _ in range(n):  # repeated messages exercise the carried state
         ticks = _check(dec, encode_pricing(**fields))
@@ -151,9 +140,7 @@ def test_feed_random_valid_messages_ticks_or_decode_error(
 
 @FUZZ
 @given(st.binary(min_size=1, max_size=64), st.integers(min_value=0, max_value=80))
-def test_feed_truncated_or_corrupted_frames_ticks_or_decode_error(
-    junk: bytes, cut: int
-) -> None:
+def test_feed_truncated_or_corrupted_frames_ticks_or_decode_error(junk: bytes, cut: int) -> None:
     frame = encode_pricing(id="AAPL", price=227.55, time=1, day_volume=5)
     payload = base64.b64decode(json.loads(frame)["message"])
     _check(_decoder(), encode_envelope(payload[:cut]))

@@ -57,9 +57,7 @@ def test_spec_parse_config_error_names_key(registry: Registry) -> None:
     assert isinstance(spec.parse_config({}, {}), YahooConfig)
 
 
-def test_hooks_through_registry_return_frames(
-    registry: Registry, cfg: YahooConfig
-) -> None:
+def test_hooks_through_registry_return_frames(registry: Registry, cfg: YahooConfig) -> None:
     hooks = registry.provider("yahoo")
     endpoint = hooks.connect(provider="yahoo", config=cfg, connection=0)
     assert isinstance(endpoint, Endpoint)
@@ -67,32 +65,23 @@ def test_hooks_through_registry_return_frames(
     assert endpoint.handshake == ()
     sub = hooks.subscribe(provider="yahoo", config=cfg, codes=["AAPL", "RELIANCE.NS"])
     assert [json.loads(f) for f in sub] == [{"subscribe": ["AAPL", "RELIANCE.NS"]}]
-    unsub = hooks.unsubscribe(
-        provider="yahoo", config=cfg, codes=["AAPL"], remaining=["X"]
-    )
+    unsub = hooks.unsubscribe(provider="yahoo", config=cfg, codes=["AAPL"], remaining=["X"])
     assert [json.loads(f) for f in unsub] == [{"unsubscribe": ["AAPL"]}]
     beat = hooks.heartbeat(provider="yahoo", config=cfg, codes=["AAPL", "X"])
     assert [json.loads(f) for f in beat] == [{"subscribe": ["AAPL", "X"]}]
     assert hooks.heartbeat(provider="yahoo", config=cfg, codes=[]) == []
-    code = hooks.instrument_code(
-        provider="yahoo", config=cfg, exchange="NSE", symbol="RELIANCE"
-    )
+    code = hooks.instrument_code(provider="yahoo", config=cfg, exchange="NSE", symbol="RELIANCE")
     assert code == "RELIANCE.NS"
 
 
-def test_normalize_hook_fresh_decoder_per_call(
-    registry: Registry, cfg: YahooConfig
-) -> None:
+def test_normalize_hook_fresh_decoder_per_call(registry: Registry, cfg: YahooConfig) -> None:
     hooks = registry.provider("yahoo")
     a = hooks.normalize(provider="yahoo", config=cfg)
     b = hooks.normalize(provider="yahoo", config=cfg)
     assert isinstance(a, YahooDecoder)
     assert a is not b
     a.track("AAPL", "NASDAQ:AAPL")
-    assert (
-        a.feed(encode_pricing(id="AAPL", price=1.5, time=1), 2)[0].instrument
-        == "NASDAQ:AAPL"
-    )
+    assert a.feed(encode_pricing(id="AAPL", price=1.5, time=1), 2)[0].instrument == "NASDAQ:AAPL"
 
 
 @pytest.mark.parametrize(
@@ -110,9 +99,7 @@ def test_normalize_hook_fresh_decoder_per_call(
         ),
     ],
 )
-def test_hooks_other_provider_none(
-    hook: Any, kwargs: dict[str, Any], cfg: YahooConfig
-) -> None:
+def test_hooks_other_provider_none(hook: Any, kwargs: dict[str, Any], cfg: YahooConfig) -> None:
     assert hook(provider="dhan", config=cfg, **kwargs) is None
 
 

@@ -62,9 +62,7 @@ def test_encode_unsubscribe_symbols_json_object() -> None:
 
 
 def test_encode_heartbeat_whole_set_resubscribes() -> None:
-    assert json.loads(encode_heartbeat(["A", "B", "C"])) == {
-        "subscribe": ["A", "B", "C"]
-    }
+    assert json.loads(encode_heartbeat(["A", "B", "C"])) == {"subscribe": ["A", "B", "C"]}
 
 
 @pytest.mark.parametrize("bad", ["", None, 5])
@@ -97,9 +95,7 @@ def test_decoder_fixture_frames_golden_ticks(name: str, load_variants: Any) -> N
 
 
 def test_decoder_yfinance_vector_recreated_byte_identical(load_variants: Any) -> None:
-    (btc,) = [
-        v for v in load_variants("ws_pricing_crypto.json") if "yfinance" in v["name"]
-    ]
+    (btc,) = [v for v in load_variants("ws_pricing_crypto.json") if "yfinance" in v["name"]]
     assert json.loads(btc["frame"])["message"] == YFINANCE_BTC_VECTOR
     tick = decoder(**{"BTC-USD": "CRYPTO:BTC-USD"}).feed(btc["frame"], RECV)[0]
     assert tick.price == 94745.08
@@ -168,9 +164,7 @@ def test_decoder_only_required_fields_others_none() -> None:
 
 def test_decoder_non_us_symbol_named_by_tracking() -> None:
     dec = decoder(**{"RELIANCE.NS": "NSE:RELIANCE", "TCS.BO": "BSE:TCS"})
-    assert (
-        one(dec, id="RELIANCE.NS", price=2456.75, time=T).instrument == "NSE:RELIANCE"
-    )
+    assert one(dec, id="RELIANCE.NS", price=2456.75, time=T).instrument == "NSE:RELIANCE"
     assert one(dec, id="TCS.BO", price=3987.45, time=T).instrument == "BSE:TCS"
 
 
@@ -195,9 +189,7 @@ def test_decoder_bytes_frame_decoded_like_text() -> None:
         (99.995, 2, 100.0),
     ],
 )
-def test_decoder_price_float32_rounded_to_precision(
-    price: float, hint: int, expected: float
-) -> None:
+def test_decoder_price_float32_rounded_to_precision(price: float, hint: int, expected: float) -> None:
     t = one(aapl(), price=price, time=T, price_hint=hint)
     assert t.price == expected
     assert repr(t.price) == repr(expected)
@@ -277,10 +269,7 @@ def test_decoder_older_message_does_not_reset_gap_clock() -> None:
 
 def test_decoder_message_without_price_updates_state_only() -> None:
     dec = aapl()
-    assert (
-        dec.feed(encode_pricing(id="AAPL", time=T, day_high=229.1, day_volume=7), RECV)
-        == []
-    )
+    assert dec.feed(encode_pricing(id="AAPL", time=T, day_high=229.1, day_volume=7), RECV) == []
     t = one(dec, price=228.0, time=T + 1)
     assert (t.high, t.volume) == (229.1, 7)
 
@@ -309,9 +298,7 @@ def test_decoder_time_absent_uses_recv_ts() -> None:
 
 
 def test_decoder_zero_volume_and_sizes_absent() -> None:
-    t = one(
-        aapl(), price=227.55, time=T, day_volume=0, last_size=0, bid=0.0, bid_size=0
-    )
+    t = one(aapl(), price=227.55, time=T, day_volume=0, last_size=0, bid=0.0, bid_size=0)
     assert (t.volume, t.size, t.bid, t.bid_size) == (None, None, None, None)
 
 
@@ -409,9 +396,7 @@ def test_decoder_unknown_fields_skipped() -> None:
 
 
 def test_decoder_extra_envelope_keys_ignored() -> None:
-    b64 = base64.b64encode(
-        PricingData(id="AAPL", price=1.5, time=T).SerializeToString()
-    )
+    b64 = base64.b64encode(PricingData(id="AAPL", price=1.5, time=T).SerializeToString())
     frame = json.dumps({"type": "pricing", "message": b64.decode(), "extra": [1]})
     assert aapl().feed(frame, RECV)[0].price == 1.5
 

@@ -25,15 +25,11 @@ from mdgate_yahoo.symbols import (
         ("NASDAQ", "^IXIC", "^IXIC"),
     ],
 )
-def test_yahoo_symbol_known_exchange_derived(
-    exchange: str, symbol: str, code: str
-) -> None:
+def test_yahoo_symbol_known_exchange_derived(exchange: str, symbol: str, code: str) -> None:
     assert yahoo_symbol(exchange, symbol) == code
 
 
-@pytest.mark.parametrize(
-    ("exchange", "symbol"), [("LSE", "VOD"), ("MCX", "GOLD"), ("NSE", "")]
-)
+@pytest.mark.parametrize(("exchange", "symbol"), [("LSE", "VOD"), ("MCX", "GOLD"), ("NSE", "")])
 def test_yahoo_symbol_other_exchange_none(exchange: str, symbol: str) -> None:
     assert yahoo_symbol(exchange, symbol) is None
 
@@ -52,9 +48,7 @@ def test_yahoo_symbol_other_exchange_none(exchange: str, symbol: str) -> None:
         ("^BSESN", "BSE", "BSE:^BSESN"),
     ],
 )
-def test_instrument_from_yahoo_known_named(
-    code: str, exchange_code: str | None, instrument: str
-) -> None:
+def test_instrument_from_yahoo_known_named(code: str, exchange_code: str | None, instrument: str) -> None:
     assert instrument_from_yahoo(code, exchange_code) == instrument
 
 
@@ -68,9 +62,7 @@ def test_instrument_from_yahoo_known_named(
         ("RELIANCE", "NSI"),
     ],
 )
-def test_instrument_from_yahoo_ambiguous_none(
-    code: str, exchange_code: str | None
-) -> None:
+def test_instrument_from_yahoo_ambiguous_none(code: str, exchange_code: str | None) -> None:
     assert instrument_from_yahoo(code, exchange_code) is None
 
 

@@ -13,9 +13,7 @@ from mdgate_yahoo.protocol import YahooDecoder
 
 DATA = Path(__file__).parent / "data"
 ALL_VARIANTS = [
-    (f.name, v)
-    for f in sorted(DATA.glob("ws_pricing_*.json"))
-    for v in json.loads(f.read_text())["variants"]
+    (f.name, v) for f in sorted(DATA.glob("ws_pricing_*.json")) for v in json.loads(f.read_text())["variants"]
 ]
 
 
@@ -36,9 +34,7 @@ def test_fixture_set_covers_every_file() -> None:
     assert len(ALL_VARIANTS) >= 12
 
 
-@pytest.mark.parametrize(
-    ("file", "variant"), ALL_VARIANTS, ids=[f"{f}:{v['name']}" for f, v in ALL_VARIANTS]
-)
+@pytest.mark.parametrize(("file", "variant"), ALL_VARIANTS, ids=[f"{f}:{v['name']}" for f, v in ALL_VARIANTS])
 def test_yfinance_decode_same_symbol_price_time_volume(
     file: str, variant: dict[str, Any], yf_decode: Any
 ) -> None:
@@ -61,6 +57,4 @@ def test_yfinance_decode_same_symbol_price_time_volume(
     assert tick.price == round(theirs["price"], hint)
     # 64-bit fields come back from MessageToDict as strings.
     assert tick.ts == (int(theirs["time"]) if "time" in theirs else variant["recv_ts"])
-    assert tick.volume == (
-        int(theirs["day_volume"]) if "day_volume" in theirs else None
-    )
+    assert tick.volume == (int(theirs["day_volume"]) if "day_volume" in theirs else None)

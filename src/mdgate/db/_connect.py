@@ -20,7 +20,7 @@ def describe_error(dsn: str, exc: BaseException) -> str:
     reason = text[0] if text else type(exc).__name__
     # libpq prefixes "connection to server at ... failed:"; keep what follows.
     if "failed: " in reason:
-        reason = reason.split("failed: ", 1)[1]
+        reason = reason.rsplit("failed: ", 1)[1]
     return f"cannot reach the database at {mask_url(dsn)}: {reason}"
 
 

@@ -239,7 +239,12 @@ class RedisStore:
                 while self._has_work():
                     await self._flush_one()
                 attempt = 0
-            except (RedisError, OSError, TimeoutError) as exc:
+            except Exception as exc:
+                # Redis errors, OS errors and timeouts are expected; anything
+                # else is a bug, but the store keeps its buffer and retries
+                # rather than dying and taking the feed's storage down.
+                if not isinstance(exc, RedisError | OSError | TimeoutError):
+                    log.exception("redis_store_error")
                 self._failed(exc)
                 # Full jitter, capped: the first retry comes within backoff_initial.
                 delay = min(rt.backoff_max, rt.backoff_initial * 2 ** min(attempt, 16))

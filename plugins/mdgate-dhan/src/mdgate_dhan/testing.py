@@ -16,7 +16,9 @@ known only in part, protocols.md §3):
 * a connection beyond ``max_connections`` (5): the **oldest** connection
   gets disconnect 805 and is closed;
 * after a subscribe, a Prev close packet per new instrument that has a
-  price in ``prev_close``.
+  price in ``prev_close``;
+* a disconnect packet is followed by the close frame at once, or after
+  ``close_delay`` seconds (Dhan's timing is unknown).
 
 Stream mode (:meth:`FakeDhanServer.stream`) sends numbered Quote packets
 round-robin over the subscribed instruments: ``volume`` is the sequence
@@ -108,6 +110,7 @@ class FakeDhanServer:
         max_connections: int = 5,
         prev_close: Mapping[str, float] | None = None,
         ltt_offset: int = IST_OFFSET,
+        close_delay: float = 0.0,
     ) -> None:
         if auth_failure not in ("disconnect", "http"):
             raise ValueError("auth_failure must be 'disconnect' or 'http'")
@@ -122,6 +125,8 @@ class FakeDhanServer:
         self.max_connections = max_connections
         self.prev_close: dict[str, float] = dict(prev_close or {})
         self.ltt_offset = ltt_offset
+        #: Seconds between a disconnect packet and the close frame.
+        self.close_delay = close_delay
         #: Handshakes seen, accepted or not.
         self.connection_attempts = 0
         #: Handshakes refused or disconnected for bad credentials.
@@ -289,6 +294,8 @@ class FakeDhanServer:
         self.disconnects_sent.append(reason)
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(encode_disconnect_packet(reason))
+        if self.close_delay:
+            await asyncio.sleep(self.close_delay)
         await conn.ws.close()
         conn.closed = True
         self._notify()

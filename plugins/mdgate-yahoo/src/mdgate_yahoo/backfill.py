@@ -135,15 +135,11 @@ def decode_history(
     cols = [frame[c].tolist() for c in ("Open", "High", "Low", "Close", "Volume")]
     bars: list[Bar] = []
     for ts, o, h, lo, c, v in zip(frame.index, *cols, strict=True):
-        if not all(
-            isinstance(x, int | float) and math.isfinite(x) for x in (o, h, lo, c)
-        ):
+        if not all(isinstance(x, int | float) and math.isfinite(x) for x in (o, h, lo, c)):
             continue
         start = round(ts.timestamp() * 1000)
         start -= start % _MINUTE_MS
-        if (start_ms is not None and start < start_ms) or (
-            end_ms is not None and start >= end_ms
-        ):
+        if (start_ms is not None and start < start_ms) or (end_ms is not None and start >= end_ms):
             continue
         d = _decimals(c, price_hint)
         volume = int(v) if isinstance(v, int | float) and math.isfinite(v) else 0
@@ -196,9 +192,7 @@ def load_history_yfinance(
     except YFRateLimitError as exc:
         raise RateLimitedError(PROVIDER, f"history {symbol}: {exc}") from exc
     except Exception as exc:  # network, HTTP and yfinance errors alike
-        raise ProviderConnectionError(
-            PROVIDER, f"history {symbol}: {type(exc).__name__}: {exc}"
-        ) from exc
+        raise ProviderConnectionError(PROVIDER, f"history {symbol}: {type(exc).__name__}: {exc}") from exc
     return frame, hint if isinstance(hint, int) else None
 
 
@@ -213,9 +207,7 @@ def _fetch_sync(
     bars: list[Bar] = []
     for s, e in windows:
         frame, hint = loader(code, s, e, prepost, timeout)
-        bars.extend(
-            decode_history(frame, instrument, price_hint=hint, start_ms=s, end_ms=e)
-        )
+        bars.extend(decode_history(frame, instrument, price_hint=hint, start_ms=s, end_ms=e))
     return bars
 
 
@@ -251,7 +243,5 @@ async def fetch_bars(
     windows = plan_windows(start_ms, end_ms, now_ms() if now is None else now)
     if not windows:
         return []
-    work = functools.partial(
-        _fetch_sync, loader, instrument, code, windows, prepost, request_timeout
-    )
+    work = functools.partial(_fetch_sync, loader, instrument, code, windows, prepost, request_timeout)
     return await anyio.to_thread.run_sync(work)

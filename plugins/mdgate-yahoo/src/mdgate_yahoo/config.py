@@ -66,9 +66,7 @@ class YahooConfig:
 
 def _positive(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(
-            f"{_PREFIX}.{key}", f"expected a number of seconds, got {value!r}"
-        )
+        raise ConfigError(f"{_PREFIX}.{key}", f"expected a number of seconds, got {value!r}")
     if not value > 0:
         raise ConfigError(f"{_PREFIX}.{key}", f"must be greater than 0, got {value!r}")
     return float(value)
@@ -101,9 +99,7 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> YahooC
             )
         if key == "url":
             if not isinstance(value, str) or not value.startswith(("ws://", "wss://")):
-                raise ConfigError(
-                    f"{_PREFIX}.url", f"expected a ws:// or wss:// URL, got {value!r}"
-                )
+                raise ConfigError(f"{_PREFIX}.url", f"expected a ws:// or wss:// URL, got {value!r}")
             kwargs[key] = value
         elif key in ("backfill", "backfill_prepost"):
             kwargs[key] = _bool(key, value)

@@ -42,9 +42,7 @@ def mdgate_connect(provider: str, config: Any, connection: int) -> Endpoint | No
 
 
 @hookimpl
-def mdgate_subscribe(
-    provider: str, config: Any, codes: Sequence[str]
-) -> Sequence[Frame] | None:
+def mdgate_subscribe(provider: str, config: Any, codes: Sequence[str]) -> Sequence[Frame] | None:
     """Encode ``{"subscribe": [...]}``."""
     if provider != _NAME:
         return None
@@ -62,9 +60,7 @@ def mdgate_unsubscribe(
 
 
 @hookimpl
-def mdgate_heartbeat(
-    provider: str, config: Any, codes: Sequence[str]
-) -> Sequence[Frame] | None:
+def mdgate_heartbeat(provider: str, config: Any, codes: Sequence[str]) -> Sequence[Frame] | None:
     """Re-send the whole subscribe set (as yfinance does every 15 s)."""
     if provider != _NAME:
         return None
@@ -80,9 +76,7 @@ def mdgate_normalize(provider: str, config: Any) -> Decoder | None:
 
 
 @hookimpl
-def mdgate_instrument_code(
-    provider: str, config: Any, exchange: str, symbol: str
-) -> str | None:
+def mdgate_instrument_code(provider: str, config: Any, exchange: str, symbol: str) -> str | None:
     """Derive the Yahoo symbol (``NSE:RELIANCE`` -> ``RELIANCE.NS``)."""
     if provider != _NAME:
         return None

@@ -224,26 +224,18 @@ class YahooDecoder:
         try:
             env = _envelope_decoder.decode(frame)
         except msgspec.ValidationError as exc:
-            raise DecodeError(
-                PROVIDER, "bad_envelope", str(exc), excerpt=_excerpt(frame)
-            ) from None
+            raise DecodeError(PROVIDER, "bad_envelope", str(exc), excerpt=_excerpt(frame)) from None
         except (msgspec.DecodeError, UnicodeError) as exc:
-            raise DecodeError(
-                PROVIDER, "bad_json", str(exc), excerpt=_excerpt(frame)
-            ) from None
+            raise DecodeError(PROVIDER, "bad_json", str(exc), excerpt=_excerpt(frame)) from None
         try:
             data = binascii.a2b_base64(env.message, strict_mode=True)
         except ValueError as exc:
-            raise DecodeError(
-                PROVIDER, "bad_base64", str(exc), excerpt=_excerpt(frame)
-            ) from None
+            raise DecodeError(PROVIDER, "bad_base64", str(exc), excerpt=_excerpt(frame)) from None
         m = self._msg
         try:
             m.ParseFromString(data)
         except _pb_message.DecodeError as exc:
-            raise DecodeError(
-                PROVIDER, "bad_protobuf", str(exc), excerpt=_excerpt(frame)
-            ) from None
+            raise DecodeError(PROVIDER, "bad_protobuf", str(exc), excerpt=_excerpt(frame)) from None
 
         code = m.id
         st = self._states.get(code)

@@ -182,20 +182,20 @@ class FakeYahooServer:
 
     # ------------------------------------------------------------------ waiting
 
-    async def wait_for(self, predicate: Callable[[], bool], limit: float = 5.0) -> None:
-        """Wait until ``predicate()`` is true; ``TimeoutError`` after ``limit`` s."""
-        with anyio.fail_after(limit):
-            # Predicates are arbitrary, so poll (every 5 ms) rather than wire events.
-            while not predicate():  # noqa: ASYNC110
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until ``predicate()`` is true; ``TimeoutError`` after ``timeout`` s."""
+        with anyio.fail_after(timeout):
+            # Predicates are arbitrary: poll every 5 ms rather than wire events.
+            while not predicate():
                 await anyio.sleep(0.005)
 
-    async def wait_subscribed(self, *symbols: str, limit: float = 5.0) -> None:
+    async def wait_subscribed(self, *symbols: str, timeout: float = 5.0) -> None:
         """Wait until every symbol is subscribed on some open connection."""
-        await self.wait_for(lambda: set(symbols) <= self.subscribed(), limit)
+        await self.wait_for(lambda: set(symbols) <= self.subscribed(), timeout)
 
-    async def wait_connections(self, accepted: int, limit: float = 5.0) -> None:
+    async def wait_connections(self, accepted: int, timeout: float = 5.0) -> None:
         """Wait until at least ``accepted`` connections were accepted in total."""
-        await self.wait_for(lambda: self.accepted >= accepted, limit)
+        await self.wait_for(lambda: self.accepted >= accepted, timeout)
 
     # ------------------------------------------------------------------ sending
 
@@ -320,12 +320,7 @@ class FakeYahooServer:
             t0 = anyio.current_time()
             sent = 0
             while count is None or sent < count:
-                pairs = [
-                    (c, s)
-                    for c in self.connections
-                    if not c.silent
-                    for s in c.subscribed
-                ]
+                pairs = [(c, s) for c in self.connections if not c.silent for s in c.subscribed]
                 if not pairs:
                     await anyio.sleep(0.01)
                     continue
@@ -379,11 +374,7 @@ class FakeYahooServer:
         self.accepted += 1
         try:
             async for message in ws:
-                text = (
-                    message
-                    if isinstance(message, str)
-                    else message.decode("utf-8", "replace")
-                )
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
                 self.received.append(text)
                 conn.frames.append(text)
                 added = self._apply(conn, text)
@@ -423,18 +414,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="stream frames per second in total (default: no stream)",
     )
-    parser.add_argument(
-        "--blast", action="store_true", help="stream as fast as possible"
-    )
-    parser.add_argument(
-        "--cap", type=int, default=100, help="symbols per connection (0: none)"
-    )
+    parser.add_argument("--blast", action="store_true", help="stream as fast as possible")
+    parser.add_argument("--cap", type=int, default=100, help="symbols per connection (0: none)")
     args = parser.parse_args(argv)
 
     async def run() -> None:
-        async with FakeYahooServer(
-            host=args.host, port=args.port, cap=args.cap or None
-        ) as srv:
+        async with FakeYahooServer(host=args.host, port=args.port, cap=args.cap or None) as srv:
             print(f"fake Yahoo streamer on {srv.url}", flush=True)  # noqa: T201
             if args.blast or args.rate:
                 srv.start_stream(None if args.blast else args.rate)
