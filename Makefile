@@ -1,5 +1,6 @@
 # The front door. `make run` and `make test` work on a fresh machine:
-# they create .venv, install core + both plugins + the example provider + dev tools.
+# they create .venv, install core + both plugins + dev tools (the test run itself
+# pip-installs tests/example_provider, a third-party-style plugin, into a temp site dir).
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -7,10 +8,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint typecheck bench clean
 
-$(STAMP): pyproject.toml plugins/mdgate-yahoo/pyproject.toml plugins/mdgate-dhan/pyproject.toml tests/example_provider/pyproject.toml
+$(STAMP): pyproject.toml plugins/mdgate-yahoo/pyproject.toml plugins/mdgate-dhan/pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]' -e plugins/mdgate-yahoo -e plugins/mdgate-dhan -e tests/example_provider
+	$(BIN)/python -m pip install -q -e '.[dev]' -e plugins/mdgate-yahoo -e plugins/mdgate-dhan
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with everything

@@ -7,8 +7,7 @@ import nox
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.error_on_missing_interpreters = True
 
-PACKAGES = ["-e", ".[dev]", "-e", "plugins/mdgate-yahoo", "-e", "plugins/mdgate-dhan",
-            "-e", "tests/example_provider"]
+PACKAGES = ["-e", ".[dev]", "-e", "plugins/mdgate-yahoo", "-e", "plugins/mdgate-dhan"]
 
 
 @nox.session(python="3.11")

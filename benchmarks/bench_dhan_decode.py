@@ -3,8 +3,9 @@ Dhan feed decoding: mdgate_dhan's DhanDecoder.feed vs dhanhq's own parser.
 
 Both parse the same binary packets (one packet per frame, since dhanhq
 parses only the first packet of a frame): a mix of Quote, Full and Ticker
-packets over 50 NSE instruments with moving prices (day high/low fixed). DhanDecoder produces
-normalized, rounded Tick objects with merged day statistics; dhanhq
+packets over 50 NSE instruments with moving prices (day high/low fixed).
+DhanDecoder produces normalized, rounded Tick objects with merged day
+statistics; dhanhq
 (``MarketFeed.process_data``, 2.3.0) produces dicts of 2-decimal strings.
 A last row shows DhanDecoder on stacked frames (10 packets per frame).
 
@@ -93,7 +94,7 @@ def main() -> int:
         return decoder.feed(frame, 0)
 
     rng = random.Random(7)
-    rows = []
+    rows: list[tuple[str, float, float | None]] = []
     for kind in ("mix", "quote", "full", "ticker"):
         packets = make_packets(kind, rng)
         a = best_us(ours, packets, len(packets))
@@ -104,15 +105,16 @@ def main() -> int:
     rows.append(("mix (10 packets/frame)", best_us(ours, stacked, len(packets)), None))
 
     print(
-        f"Python {platform.python_version()}, {platform.machine()}, {N_PACKETS} packets x best of {REPEATS}\n"
+        f"Python {platform.python_version()}, {platform.machine()}, "
+        f"{N_PACKETS} packets x best of {REPEATS}\n"
     )
     print("| packets | DhanDecoder.feed µs/packet | dhanhq process_data µs/packet | ratio |")
     print("| --- | ---: | ---: | ---: |")
-    for name, a, b in rows:
-        if b is None:
-            print(f"| {name} | {a:.2f} | n/a (parses 1st packet only) | |")
+    for name, ours_us, sdk_us in rows:
+        if sdk_us is None:
+            print(f"| {name} | {ours_us:.2f} | n/a (parses 1st packet only) | |")
         else:
-            print(f"| {name} | {a:.2f} | {b:.2f} | {b / a:.1f}x |")
+            print(f"| {name} | {ours_us:.2f} | {sdk_us:.2f} | {sdk_us / ours_us:.1f}x |")
     return 0
 
 

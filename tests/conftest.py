@@ -9,8 +9,45 @@ from typing import Any
 
 import pytest
 
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
 from mdgate.config import Settings
 from mdgate.testing import FakeFeedServer, settings_from_toml
+
+EXAMPLE_PACKAGE = Path(__file__).parent / "example_provider"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """
+    Install the example third-party provider (tests/example_provider, its own
+    pyproject.toml and entry point) into a private site directory for this
+    test run, the way an operator pip-installs a plugin. In-process tests see
+    it through sys.path; subprocesses through PYTHONPATH.
+    """
+    site = Path(tempfile.mkdtemp(prefix="mdgate-example-site-"))
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(site), str(EXAMPLE_PACKAGE)],
+        check=True,
+    )
+    sys.path.insert(0, str(site))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
+    config.stash[_SITE] = site
+
+
+_SITE = pytest.StashKey[Path]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    import shutil
+
+    site = config.stash.get(_SITE, None)
+    if site is not None:
+        shutil.rmtree(site, ignore_errors=True)
+
 
 #: Timeouts scale with this (slow CI machines).
 FACTOR = float(os.environ.get("MDGATE_TESTS_TIMEOUT_FACTOR", "1"))

@@ -115,7 +115,7 @@ def pg_dsn(pg_server: str) -> str:
 
     name = f"dhan_{os.getpid()}_{next(_db_numbers)}"
     with psycopg.connect(pg_server, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        conn.execute(f'CREATE DATABASE "{name}"')
     dsn = pg_server.rsplit("/", 1)[0] + f"/{name}"
     with psycopg.connect(dsn, autocommit=True) as conn:
         upgrade(conn)

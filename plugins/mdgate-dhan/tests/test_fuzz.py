@@ -21,16 +21,17 @@ def new_decoder() -> DhanDecoder:
 
 
 def check(frame: bytes) -> list[Tick]:
+    error: ProviderError | None = None
     try:
         ticks = new_decoder().feed(frame, 1)
-    except DecodeError as exc:
-        ticks = list(exc.ticks)
-        assert exc.kind in {
+    except ProviderError as exc:  # DecodeError, or the typed error of a disconnect packet
+        error, ticks = exc, list(exc.ticks)
+    if isinstance(error, DecodeError):
+        assert error.kind in {
             "short_packet", "bad_length", "unknown_code", "unknown_symbol", "bad_value",
         }
-    except ProviderError as exc:  # a disconnect packet
-        assert exc.code is not None
-        ticks = list(exc.ticks)
+    elif error is not None:
+        assert error.code is not None
     for t in ticks:
         assert isinstance(t, Tick)
         assert t.price == t.price  # never NaN

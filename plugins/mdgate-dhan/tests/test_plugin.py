@@ -83,7 +83,7 @@ def test_subscribe_uses_configured_mode(cfg) -> None:  # type: ignore[no-untyped
 
 
 def test_subscribe_bad_code_raises_subscription_rejected(cfg) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(SubscriptionRejected, match="RELIANCE.NS"):
+    with pytest.raises(SubscriptionRejected, match=r"RELIANCE\.NS"):
         plugin.mdgate_subscribe(provider="dhan", config=cfg, codes=["RELIANCE.NS"])
 
 

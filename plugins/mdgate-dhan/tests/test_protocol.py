@@ -369,6 +369,6 @@ def test_encode_disconnect_is_request_code_12() -> None:
 def test_parse_code_splits_segment_and_id() -> None:
     assert parse_code("NSE_EQ:2885") == ("NSE_EQ", 1, 2885)
     assert parse_code("BSE_CURRENCY:7") == ("BSE_CURRENCY", 7, 7)
-    for bad in ("NSE_EQ", "NSE_EQ:", "NSE_EQ:-1", "NSE_EQ:99999999999", "X:1", "NSE_EQ:١"):
+    for bad in ("NSE_EQ", "NSE_EQ:", "NSE_EQ:-1", "NSE_EQ:99999999999", "X:1", "NSE_EQ:\u0661"):
         with pytest.raises(ValueError, match="bad Dhan code"):
             parse_code(bad)
