@@ -376,6 +376,49 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- backfill --------------------------------------------------------------------
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Fetch one-minute bars from a provider's REST backfill (``mdgate_backfill``)."""
+    import msgspec
+
+    from mdgate._plugins import load_registry
+    from mdgate._router import Router
+
+    settings = _settings(args)
+    registry = load_registry(os.environ)
+    router = Router.from_settings(registry, settings)
+    routes = router.resolve(args.instrument)
+    if args.provider:
+        routes = [r for r in routes if r.provider == args.provider]
+        if not routes:
+            _err(f"{args.provider!r} does not serve {args.instrument}")
+            return 1
+    since = _parse_time(args.since) or int((time.time() - 3600) * 1000)
+    until = _parse_time(args.until) or int(time.time() * 1000)
+    for route in routes:
+        hooks = registry.provider(route.provider)
+        config = router.configs.configs.get(route.provider)
+        if config is None:
+            continue
+        pending = hooks.backfill(provider=route.provider, config=config, instrument=route.instrument,
+                                 code=route.code, start_ms=since, end_ms=until)
+        if pending is None:
+            continue
+
+        async def wait(p: Any = pending) -> Any:
+            return await p
+
+        bars = anyio.run(wait)
+        print(json.dumps({"instrument": route.instrument, "provider": route.provider,
+                          "bars": msgspec.to_builtins(bars)}))
+        return 0
+    _err(f"no provider of {args.instrument} can backfill (candidates: "
+         f"{', '.join(r.provider for r in routes) or 'none'})")
+    return 1
+
+
 # -- parser ----------------------------------------------------------------------
 
 
@@ -429,6 +472,13 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=1000, help="most rows (default 1000)")
     client_opts(p)
     p.set_defaults(func=cmd_history)
+
+    p = sub.add_parser("backfill", help="fetch one-minute bars from a provider's REST API")
+    p.add_argument("instrument", metavar="INSTRUMENT")
+    p.add_argument("--since", help="epoch ms, ISO time, or an age such as 2h (default 1h)")
+    p.add_argument("--until", help="epoch ms, ISO time, or an age (default now)")
+    p.add_argument("--provider", help="ask this provider (default: the best route that can)")
+    p.set_defaults(func=cmd_backfill)
 
     if with_plugins:
         from mdgate._plugins import load_registry

@@ -200,3 +200,18 @@ async def test_version_and_help():
     for cmd in ("run", "plugins", "status", "tail", "history"):
         res = await anyio.run_process([*MDGATE, cmd, "--help"], env=env(), check=False)
         assert res.returncode == 0 and b"usage: mdgate" in res.stdout
+
+
+async def test_backfill_calls_provider_hook():
+    res = await anyio.run_process(
+        [*MDGATE, "backfill", "EXAMPLE:ACME", "--since", "1700000000000", "--until", "1700000200000"],
+        env=env(), check=False)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert doc["provider"] == "example" and [b["start"] for b in doc["bars"]] == [
+        1700000040000, 1700000100000, 1700000160000]
+
+
+async def test_backfill_no_capable_provider_is_clear_error():
+    res = await anyio.run_process([*MDGATE, "backfill", "MARS:ROVER"], env=env(), check=False)
+    assert res.returncode == 1 and "MARS" in res.stderr.decode()

@@ -147,3 +147,38 @@ def test_cli_database_import_upserts_mappings(
     assert rows["BSE:SENSEX"].code == "IDX_I:51"
     assert rows["NSE:INDIAVIX"].code == "IDX_I:21"
     assert len(rows) == 13
+
+
+def test_cli_url_downloads_from_local_http_server(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    class Quiet(SimpleHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA))
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/scrip_master_detailed.csv"
+        out = tmp_path / "out.toml"
+        assert import_instruments(
+            _args("dhan", "import-instruments", "--url", url, "--toml", str(out))
+        ) == 0
+        assert "imported 7" in capsys.readouterr().out
+        assert tomllib.loads(out.read_text())["instruments"]["BSE:SENSEX"] == {"dhan": "IDX_I:51"}
+        missing = url.replace("detailed", "missing")
+        assert import_instruments(
+            _args("dhan", "import-instruments", "--url", missing, "--toml", str(out))
+        ) == 1
+        assert "404" in capsys.readouterr().err
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

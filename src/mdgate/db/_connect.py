@@ -29,9 +29,7 @@ def _timeout(seconds: float) -> int:
     return max(2, math.ceil(seconds))
 
 
-def connect(
-    dsn: str, timeout: float = 5.0, *, autocommit: bool = False
-) -> psycopg.Connection:
+def connect(dsn: str, timeout: float = 5.0, *, autocommit: bool = False) -> psycopg.Connection:
     """
     Open a synchronous connection.
 
@@ -39,9 +37,7 @@ def connect(
         DatabaseUnavailable: the database cannot be reached or refused us.
     """
     try:
-        return psycopg.connect(
-            dsn, connect_timeout=_timeout(timeout), autocommit=autocommit
-        )
+        return psycopg.connect(dsn, connect_timeout=_timeout(timeout), autocommit=autocommit)
     except (psycopg.Error, ValueError) as exc:
         raise DatabaseUnavailable(describe_error(dsn, exc)) from exc
 

@@ -18,13 +18,8 @@ def err(line: str) -> None:
     sys.stderr.write(f"mdgate: error: {line}\n")
 
 
-def table(
-    headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = ""
-) -> list[str]:
+def table(headers: Sequence[str], rows: Sequence[Sequence[object]], indent: str = "") -> list[str]:
     """Format ``rows`` as left-aligned columns under ``headers``."""
     cells = [[str(h) for h in headers], *[[str(c) for c in r] for r in rows]]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    return [
-        indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-        for r in cells
-    ]
+    return [indent + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]

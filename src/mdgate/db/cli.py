@@ -159,11 +159,7 @@ def cmd_db_status(args: argparse.Namespace) -> int:
         applied = {a.version: a for a in applied_migrations(conn)}
     current = max(applied, default=0)
     pending = [m for m in MIGRATIONS if m.version not in applied]
-    state = (
-        "up to date"
-        if not pending
-        else f"{len(pending)} pending: run `mdgate db upgrade`"
-    )
+    state = "up to date" if not pending else f"{len(pending)} pending: run `mdgate db upgrade`"
     out(f"database: {mask_url(dsn)}")
     out(f"schema version: {current} (this mdgate needs {SCHEMA_VERSION}; {state})")
     rows: list[list[object]] = []
@@ -218,9 +214,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
                 r.exchange,
                 r.priority,
                 r.provider,
-                registry.providers[r.provider].spec.code
-                if r.provider in registry.providers
-                else "?",
+                registry.providers[r.provider].spec.code if r.provider in registry.providers else "?",
                 _yes(r.primary),
                 _yes(r.active),
             ]
@@ -237,18 +231,14 @@ def cmd_routes(args: argparse.Namespace) -> int:
                 r.provider,
                 r.provider_code,
                 _yes(r.primary),
-                _yes(r.active)
-                if r.provider_active
-                else f"{_yes(r.active)} (provider inactive)",
+                _yes(r.active) if r.provider_active else f"{_yes(r.active)} (provider inactive)",
             ]
             for r in found
         ]
         if not rows:
             out("  (none: run `mdgate db seed` or `mdgate routes set`)")
             return 0
-    for line in table(
-        ["EXCHANGE", "PRIORITY", "PROVIDER", "CODE", "PRIMARY", "ACTIVE"], rows, "  "
-    ):
+    for line in table(["EXCHANGE", "PRIORITY", "PROVIDER", "CODE", "PRIMARY", "ACTIVE"], rows, "  "):
         out(line)
     return 0
 
@@ -266,17 +256,12 @@ def cmd_routes_set(args: argparse.Namespace) -> int:
             active=not args.inactive,
             create_exchange=args.create_exchange,
         )
-        rows = [
-            r for r in list_exchange_routes(conn) if r.exchange == args.exchange.upper()
-        ]
+        rows = [r for r in list_exchange_routes(conn) if r.exchange == args.exchange.upper()]
     if result.exchange_created:
         out(f"added exchange {args.exchange.upper()}")
     for name in result.demoted:
         out(f"{name} is no longer primary for {args.exchange.upper()}")
-    out(
-        f"{'added' if result.created else 'updated'} "
-        f"{args.exchange.upper()} -> {args.provider}"
-    )
+    out(f"{'added' if result.created else 'updated'} {args.exchange.upper()} -> {args.provider}")
     for line in table(
         ["EXCHANGE", "PRIORITY", "PROVIDER", "CODE", "PRIMARY", "ACTIVE"],
         [
@@ -312,9 +297,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     else:
         with _database(args) as (conn, _, _s):
             route_table = load_route_table(conn)
-            codes_by_provider = dict(
-                conn.execute("SELECT name, code FROM providers").fetchall()
-            )
+            codes_by_provider = dict(conn.execute("SELECT name, code FROM providers").fetchall())
         where = mask_url(dsn)
     name, exchange, _ = parse_instrument(args.instrument)
     router = Router(registry, configs, route_table)
@@ -322,20 +305,12 @@ def cmd_route(args: argparse.Namespace) -> int:
 
     def code_of(provider: str) -> str:
         hooks = registry.providers.get(provider)
-        return (
-            hooks.spec.code
-            if hooks is not None
-            else codes_by_provider.get(provider, "?")
-        )
+        return hooks.spec.code if hooks is not None else codes_by_provider.get(provider, "?")
 
     out(f"{name} (routes from {where})")
     rows: list[list[object]] = []
     for i, r in enumerate(routes, 1):
-        state = (
-            f"disabled: {configs.disabled[r.provider]}"
-            if r.provider in configs.disabled
-            else "ok"
-        )
+        state = f"disabled: {configs.disabled[r.provider]}" if r.provider in configs.disabled else "ok"
         rows.append([i, r.provider, code_of(r.provider), r.code, r.reason, state])
     for line in table(["#", "PROVIDER", "PCODE", "CODE", "WHY", "STATE"], rows, "  "):
         out(line)
@@ -354,11 +329,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     if live:
         out(
             f"served by {live[0].provider} as {live[0].code}"
-            + (
-                f"; failover to {', '.join(r.provider for r in live[1:])}"
-                if live[1:]
-                else ""
-            )
+            + (f"; failover to {', '.join(r.provider for r in live[1:])}" if live[1:] else "")
         )
     else:
         out(f"no enabled provider for {name}: every candidate is disabled")
@@ -386,9 +357,7 @@ def cmd_instruments_add(args: argparse.Namespace) -> int:
         name, exchange, _ = parse_instrument(args.instrument)
     except InstrumentError as exc:
         raise _Usage(str(exc)) from None
-    mapping = InstrumentMapping(
-        name, args.provider, args.code.strip(), _extra_pairs(args.extra)
-    )
+    mapping = InstrumentMapping(name, args.provider, args.code.strip(), _extra_pairs(args.extra))
     if not mapping.code:
         raise _Usage("CODE must not be empty")
     with _database(args) as (conn, _, _s):
@@ -418,10 +387,7 @@ def cmd_instruments_list(args: argparse.Namespace) -> int:
             conn, provider=args.provider, exchange=args.exchange, limit=args.limit
         )
     if not rows:
-        out(
-            "no instrument mappings"
-            + (" match" if args.provider or args.exchange else "")
-        )
+        out("no instrument mappings" + (" match" if args.provider or args.exchange else ""))
         return 0
     for line in table(
         ["INSTRUMENT", "PROVIDER", "CODE", "EXTRA"],
@@ -489,9 +455,7 @@ def add_commands(
         help="also put existing default rows back to their defaults",
     )
     p.set_defaults(func=cmd_db_seed)
-    p = db_sub.add_parser(
-        "status", parents=[common], help="show applied and pending migrations"
-    )
+    p = db_sub.add_parser("status", parents=[common], help="show applied and pending migrations")
     p.set_defaults(func=cmd_db_status)
 
     routes = add(
@@ -520,9 +484,7 @@ def add_commands(
         action="store_true",
         help="make it the exchange's primary (demotes the previous one)",
     )
-    p.add_argument(
-        "--inactive", action="store_true", help="keep the row but do not use it"
-    )
+    p.add_argument("--inactive", action="store_true", help="keep the row but do not use it")
     p.add_argument(
         "--create-exchange",
         action="store_true",
@@ -531,15 +493,11 @@ def add_commands(
     p.set_defaults(func=cmd_routes_set)
 
     p = add("route", parents=[common], help="explain how an instrument is routed")
-    p.add_argument(
-        "instrument", metavar="INSTRUMENT", help="EXCHANGE:SYMBOL, e.g. NSE:RELIANCE"
-    )
+    p.add_argument("instrument", metavar="INSTRUMENT", help="EXCHANGE:SYMBOL, e.g. NSE:RELIANCE")
     p.set_defaults(func=cmd_route)
 
     inst = add("instruments", help="explicit instrument -> provider code mappings")
-    inst_sub = inst.add_subparsers(
-        dest="instruments_command", metavar="COMMAND", required=True
-    )
+    inst_sub = inst.add_subparsers(dest="instruments_command", metavar="COMMAND", required=True)
     p = inst_sub.add_parser("add", parents=[common], help="add or replace one mapping")
     p.add_argument("instrument", metavar="INSTRUMENT")
     p.add_argument("provider", metavar="PROVIDER")

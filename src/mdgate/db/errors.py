@@ -28,8 +28,7 @@ class SchemaError(MdgateError):
         self.current = current
         self.needed = needed
         super().__init__(
-            f"schema is at version {current}, this mdgate needs {needed}: "
-            "run `mdgate db upgrade`"
+            f"schema is at version {current}, this mdgate needs {needed}: run `mdgate db upgrade`"
         )
 
 

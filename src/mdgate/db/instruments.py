@@ -60,7 +60,8 @@ COPY mdgate_import (provider_id, exchange_id, symbol, name, code,
 """
 _INSERT_INSTRUMENTS: Final = """
 INSERT INTO instruments (exchange_id, symbol, name)
-SELECT DISTINCT exchange_id, symbol, name FROM mdgate_import
+SELECT DISTINCT t.exchange_id, t.symbol, t.name FROM mdgate_import t
+ WHERE NOT EXISTS (SELECT 1 FROM instruments i WHERE i.name = t.name)
 ON CONFLICT DO NOTHING
 """
 # A code moving to another instrument: drop its old holder first so that
@@ -83,6 +84,13 @@ ON CONFLICT (provider_id, instrument_id) DO UPDATE
        segment = EXCLUDED.segment, security_id = EXCLUDED.security_id,
        tick_size = EXCLUDED.tick_size, lot_size = EXCLUDED.lot_size,
        extra = EXCLUDED.extra, updated_at = now()
+ WHERE (provider_instrument_mappings.provider_instrument_search_code,
+        provider_instrument_mappings.segment, provider_instrument_mappings.security_id,
+        provider_instrument_mappings.tick_size, provider_instrument_mappings.lot_size,
+        provider_instrument_mappings.extra)
+       IS DISTINCT FROM
+       (EXCLUDED.provider_instrument_search_code, EXCLUDED.segment, EXCLUDED.security_id,
+        EXCLUDED.tick_size, EXCLUDED.lot_size, EXCLUDED.extra)
 """
 
 
@@ -130,16 +138,14 @@ def _dedupe(
     return list(by_code.values())
 
 
-def store_instrument_mappings(
-    conn: psycopg.Connection, mappings: Sequence[InstrumentMapping]
-) -> int:
+def store_instrument_mappings(conn: psycopg.Connection, mappings: Sequence[InstrumentMapping]) -> int:
     """
     Upsert ``mappings`` through ``conn`` in one transaction.
 
     See :func:`upsert_instrument_mappings`.
 
     Returns:
-        The number of mappings stored (inserted or updated) after de-duplication.
+        The number of mappings now stored (after de-duplication), changed or not.
     """
     rows = _dedupe(mappings)
     if not rows:
@@ -177,11 +183,9 @@ def store_instrument_mappings(
             cur.execute(_DROP_STALE)
             moved = max(cur.rowcount, 0)
             cur.execute(_UPSERT)
-            stored = max(cur.rowcount, 0)
-    if moved:
-        log.info("instrument_codes_moved", count=moved)
-    log.info("instrument_mappings_stored", count=stored)
-    return stored
+            changed = max(cur.rowcount, 0)
+    log.info("instrument_mappings_stored", count=len(rows), changed=changed, moved=moved)
+    return len(rows)
 
 
 def upsert_instrument_mappings(dsn: str, mappings: Sequence[InstrumentMapping]) -> int:
@@ -196,7 +200,8 @@ def upsert_instrument_mappings(dsn: str, mappings: Sequence[InstrumentMapping]) 
             instrument) or (provider, code) win.
 
     Returns:
-        The number of mappings stored (inserted or updated).
+        The number of mappings now stored (after de-duplication); rows that
+        were already identical count too but are not rewritten.
 
     Raises:
         DatabaseUnavailable: the database cannot be reached.
@@ -269,8 +274,7 @@ def read_csv_mappings(path: str | Path, provider: str) -> list[InstrumentMapping
         missing = [c for c in ("instrument", "code") if c not in header]
         if missing:
             raise CsvImportError(
-                f"{p}: missing column(s) {', '.join(missing)} "
-                "(expected a header instrument,code[,extra...])"
+                f"{p}: missing column(s) {', '.join(missing)} (expected a header instrument,code[,extra...])"
             )
         reader.fieldnames = header
         try:
@@ -289,10 +293,7 @@ def read_csv_mappings(path: str | Path, provider: str) -> list[InstrumentMapping
                 extra = {
                     k: v.strip()
                     for k, v in row.items()
-                    if k not in ("instrument", "code")
-                    and k
-                    and isinstance(v, str)
-                    and v.strip()
+                    if k not in ("instrument", "code") and k and isinstance(v, str) and v.strip()
                 }
                 out.append(InstrumentMapping(name, provider, code, extra))
         except csv.Error as exc:

@@ -79,15 +79,11 @@ def load_migrations() -> tuple[Migration, ...]:
     for entry in (resources.files("mdgate.db") / "migrations").iterdir():
         m = _FILE_RE.match(entry.name)
         if m is not None:
-            found.append(
-                Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8"))
-            )
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text("utf-8")))
     found.sort(key=lambda mig: mig.version)
     versions = [mig.version for mig in found]
     if versions != list(range(1, len(found) + 1)):
-        raise RuntimeError(
-            f"migration versions must be 1..N without gaps, got {versions}"
-        )
+        raise RuntimeError(f"migration versions must be 1..N without gaps, got {versions}")
     return tuple(found)
 
 
@@ -99,14 +95,11 @@ SCHEMA_VERSION: Final = MIGRATIONS[-1].version
 
 def applied_migrations(conn: psycopg.Connection) -> list[AppliedMigration]:
     """Return the rows of ``schema_migrations`` (empty when it does not exist)."""
-    exists = conn.execute(
-        "SELECT to_regclass('schema_migrations') IS NOT NULL"
-    ).fetchone()
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
     if not exists or not exists[0]:
         return []
     rows = conn.execute(
-        "SELECT version, name, checksum, applied_at"
-        " FROM schema_migrations ORDER BY version"
+        "SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version"
     ).fetchall()
     return [AppliedMigration(*row) for row in rows]
 
@@ -150,8 +143,7 @@ def upgrade(conn: psycopg.Connection, target: int | None = None) -> list[Migrati
             with conn.transaction():
                 conn.execute(mig.sql.encode())
                 conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum)"
-                    " VALUES (%s, %s, %s)",
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
                     (mig.version, mig.name, mig.checksum),
                 )
             log.info("migration_applied", version=mig.version, name=mig.name)

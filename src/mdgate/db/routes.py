@@ -74,11 +74,7 @@ def build_route_table(
     routes: list[ExchangeRoute] = []
     served: set[tuple[str, str]] = set()
     for exchange, provider, priority, primary, active, provider_active in exchange_rows:
-        routes.append(
-            ExchangeRoute(
-                exchange, provider, priority, primary, active and provider_active
-            )
-        )
+        routes.append(ExchangeRoute(exchange, provider, priority, primary, active and provider_active))
         served.add((provider, exchange))
     codes: dict[tuple[str, str], str] = {}
     skipped: dict[str, list[str]] = {}

@@ -71,9 +71,7 @@ _PROVIDERS_RESET: Final = """
            IS DISTINCT FROM
            (EXCLUDED.code, EXCLUDED.display_name, EXCLUDED.rate_limit, true)
 """
-_EXCHANGES_INSERT: Final = (
-    "INSERT INTO exchanges (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING"
-)
+_EXCHANGES_INSERT: Final = "INSERT INTO exchanges (code, name) VALUES (%s, %s) ON CONFLICT DO NOTHING"
 _EXCHANGES_RESET: Final = """
     INSERT INTO exchanges (code, name) VALUES (%s, %s)
     ON CONFLICT (code) DO UPDATE SET name = EXCLUDED.name
@@ -112,9 +110,7 @@ _MAPPINGS_RESET: Final = """
 """
 
 
-def _run(
-    conn: psycopg.Connection, sql: LiteralString, rows: list[tuple[object, ...]]
-) -> int:
+def _run(conn: psycopg.Connection, sql: LiteralString, rows: list[tuple[object, ...]]) -> int:
     n = 0
     with conn.cursor() as cur:
         for row in rows:

@@ -97,19 +97,13 @@ class PgRouteSource:
         try:
             table = await self._fetch(check_schema=True)
         except RoutingError as exc:
-            log.warning(
-                "route_source_unavailable", source=self.description, error=str(exc)
-            )
+            log.warning("route_source_unavailable", source=self.description, error=str(exc))
             try:
                 table = read_cache(self.cache_path)
             except FileNotFoundError:
-                raise RoutingError(
-                    f"{exc}; no route cache at {self.cache_path} to start from"
-                ) from exc
+                raise RoutingError(f"{exc}; no route cache at {self.cache_path} to start from") from exc
             except (OSError, ValueError) as cexc:
-                raise RoutingError(
-                    f"{exc}; route cache {self.cache_path} unusable: {cexc}"
-                ) from exc
+                raise RoutingError(f"{exc}; route cache {self.cache_path} unusable: {cexc}") from exc
             log.warning(
                 "route_table_from_cache",
                 path=str(self.cache_path),
@@ -145,12 +139,8 @@ class PgRouteSource:
                 if check_schema:
                     await self._check_schema(conn)
                 async with conn.transaction():
-                    await conn.execute(
-                        "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"
-                    )
-                    exchange_rows = await (
-                        await conn.execute(EXCHANGE_ROWS_SQL)
-                    ).fetchall()
+                    await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    exchange_rows = await (await conn.execute(EXCHANGE_ROWS_SQL)).fetchall()
                     code_rows = await (await conn.execute(CODE_ROWS_SQL)).fetchall()
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(
@@ -158,13 +148,10 @@ class PgRouteSource:
             ) from exc
         except psycopg.Error as exc:
             raise RoutingError(
-                f"cannot read routes from {mask_url(self._dsn)}: "
-                f"{type(exc).__name__}: {_first_line(exc)}"
+                f"cannot read routes from {mask_url(self._dsn)}: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
         # Building 100k codes takes a while: keep it off the event loop.
-        return await anyio.to_thread.run_sync(
-            build_route_table, exchange_rows, code_rows
-        )
+        return await anyio.to_thread.run_sync(build_route_table, exchange_rows, code_rows)
 
     async def _check_schema(self, conn: psycopg.AsyncConnection) -> None:
         cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")
@@ -174,9 +161,7 @@ class PgRouteSource:
             row = await (await conn.execute(_VERSION_SQL)).fetchone()
             version = int(row[0]) if row else 0
         if version > SCHEMA_VERSION:
-            log.warning(
-                "schema_newer_than_mdgate", version=version, needed=SCHEMA_VERSION
-            )
+            log.warning("schema_newer_than_mdgate", version=version, needed=SCHEMA_VERSION)
         if version >= SCHEMA_VERSION:
             return
         if not self._auto_upgrade:
@@ -198,9 +183,7 @@ class PgRouteSource:
         try:
             write_cache(self.cache_path, table)
         except OSError as exc:
-            log.warning(
-                "route_cache_write_failed", path=str(self.cache_path), error=str(exc)
-            )
+            log.warning("route_cache_write_failed", path=str(self.cache_path), error=str(exc))
 
     # ----------------------------------------------------------------- watch
 
@@ -223,15 +206,11 @@ class PgRouteSource:
         connected_once = False
         while True:
             try:
-                conn = await aconnect(
-                    self._dsn, self._timeout, autocommit=True, keepalives=True
-                )
+                conn = await aconnect(self._dsn, self._timeout, autocommit=True, keepalives=True)
             except DatabaseUnavailable as exc:
                 if outage_since is None:
                     outage_since = time.monotonic()
-                    log.warning(
-                        "route_source_lost", source=self.description, error=str(exc)
-                    )
+                    log.warning("route_source_lost", source=self.description, error=str(exc))
                 if not started:
                     task_status.started()
                     started = True
@@ -240,9 +219,7 @@ class PgRouteSource:
                 continue
             try:
                 async with conn:
-                    await conn.execute(
-                        sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL))
-                    )
+                    await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
                     if not started:
                         task_status.started()
                         started = True
@@ -254,9 +231,7 @@ class PgRouteSource:
                             attempts=attempt,
                         )
                     # Catch up on whatever changed while we were not listening.
-                    await self._reload(
-                        on_change, force=outage_since is not None or connected_once
-                    )
+                    await self._reload(on_change, force=outage_since is not None or connected_once)
                     outage_since, attempt, connected_once = None, 0, True
                     await self._listen(conn, on_change)
             except (psycopg.OperationalError, DatabaseUnavailable, TimeoutError) as exc:
@@ -274,9 +249,7 @@ class PgRouteSource:
         cap = min(self._backoff_max, self._backoff_initial * 2 ** min(attempt, 30))
         return max(0.05, random.uniform(0, cap))
 
-    async def _listen(
-        self, conn: psycopg.AsyncConnection, on_change: Callable[[RouteTable], None]
-    ) -> None:
+    async def _listen(self, conn: psycopg.AsyncConnection, on_change: Callable[[RouteTable], None]) -> None:
         while True:
             if not await _received(conn, self._health_interval):
                 # Probe: raises (or times out) when the peer is gone.
@@ -286,17 +259,13 @@ class PgRouteSource:
             await _received(conn, self._debounce)  # gather a burst into one reload
             await self._reload(on_change, force=False)
 
-    async def _reload(
-        self, on_change: Callable[[RouteTable], None], *, force: bool
-    ) -> None:
+    async def _reload(self, on_change: Callable[[RouteTable], None], *, force: bool) -> None:
         try:
             table = await self._fetch(check_schema=False)
         except DatabaseUnavailable:
             raise
         except RoutingError as exc:
-            log.error(
-                "route_table_reload_failed", source=self.description, error=str(exc)
-            )
+            log.error("route_table_reload_failed", source=self.description, error=str(exc))
             return
         if not force and table == self.table:
             return
@@ -310,9 +279,7 @@ class PgRouteSource:
         try:
             on_change(table)
         except Exception as exc:  # the runtime's callback must not stop the watcher
-            log.error(
-                "route_change_callback_failed", error=f"{type(exc).__name__}: {exc}"
-            )
+            log.error("route_change_callback_failed", error=f"{type(exc).__name__}: {exc}")
 
 
 def _first_line(exc: BaseException) -> str:

@@ -61,6 +61,8 @@ log = structlog.get_logger(__name__)
 
 #: Seconds allowed for one batch round trip before the connection counts as dead.
 IO_TIMEOUT: Final = 10.0
+#: Batches sent before the reply of the first is read.
+PIPELINE_DEPTH: Final = 2
 #: Seconds without work after which the writer PINGs (keeps ``state`` honest).
 IDLE_PING: Final = 1.0
 #: Seconds between two ``redis_buffer_overflow`` log lines.
@@ -107,7 +109,7 @@ class RedisStore:
         self._latest: dict[str, Tick] = {}
         self._builder: BarBuilder | None = BarBuilder() if s.bars else None
         self._packer = BatchPacker(s.stream_maxlen, s.feed_maxlen, s.bars_maxlen)
-        self._inflight: _Batch | None = None
+        self._inflight: deque[_Batch] = deque()
         self._wake = anyio.Event()
         self._lock = anyio.Lock()
         self._wpool = ConnectionPool.from_url(
@@ -214,7 +216,7 @@ class RedisStore:
                 self._wake.set()
 
     def _has_work(self) -> bool:
-        return bool(self._buf or self._bars or self._inflight is not None)
+        return bool(self._buf or self._bars or self._inflight)
 
     async def _wait(self, delay: float) -> None:
         with anyio.move_on_after(delay):
@@ -234,10 +236,9 @@ class RedisStore:
                         await self._ping()
                         attempt = 0
                         continue
-                if self._inflight is None and len(self._buf) < self._settings.batch_max:
+                if not self._inflight and len(self._buf) < self._settings.batch_max:
                     await self._wait(self._settings.batch_interval)
-                while self._has_work():
-                    await self._flush_one()
+                await self._flush()
                 attempt = 0
             except Exception as exc:
                 # Redis errors, OS errors and timeouts are expected; anything
@@ -308,43 +309,82 @@ class RedisStore:
             await self._roundtrip(conn, ("PING",), packed=False)
             self._ok()
 
-    async def _flush_one(self) -> None:
-        async with self._lock:
-            conn = await self._connection()
-            batch = self._inflight
-            if batch is None:
-                batch = await self._next_batch(conn)
-                if batch is None:
-                    return
+    async def _flush(self) -> None:
+        """
+        Send everything buffered, keeping up to :data:`PIPELINE_DEPTH` batches
+        in flight (the next batch is packed while Redis runs the previous
+        one). A batch leaves ``_inflight`` only once Redis acknowledged it;
+        after any error the connection is dropped and every batch still in
+        flight is re-sent, in order, on the next attempt (retries are
+        idempotent: the script skips IDs already stored).
+        """
+        for attempt in range(2):
             try:
-                reply = await self._roundtrip(conn, batch.data)
+                async with self._lock:
+                    await self._pump()
+                return
             except NoScriptError:
-                await self._roundtrip(conn, ("SCRIPT", "LOAD", WRITE_BATCH), packed=False)
-                reply = await self._roundtrip(conn, batch.data)
-            self._inflight = None
-            added, skipped, bars, _bars_skipped = (int(x) for x in reply)
-            if self._packer.rejected != self._rejected_logged:
-                self._rejected_logged = self._packer.rejected
-                log.error(
-                    "redis_ticks_rejected",
-                    rejected_total=self._packer.rejected,
-                    reason=REJECT_REASON,
-                )
-            self.written += added
-            self.duplicates += skipped
-            self.bars_written += bars
-            self._ok()
+                # Scripts flushed (SCRIPT FLUSH, or a new server behind the
+                # address): the dropped connection reloads them on connect.
+                if attempt:
+                    raise
 
-    async def _next_batch(self, conn: AbstractConnection) -> _Batch | None:
-        buf, packer = self._buf, self._packer
-        while True:
-            # Seed the ID counters of instruments new to this process from
-            # Redis before any of their ticks leave the buffer (a restarted
-            # gateway continues above its predecessor's IDs).
-            n = min(len(buf), self._settings.batch_max)
-            new = packer.unknown(t.instrument for t in islice(buf, n))
-            if not new:
-                break
+    async def _pump(self) -> None:
+        conn = await self._connection()
+        pending = self._inflight
+        try:
+            for batch in pending:  # kept from a failed attempt: re-send first
+                await self._send(conn, batch.data)
+            while True:
+                while len(pending) < PIPELINE_DEPTH and (self._buf or self._bars):
+                    if self._needs_seed():
+                        if pending:
+                            break  # read the replies first: seeding is a round trip
+                        await self._seed(conn)
+                    batch = self._take_batch()
+                    pending.append(batch)
+                    await self._send(conn, batch.data)
+                if not pending:
+                    return
+                with anyio.fail_after(IO_TIMEOUT):
+                    reply = await conn.read_response()
+                self._acknowledged(pending.popleft(), reply)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.disconnect(nowait=True)
+            raise
+
+    @staticmethod
+    async def _send(conn: AbstractConnection, data: bytes) -> None:
+        with anyio.fail_after(IO_TIMEOUT):
+            await conn.send_packed_command(data, check_health=False)
+
+    def _acknowledged(self, batch: _Batch, reply: Any) -> None:
+        added, skipped, bars, _bars_skipped = (int(x) for x in reply)
+        self.written += added
+        self.duplicates += skipped
+        self.bars_written += bars
+        if self._packer.rejected != self._rejected_logged:
+            self._rejected_logged = self._packer.rejected
+            log.error(
+                "redis_ticks_rejected",
+                rejected_total=self._packer.rejected,
+                reason=REJECT_REASON,
+            )
+        self._ok()
+
+    def _next_ticks(self) -> list[str]:
+        n = min(len(self._buf), self._settings.batch_max)
+        return self._packer.unknown(t.instrument for t in islice(self._buf, n))
+
+    def _needs_seed(self) -> bool:
+        return bool(self._next_ticks())
+
+    async def _seed(self, conn: AbstractConnection) -> None:
+        # Seed the ID counters of instruments new to this process from Redis
+        # before any of their ticks leave the buffer: a restarted gateway
+        # continues above its predecessor's IDs.
+        while new := self._next_ticks():
             keys = [ticks_key(i) for i in new]
             cmd = ("EVALSHA", LAST_IDS_SHA, len(keys), *keys)
             try:
@@ -353,18 +393,19 @@ class RedisStore:
                 await self._roundtrip(conn, ("SCRIPT", "LOAD", LAST_IDS), packed=False)
                 ids = await self._roundtrip(conn, cmd, packed=False)
             for inst, last in zip(new, ids, strict=True):
-                packer.seed(inst, last)
-        ticks = [buf.popleft() for _ in range(n)]
+                self._packer.seed(inst, last)
+
+    def _take_batch(self) -> _Batch:
+        # No await between the seeding check and here: the ticks taken are
+        # exactly the ones checked.
+        buf = self._buf
+        ticks = [buf.popleft() for _ in range(min(len(buf), self._settings.batch_max))]
         bars = list(self._bars)
         self._bars.clear()
-        if not ticks and not bars:
-            return None
-        self._inflight = _Batch(packer.pack(ticks, bars), len(ticks), len(bars))
-        return self._inflight
+        return _Batch(self._packer.pack(ticks, bars), len(ticks), len(bars))
 
     def _buffered(self) -> int:
-        b = self._inflight
-        return len(self._buf) + (b.ticks if b is not None else 0)
+        return len(self._buf) + sum(b.ticks for b in self._inflight)
 
     # ------------------------------------------------------------------ reads
 
@@ -531,9 +572,9 @@ class RedisStore:
         self._closed = True
         deadline = max(0.5, self._runtime.shutdown_timeout - 1.0)
         with anyio.move_on_after(deadline) as scope:
-            while self._buf or self._inflight is not None or self._bars:
+            while self._has_work():
                 try:
-                    await self._flush_one()
+                    await self._flush()
                 except (RedisError, OSError, TimeoutError) as exc:
                     self._failed(exc)
                     await anyio.sleep(0.1)

@@ -80,3 +80,19 @@ def mdgate_instrument_code(provider: str, config: ExampleConfig, exchange: str, 
     if provider == NAME and exchange == "EXAMPLE":
         return symbol
     return None
+
+
+@hookimpl
+def mdgate_backfill(
+    provider: str, config: ExampleConfig, instrument: str, code: str, start_ms: int, end_ms: int
+) -> Any:
+    """The example feed keeps no history: one flat bar per minute at 0.0 (to show the hook's shape)."""
+    if provider != NAME:
+        return None
+    from mdgate import Bar
+
+    async def fetch() -> list[Bar]:
+        first = start_ms - start_ms % 60_000 + 60_000
+        return [Bar(instrument, t, 0.0, 0.0, 0.0, 0.0, 0, 0) for t in range(first, end_ms, 60_000)][:3]
+
+    return fetch()
