@@ -105,8 +105,7 @@ def main() -> int:
     rows.append(("mix (10 packets/frame)", best_us(ours, stacked, len(packets)), None))
 
     print(
-        f"Python {platform.python_version()}, {platform.machine()}, "
-        f"{N_PACKETS} packets x best of {REPEATS}\n"
+        f"Python {platform.python_version()}, {platform.machine()}, {N_PACKETS} packets x best of {REPEATS}\n"
     )
     print("| packets | DhanDecoder.feed µs/packet | dhanhq process_data µs/packet | ratio |")
     print("| --- | ---: | ---: | ---: |")

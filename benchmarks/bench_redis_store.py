@@ -291,6 +291,7 @@ async def store(url: str, ticks: list[Tick], batch: int) -> None:
                 await anyio.sleep(0.001)
         tg.cancel_scope.cancel()
     await s.aclose()
+    print(f"  RedisStore: {len(ticks) / s.batches:.0f} ticks per batch", file=sys.stderr)
 
 
 Writer = Callable[[str, list[Tick], int], Awaitable[None]]
@@ -398,6 +399,11 @@ def table(results: list[Result]) -> str:
 
 
 if __name__ == "__main__":
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ticks", type=int, default=200_000)
     ap.add_argument("--naive-ticks", type=int, default=20_000)

@@ -201,12 +201,20 @@ async def test_slow_client_conflated_fast_client_full_rate(feed, make_settings):
 
 async def test_client_not_draining_closed_with_1008(feed, make_settings):
     settings = make_settings(feed.url, extra="[server]\nclient_queue = 100\ndrain_timeout = 0.5\n")
+    names = [f"S{i}" for i in range(10)]
     async with running_gateway(settings) as gw:
         async with connect(gw.ws_url, max_queue=1) as slow:
-            await slow.send(json.dumps({"op": "subscribe", "instruments": ["EXAMPLE:ACME"]}))
-            await feed.wait_until(lambda f: "ACME" in f.subscribed)
+            await slow.send(json.dumps({"op": "subscribe", "instruments": [f"EXAMPLE:{n}" for n in names]}))
+            await feed.wait_until(lambda f: set(names) <= f.subscribed)
             slow.transport.pause_reading()
-            big = "x" * 2000
-            for i in range(400):
-                await feed.push(json.dumps([{"s": "ACME", "p": 1.0, "t": i, "v": i, "q": 1, "pad": big}]))
-            await gw.wait_for(lambda s: s["clients"] == 0, timeout=10)
+            # keep ticks coming until the loopback socket buffers are full, sends block
+            # for drain_timeout and the gateway closes the client
+            with anyio.fail_after(30):
+                i = 0
+                while gw.status()["clients"] > 0:
+                    await feed.push(json.dumps(
+                        [{"s": n, "p": 1.0 + i, "t": i, "v": i, "q": 1} for n in names]))
+                    i += 1
+                    if i % 50 == 0:
+                        await anyio.sleep(0.001)
+            assert gw.gateway.server.conflated > 0

@@ -70,17 +70,46 @@ def pg_server() -> Iterator[str]:
     if as_user:
         os.chown(base, as_user["user"], as_user["group"])
     subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "postgres",
-         "--no-sync", "-E", "UTF8", "--locale=C"],
-        check=True, capture_output=True, **as_user,
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(base / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+        check=True,
+        capture_output=True,
+        **as_user,
     )
     port = _free_port()
     with open(base / "server.log", "ab") as log:
         proc = subprocess.Popen(
-            [str(bin_dir / "postgres"), "-D", str(base / "data"), "-p", str(port),
-             "-k", str(base), "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off",
-             "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-            stdout=log, stderr=log, **as_user,
+            [
+                str(bin_dir / "postgres"),
+                "-D",
+                str(base / "data"),
+                "-p",
+                str(port),
+                "-k",
+                str(base),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ],
+            stdout=log,
+            stderr=log,
+            **as_user,
         )
     dsn = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     deadline = time.monotonic() + 30

@@ -28,9 +28,7 @@ Make = Callable[..., Settings]
 
 @pytest.fixture
 def make(tmp_path: Path) -> Make:
-    def build(
-        server: FakeDhanServer, dhan: str = "", extra: str = "", **runtime: float
-    ) -> Settings:
+    def build(server: FakeDhanServer, dhan: str = "", extra: str = "", **runtime: float) -> Settings:
         timings = {"backoff_initial": 0.05, "backoff_max": 0.2, "auth_retry": 60.0} | runtime
         lines = "\n".join(f"{k} = {v}" for k, v in timings.items())
         text = f"""
@@ -72,17 +70,25 @@ async def next_ticks(client: GatewayClient, count: int) -> list[dict[str, Any]]:
 
 async def test_e2e_reliance_streams_with_true_utc_ts(make: Make) -> None:
     trade_ms = 1_767_606_599_000  # 2026-01-05T09:49:59Z = 15:19:59 IST
-    async with fake(prev_close={"NSE_EQ:2885": 2870.4}) as server, running_gateway(
-        make(server)
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake(prev_close={"NSE_EQ:2885": 2870.4}) as server,
+        running_gateway(make(server)) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         subscribed, snapshot = await client.subscribe("nse:reliance")
         assert subscribed["instruments"] == ["NSE:RELIANCE"]
         assert snapshot["ticks"] == []
         with anyio.fail_after(10):
             await server.wait_subscribed(["NSE_EQ:2885"])
         await server.send_quote(
-            "NSE_EQ:2885", 2885.05, ts_ms=trade_ms, ltq=10, volume=1000,
-            open=2850.0, high=2890.0, low=2840.0,
+            "NSE_EQ:2885",
+            2885.05,
+            ts_ms=trade_ms,
+            ltq=10,
+            volume=1000,
+            open=2850.0,
+            high=2890.0,
+            low=2840.0,
         )
         (tick,) = await next_ticks(client, 1)
         assert tick["instrument"] == "NSE:RELIANCE"
@@ -102,9 +108,11 @@ async def test_e2e_reliance_streams_with_true_utc_ts(make: Make) -> None:
 async def test_e2e_150_instruments_use_batches_of_at_most_100(make: Make) -> None:
     names = [f"NSE:S{i}" for i in range(150)]
     table = "\n".join(f'[instruments."{n}"]\ndhan = "NSE_EQ:{1000 + i}"' for i, n in enumerate(names))
-    async with fake() as server, running_gateway(
-        make(server, dhan='mode = "full"', extra=table)
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake() as server,
+        running_gateway(make(server, dhan='mode = "full"', extra=table)) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         await client.subscribe(*names)
         with anyio.fail_after(10):
             await server.wait_subscribed([f"NSE_EQ:{1000 + i}" for i in range(150)])
@@ -113,9 +121,7 @@ async def test_e2e_150_instruments_use_batches_of_at_most_100(make: Make) -> Non
         assert len(counts) >= 2
         assert {r["RequestCode"] for r in server.requests} == {21}
         assert server.disconnects_sent == []  # the fake enforces the 100 limit with 804
-        await server.send_full(
-            "NSE_EQ:1149", 10.5, depth=[(5, 6, 1, 1, 10.45, 10.55)], volume=7
-        )
+        await server.send_full("NSE_EQ:1149", 10.5, depth=[(5, 6, 1, 1, 10.45, 10.55)], volume=7)
         (tick,) = await next_ticks(client, 1)
         assert (tick["instrument"], tick["bid"], tick["ask"]) == ("NSE:S149", 10.45, 10.55)
         assert dhan(gw.status())["connections"] == 1
@@ -124,9 +130,11 @@ async def test_e2e_150_instruments_use_batches_of_at_most_100(make: Make) -> Non
 async def test_e2e_more_than_5000_instruments_open_a_second_connection(make: Make) -> None:
     n = 5001
     table = "\n".join(f'[instruments."NSE:S{i}"]\ndhan = "NSE_EQ:{10_000 + i}"' for i in range(n))
-    async with fake() as server, running_gateway(
-        make(server, extra=table)
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake() as server,
+        running_gateway(make(server, extra=table)) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         names = [f"NSE:S{i}" for i in range(n)]
         for i in range(0, n, 1000):
             await client.send({"op": "subscribe", "instruments": names[i : i + 1000]})
@@ -200,9 +208,11 @@ async def test_e2e_bad_credentials_808_or_401_is_auth_failed(make: Make, mode: s
 
 
 async def test_e2e_805_backs_off_hard_before_reconnecting(make: Make) -> None:
-    async with fake() as server, running_gateway(
-        make(server, backoff_max=2.0)
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake() as server,
+        running_gateway(make(server, backoff_max=2.0)) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):
             await server.wait_subscribed(["NSE_EQ:2885"])
@@ -218,17 +228,18 @@ async def test_e2e_805_backs_off_hard_before_reconnecting(make: Make) -> None:
 
 
 async def test_e2e_drop_reconnects_and_resubscribes(make: Make) -> None:
-    async with fake() as server, running_gateway(
-        make(server)
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake() as server,
+        running_gateway(make(server)) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         await client.subscribe("NSE:RELIANCE", "NSE:INFY")
         with anyio.fail_after(10):
             await server.wait_subscribed(["NSE_EQ:2885", "NSE_EQ:1594"])
         await server.drop()
         with anyio.fail_after(10):
             await server.wait_for(
-                lambda: len(server.history) == 2
-                and {"NSE_EQ:2885", "NSE_EQ:1594"} <= server.subscribed()
+                lambda: len(server.history) == 2 and {"NSE_EQ:2885", "NSE_EQ:1594"} <= server.subscribed()
             )
         await server.send_ticker("NSE_EQ:1594", 1601.2)
         (tick,) = await next_ticks(client, 1)
@@ -237,9 +248,11 @@ async def test_e2e_drop_reconnects_and_resubscribes(make: Make) -> None:
 
 
 async def test_e2e_silence_is_a_stall_and_reconnects(make: Make) -> None:
-    async with fake() as server, running_gateway(
-        make(server, dhan="stall_timeout = 0.5")
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake() as server,
+        running_gateway(make(server, dhan="stall_timeout = 0.5")) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):
             await server.wait_subscribed(["NSE_EQ:2885"])
@@ -248,9 +261,11 @@ async def test_e2e_silence_is_a_stall_and_reconnects(make: Make) -> None:
 
 
 async def test_e2e_malformed_packets_counted_while_stream_goes_on(make: Make) -> None:
-    async with fake() as server, running_gateway(
-        make(server)
-    ) as gw, GatewayClient.connect(gw.ws_url) as client:
+    async with (
+        fake() as server,
+        running_gateway(make(server)) as gw,
+        GatewayClient.connect(gw.ws_url) as client,
+    ):
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):
             await server.wait_subscribed(["NSE_EQ:2885"])
@@ -264,7 +279,9 @@ async def test_e2e_malformed_packets_counted_while_stream_goes_on(make: Make) ->
         st = dhan(gw.status())
         assert st["decode_errors"] == 3
         assert st["decode_errors_by_kind"] == {
-            "bad_frame": 1, "unknown_code": 1, "short_packet": 1,
+            "bad_frame": 1,
+            "unknown_code": 1,
+            "short_packet": 1,
         }
         assert st["state"] == "connected"
         assert len(server.history) == 1

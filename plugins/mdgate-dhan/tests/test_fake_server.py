@@ -18,10 +18,7 @@ from mdgate_dhan.testing import FakeDhanServer
 
 
 def feed_url(server: FakeDhanServer, token: str | None = None) -> str:
-    return (
-        f"{server.url}/?version=2&token={token or server.token}"
-        f"&clientId={server.client_id}&authType=2"
-    )
+    return f"{server.url}/?version=2&token={token or server.token}&clientId={server.client_id}&authType=2"
 
 
 async def test_fake_subscribe_records_requests_and_sends_prev_close() -> None:
@@ -38,7 +35,10 @@ async def test_fake_subscribe_records_requests_and_sends_prev_close() -> None:
             await server.send_quote("NSE_EQ:2885", 2885.05, ts_ms=1_760_000_000_000, ltq=5)
             (tick,) = decoder.feed(await ws.recv(), 0)
             assert (tick.price, tick.ts, tick.prev_close, tick.size) == (
-                2885.05, 1_760_000_000_000, 2870.4, 5,
+                2885.05,
+                1_760_000_000_000,
+                2870.4,
+                5,
             )
             await ws.send(encode_unsubscribe(["NSE_EQ:1333"], "quote")[0])
             with anyio.fail_after(5):
@@ -72,9 +72,7 @@ async def test_fake_more_than_100_per_message_disconnects_804() -> None:
     async with FakeDhanServer() as server:
         async with connect(feed_url(server)) as ws:
             items = [{"ExchangeSegment": "NSE_EQ", "SecurityId": str(i)} for i in range(101)]
-            await ws.send(json.dumps(
-                {"RequestCode": 15, "InstrumentCount": 101, "InstrumentList": items}
-            ))
+            await ws.send(json.dumps({"RequestCode": 15, "InstrumentCount": 101, "InstrumentList": items}))
             with pytest.raises(SubscriptionRejected):
                 DhanDecoder().feed(await ws.recv(), 0)
         assert server.disconnects_sent == [804]
@@ -132,7 +130,8 @@ async def test_fake_drop_and_disconnect_reason() -> None:
 def test_fake_runs_as_module() -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "mdgate_dhan.testing", "--port", "0"],
-        stdout=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -28,7 +28,11 @@ def check(frame: bytes) -> list[Tick]:
         error, ticks = exc, list(exc.ticks)
     if isinstance(error, DecodeError):
         assert error.kind in {
-            "short_packet", "bad_length", "unknown_code", "unknown_symbol", "bad_value",
+            "short_packet",
+            "bad_length",
+            "unknown_code",
+            "unknown_symbol",
+            "bad_value",
         }
     elif error is not None:
         assert error.code is not None
@@ -47,11 +51,11 @@ def test_feed_random_bytes_never_crashes(frame: bytes) -> None:
 
 # A packet with a valid header (code, length = layout size, tracked ids) and random body.
 packet = st.builds(
-    lambda code, seg_sid, body: struct.pack(
-        "<BHBI", code, PACKET_SIZES.get(code, 8 + len(body)), *seg_sid
-    )
-    + body[: PACKET_SIZES.get(code, 8 + len(body)) - 8].ljust(
-        PACKET_SIZES.get(code, 8 + len(body)) - 8, b"\0"
+    lambda code, seg_sid, body: (
+        struct.pack("<BHBI", code, PACKET_SIZES.get(code, 8 + len(body)), *seg_sid)
+        + body[: PACKET_SIZES.get(code, 8 + len(body)) - 8].ljust(
+            PACKET_SIZES.get(code, 8 + len(body)) - 8, b"\0"
+        )
     ),
     st.sampled_from([2, 4, 5, 6, 7, 8, 0, 1, 3, 9]),
     st.sampled_from([(1, 2885), (2, 52175), (3, 10093), (0, 13), (4, 1)]),

@@ -40,8 +40,13 @@ def test_parse_compact_maps_equities_and_indices_by_header_name() -> None:
     reliance = next(m for m in mappings if m.instrument == "NSE:RELIANCE")
     assert reliance.provider == "dhan"
     assert reliance.extra == {
-        "segment": "NSE_EQ", "security_id": "2885", "tick_size": "0.05", "lot_size": "1",
-        "series": "EQ", "instrument_type": "ES", "display_name": "Reliance Industries",
+        "segment": "NSE_EQ",
+        "security_id": "2885",
+        "tick_size": "0.05",
+        "lot_size": "1",
+        "series": "EQ",
+        "instrument_type": "ES",
+        "display_name": "Reliance Industries",
         "symbol_name": "RELIANCE INDUSTRIES LTD",
     }
 
@@ -49,7 +54,11 @@ def test_parse_compact_maps_equities_and_indices_by_header_name() -> None:
 def test_parse_compact_reports_bad_rows_with_line_numbers() -> None:
     _, bad = parse(COMPACT)
     assert [(b.line, b.reason.split(" ")[0]) for b in bad] == [
-        (15, "bad"), (16, "expected"), (17, "unknown"), (18, "symbol"), (19, "duplicate"),
+        (15, "bad"),
+        (16, "expected"),
+        (17, "unknown"),
+        (18, "symbol"),
+        (19, "duplicate"),
     ]
     assert "'abc'" in bad[0].reason
     assert "NSE_EQ:2885" in bad[4].reason
@@ -126,18 +135,12 @@ def test_cli_url_default_is_compact_master() -> None:
     assert args.url == "https://images.dhan.co/api-data/api-scrip-master.csv"
 
 
-def test_cli_database_import_upserts_mappings(
-    pg_dsn: str, capsys: pytest.CaptureFixture[str]
-) -> None:
-    args = _args(
-        "dhan", "import-instruments", "--csv", str(DETAILED), "--database-url", pg_dsn
-    )
+def test_cli_database_import_upserts_mappings(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    args = _args("dhan", "import-instruments", "--csv", str(DETAILED), "--database-url", pg_dsn)
     assert import_instruments(args) == 0
     assert "imported 7 Dhan instrument mappings (database)" in capsys.readouterr().out
     # Importing the compact file too updates and extends them.
-    args = _args(
-        "dhan", "import-instruments", "--csv", str(COMPACT), "--database-url", pg_dsn
-    )
+    args = _args("dhan", "import-instruments", "--csv", str(COMPACT), "--database-url", pg_dsn)
     assert import_instruments(args) == 0
     from mdgate.db.instruments import list_instrument_mappings
 
@@ -149,9 +152,7 @@ def test_cli_database_import_upserts_mappings(
     assert len(rows) == 13
 
 
-def test_cli_url_downloads_from_local_http_server(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_cli_url_downloads_from_local_http_server(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import functools
     import threading
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -160,23 +161,19 @@ def test_cli_url_downloads_from_local_http_server(
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA))
-    )
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(DATA)))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/scrip_master_detailed.csv"
         out = tmp_path / "out.toml"
-        assert import_instruments(
-            _args("dhan", "import-instruments", "--url", url, "--toml", str(out))
-        ) == 0
+        assert import_instruments(_args("dhan", "import-instruments", "--url", url, "--toml", str(out))) == 0
         assert "imported 7" in capsys.readouterr().out
         assert tomllib.loads(out.read_text())["instruments"]["BSE:SENSEX"] == {"dhan": "IDX_I:51"}
         missing = url.replace("detailed", "missing")
-        assert import_instruments(
-            _args("dhan", "import-instruments", "--url", missing, "--toml", str(out))
-        ) == 1
+        assert (
+            import_instruments(_args("dhan", "import-instruments", "--url", missing, "--toml", str(out))) == 1
+        )
         assert "404" in capsys.readouterr().err
     finally:
         server.shutdown()

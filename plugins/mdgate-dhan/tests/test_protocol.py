@@ -98,9 +98,7 @@ def test_feed_full_with_empty_levels_omits_bid_and_ask(decoder: DhanDecoder) -> 
 
 
 def test_feed_full_zero_qty_level_with_price_omits_side(decoder: DhanDecoder) -> None:
-    frame = encode_full(
-        "NSE_EQ:2885", ltp=100.0, ltt=1, depth=[(0, 10, 0, 1, 99.95, 100.05)]
-    )
+    frame = encode_full("NSE_EQ:2885", ltp=100.0, ltt=1, depth=[(0, 10, 0, 1, 99.95, 100.05)])
     (tick,) = decoder.feed(frame, RECV)
     assert tick.bid is None and tick.bid_size is None
     assert (tick.ask, tick.ask_size) == (100.05, 10)
@@ -123,7 +121,11 @@ def test_feed_ticker_after_quote_carries_latest_day_statistics(decoder: DhanDeco
     (tick,) = decoder.feed(encode_ticker("NSE_EQ:2885", 2886.0, 1_760_019_801), RECV)
     assert tick.size is None
     assert (tick.volume, tick.open, tick.high, tick.low, tick.prev_close) == (
-        1_234_567, 2850.0, 2899.95, 2841.1, 2870.4,
+        1_234_567,
+        2850.0,
+        2899.95,
+        2841.1,
+        2870.4,
     )
 
 
@@ -154,9 +156,7 @@ def test_feed_ltt_ist_clock_time_becomes_true_utc() -> None:
     d = DhanDecoder()
     d.track("NSE_EQ:2885", "NSE:RELIANCE")
     (tick,) = d.feed(encode_ticker("NSE_EQ:2885", 1.0, ist_clock_as_epoch), RECV)
-    assert datetime.fromtimestamp(tick.ts / 1000, UTC) == datetime(
-        2026, 1, 5, 9, 59, 59, tzinfo=UTC
-    )
+    assert datetime.fromtimestamp(tick.ts / 1000, UTC) == datetime(2026, 1, 5, 9, 59, 59, tzinfo=UTC)
 
 
 def test_feed_zero_ltt_falls_back_to_receive_time(decoder: DhanDecoder) -> None:
@@ -319,14 +319,30 @@ def test_encoders_reproduce_fixtures() -> None:
     assert encode_market_status() == fixture("ws_market_status.bin")
     assert encode_disconnect_packet(807) == fixture("ws_disconnect_807.bin")
     assert encode_quote(
-        "NSE_EQ:2885", ltp=2885.05, ltq=25, ltt=1_760_019_800, atp=2880.4,
-        volume=1_234_567, total_sell_qty=40_000, total_buy_qty=50_000,
-        open=2850.0, high=2899.95, low=2841.1,
+        "NSE_EQ:2885",
+        ltp=2885.05,
+        ltq=25,
+        ltt=1_760_019_800,
+        atp=2880.4,
+        volume=1_234_567,
+        total_sell_qty=40_000,
+        total_buy_qty=50_000,
+        open=2850.0,
+        high=2899.95,
+        low=2841.1,
     ) == fixture("ws_quote.bin")
     assert encode_full(
-        "NSE_EQ:2885", ltp=2885.05, ltq=25, ltt=1_760_019_800, atp=2880.4,
-        volume=1_234_567, total_sell_qty=40_000, total_buy_qty=50_000,
-        open=2850.0, high=2899.95, low=2841.1,
+        "NSE_EQ:2885",
+        ltp=2885.05,
+        ltq=25,
+        ltt=1_760_019_800,
+        atp=2880.4,
+        volume=1_234_567,
+        total_sell_qty=40_000,
+        total_buy_qty=50_000,
+        open=2850.0,
+        high=2899.95,
+        low=2841.1,
         depth=[(120, 340, 3, 5, 2885.0, 2885.1), (500, 60, 7, 2, 2884.95, 2885.15)],
     ) == fixture("ws_full.bin")
 

@@ -52,25 +52,36 @@ class FakeDhanRest(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         type(self).calls.append((self.path, headers, body, time.monotonic()))
         if headers.get("access-token") != TOKEN:
-            self._reply(401, {"errorType": "Invalid_Authentication", "errorCode": "DH-901",
-                              "errorMessage": "Client ID or user generated access token is invalid"})
+            self._reply(
+                401,
+                {
+                    "errorType": "Invalid_Authentication",
+                    "errorCode": "DH-901",
+                    "errorMessage": "Client ID or user generated access token is invalid",
+                },
+            )
             return
         if type(self).mode == "rate":
-            self._reply(429, {"errorType": "Rate_Limit", "errorCode": "DH-904",
-                              "errorMessage": "Too many requests"})
+            self._reply(
+                429, {"errorType": "Rate_Limit", "errorCode": "DH-904", "errorMessage": "Too many requests"}
+            )
             return
         if self.path == "/v2/charts/intraday":
             # Three one-minute candles from 09:15 IST, UTC epoch seconds.
             start = OPEN_MS // 1000
-            self._reply(200, {
-                "open": [2885.0, 2886.05, 2887.0], "high": [2886.5, 2887.0, 2888.1],
-                "low": [2884.1, 2885.95, 2886.9], "close": [2886.05, 2887.0, 2888.0],
-                "volume": [12000, 8000, 9500],
-                "timestamp": [start, start + 60, start + 120],
-            })
+            self._reply(
+                200,
+                {
+                    "open": [2885.0, 2886.05, 2887.0],
+                    "high": [2886.5, 2887.0, 2888.1],
+                    "low": [2884.1, 2885.95, 2886.9],
+                    "close": [2886.05, 2887.0, 2888.0],
+                    "volume": [12000, 8000, 9500],
+                    "timestamp": [start, start + 60, start + 120],
+                },
+            )
         elif self.path == "/v2/marketfeed/ltp":
-            data = {seg: {str(i): {"last_price": 100.0 + i} for i in ids}
-                    for seg, ids in body.items()}
+            data = {seg: {str(i): {"last_price": 100.0 + i} for i in ids} for seg, ids in body.items()}
             self._reply(200, {"data": data, "status": "success"})
         else:
             self._reply(404, {"errorCode": "DH-905", "errorMessage": "not found"})
@@ -102,14 +113,18 @@ async def test_intraday_over_real_socket_returns_bars_in_utc(rest_server: str) -
         Bar("NSE:RELIANCE", OPEN_MS, 2885.0, 2886.5, 2884.1, 2886.05, 12000, 0),
         Bar("NSE:RELIANCE", OPEN_MS + 60_000, 2886.05, 2887.0, 2885.95, 2887.0, 8000, 0),
     ]  # end is exclusive
-    (path, headers, body, _), = FakeDhanRest.calls
+    ((path, headers, body, _),) = FakeDhanRest.calls
     assert path == "/v2/charts/intraday"
     assert headers["access-token"] == TOKEN
     assert headers["client-id"] == "1100223344"
     assert body == {
-        "securityId": "2885", "exchangeSegment": "NSE_EQ", "instrument": "EQUITY",
-        "interval": "1", "oi": False,
-        "fromDate": "2026-01-05 09:15:00", "toDate": "2026-01-05 09:17:00",
+        "securityId": "2885",
+        "exchangeSegment": "NSE_EQ",
+        "instrument": "EQUITY",
+        "interval": "1",
+        "oi": False,
+        "fromDate": "2026-01-05 09:15:00",
+        "toDate": "2026-01-05 09:17:00",
     }
 
 
@@ -126,8 +141,12 @@ async def test_intraday_long_range_is_split_into_90_day_requests(rest_server: st
 
 async def test_backfill_hook_returns_awaitable_bars(rest_server: str) -> None:
     pending = plugin.mdgate_backfill(
-        provider="dhan", config=config(rest_server), instrument="NSE:RELIANCE",
-        code="NSE_EQ:2885", start_ms=OPEN_MS, end_ms=OPEN_MS + 180_000,
+        provider="dhan",
+        config=config(rest_server),
+        instrument="NSE:RELIANCE",
+        code="NSE_EQ:2885",
+        start_ms=OPEN_MS,
+        end_ms=OPEN_MS + 180_000,
     )
     assert pending is not None
     bars = await pending
@@ -138,7 +157,7 @@ async def test_ltp_groups_by_segment_over_real_socket(rest_server: str) -> None:
     async with DhanRest(config(rest_server)) as rest:
         prices = await rest.ltp(["NSE_EQ:2885", "NSE_EQ:1333", "BSE_EQ:500325"])
     assert prices == {"NSE_EQ:2885": 2985.0, "NSE_EQ:1333": 1433.0, "BSE_EQ:500325": 500425.0}
-    (_, _, body, _), = FakeDhanRest.calls
+    ((_, _, body, _),) = FakeDhanRest.calls
     assert body == {"NSE_EQ": [2885, 1333], "BSE_EQ": [500325]}
 
 
@@ -195,9 +214,11 @@ async def test_intraday_no_data_range_returns_empty() -> None:
 
 
 async def test_intraday_malformed_columns_are_connection_errors() -> None:
-    for body in ({"open": [1.0]}, {k: [1] for k in ("timestamp", "open", "high", "low", "close")}
-                 | {"volume": []}, {k: [None] for k in ("timestamp", "open", "high", "low",
-                                                         "close", "volume")}):
+    for body in (
+        {"open": [1.0]},
+        {k: [1] for k in ("timestamp", "open", "high", "low", "close")} | {"volume": []},
+        {k: [None] for k in ("timestamp", "open", "high", "low", "close", "volume")},
+    ):
         async with DhanRest(config("http://x/v2"), client=mock_client(200, body)) as rest:
             with pytest.raises(ProviderConnectionError):
                 await rest.intraday_bars("NSE:RELIANCE", "NSE_EQ:2885", 0, 60_000)

@@ -58,9 +58,7 @@ ltts = st.integers(min_value=1_577_836_800, max_value=2_051_222_400)
 def test_quote_matches_sdk(
     ltp: float, ltt: int, size: int, volume: int, o: float, h: float, lo: float, atp: float
 ) -> None:
-    packet = encode_quote(
-        CODE, ltp=ltp, ltq=size, ltt=ltt, atp=atp, volume=volume, open=o, high=h, low=lo
-    )
+    packet = encode_quote(CODE, ltp=ltp, ltq=size, ltt=ltt, atp=atp, volume=volume, open=o, high=h, low=lo)
     (tick,) = decoder().feed(packet, RECV)
     ref = sdk().process_data(packet)
     assert ref["type"] == "Quote Data"
@@ -68,23 +66,47 @@ def test_quote_matches_sdk(
     assert ref["LTQ"] == tick.size
     assert ref["volume"] == tick.volume
     assert (ref["open"], ref["high"], ref["low"]) == (
-        f"{tick.open:.2f}", f"{tick.high:.2f}", f"{tick.low:.2f}"
+        f"{tick.open:.2f}",
+        f"{tick.high:.2f}",
+        f"{tick.low:.2f}",
     )
     assert ref["LTT"] == ist_clock(tick)
 
 
 @settings(max_examples=150, deadline=None)
 @given(
-    ltp=prices, ltt=ltts, size=ltq, volume=qty, oi=qty,
-    bid=prices, ask=prices, bq=qty, aq=qty,
+    ltp=prices,
+    ltt=ltts,
+    size=ltq,
+    volume=qty,
+    oi=qty,
+    bid=prices,
+    ask=prices,
+    bq=qty,
+    aq=qty,
 )
 def test_full_matches_sdk(
-    ltp: float, ltt: int, size: int, volume: int, oi: int,
-    bid: float, ask: float, bq: int, aq: int,
+    ltp: float,
+    ltt: int,
+    size: int,
+    volume: int,
+    oi: int,
+    bid: float,
+    ask: float,
+    bq: int,
+    aq: int,
 ) -> None:
     packet = encode_full(
-        CODE, ltp=ltp, ltq=size, ltt=ltt, volume=volume, oi=oi,
-        open=ltp, high=ltp, low=ltp, depth=[(bq, aq, 1, 2, bid, ask)],
+        CODE,
+        ltp=ltp,
+        ltq=size,
+        ltt=ltt,
+        volume=volume,
+        oi=oi,
+        open=ltp,
+        high=ltp,
+        low=ltp,
+        depth=[(bq, aq, 1, 2, bid, ask)],
     )
     (tick,) = decoder().feed(packet, RECV)
     ref = sdk().process_data(packet)

@@ -35,7 +35,6 @@ from mdgate.db.seed import seed
 from mdgate.errors import ConfigError, InstrumentError, MdgateError
 from mdgate.model import parse_instrument
 from mdgate.routing import (
-    DEFAULT_EXCHANGES,
     InstrumentMapping,
     RouteTable,
     default_table,
@@ -205,9 +204,9 @@ def cmd_routes(args: argparse.Namespace) -> int:
     if _dsn(args, settings) is None:
         registry = _registry(settings)
         out(
-            "No database configured: these are the built-in defaults "
-            "(set --database-url, MDGATE_DATABASE_URL or [database] url "
-            "to use PostgreSQL)."
+            "No database configured: these are the built-in defaults, plus exchanges only "
+            "installed providers declare (set --database-url, MDGATE_DATABASE_URL or "
+            "[database] url to use PostgreSQL)."
         )
         rows = [
             [
@@ -218,7 +217,8 @@ def cmd_routes(args: argparse.Namespace) -> int:
                 _yes(r.primary),
                 _yes(r.active),
             ]
-            for r in sorted(DEFAULT_EXCHANGES, key=lambda r: (r.exchange, r.priority))
+            for ex, routes in sorted(default_table(settings, registry.declared()).exchanges.items())
+            for r in routes
         ]
     else:
         with _database(args) as (conn, dsn, _):
@@ -292,7 +292,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     dsn = _dsn(args, settings)
     codes_by_provider: dict[str, str] = {}
     if dsn is None:
-        route_table: RouteTable = default_table(settings)
+        route_table: RouteTable = default_table(settings, registry.declared())
         where = "built-in defaults and the config file (no database configured)"
     else:
         with _database(args) as (conn, _, _s):

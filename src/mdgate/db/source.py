@@ -270,12 +270,6 @@ class PgRouteSource:
         if not force and table == self.table:
             return
         self.table = table
-        log.info(
-            "route_table_reloaded",
-            source=self.description,
-            exchanges=len(table.exchanges),
-            codes=len(table.codes),
-        )
         try:
             on_change(table)
         except Exception as exc:  # the runtime's callback must not stop the watcher

@@ -142,6 +142,8 @@ class RedisStore:
         #: Closed bars stored / dropped because the bar buffer was full.
         self.bars_written = 0
         self.bars_dropped = 0
+        #: Batches acknowledged by Redis.
+        self.batches = 0
         #: Failed batch attempts (each followed by a backoff and a retry).
         self.failures = 0
 
@@ -335,8 +337,16 @@ class RedisStore:
         try:
             for batch in pending:  # kept from a failed attempt: re-send first
                 await self._send(conn, batch.data)
+            # One partial batch per call (the caller waited batch_interval for
+            # it); beyond that only full ones, so that a slow trickle of ticks
+            # still travels in batches rather than one round trip per tick.
+            partial = True
+            full = self._settings.batch_max
             while True:
-                while len(pending) < PIPELINE_DEPTH and (self._buf or self._bars):
+                while len(pending) < PIPELINE_DEPTH and (
+                    len(self._buf) >= full or (partial and (self._buf or self._bars))
+                ):
+                    partial = False
                     if self._needs_seed():
                         if pending:
                             break  # read the replies first: seeding is a round trip
@@ -361,6 +371,7 @@ class RedisStore:
 
     def _acknowledged(self, batch: _Batch, reply: Any) -> None:
         added, skipped, bars, _bars_skipped = (int(x) for x in reply)
+        self.batches += 1
         self.written += added
         self.duplicates += skipped
         self.bars_written += bars
@@ -559,6 +570,7 @@ class RedisStore:
             "bars_written": self.bars_written,
             "bars_dropped": self.bars_dropped,
             "late_ticks": self._builder.late if self._builder is not None else 0,
+            "batches": self.batches,
             "failures": self.failures,
             "rejected": self._packer.rejected,
             "last_error": self._last_error,

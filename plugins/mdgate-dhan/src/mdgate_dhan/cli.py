@@ -65,8 +65,7 @@ def add_commands(
     p.add_argument(
         "--toml",
         metavar="OUT",
-        help="write an [instruments] config snippet to OUT ('-' = stdout) "
-        "instead of the database",
+        help="write an [instruments] config snippet to OUT ('-' = stdout) instead of the database",
     )
     p.set_defaults(func=import_instruments)
 
@@ -93,10 +92,7 @@ def _database_url(args: argparse.Namespace) -> str | None:
 
 
 def _summary(out: TextIO, imported: int, bad: list[BadRow], where: str) -> None:
-    out.write(
-        f"imported {imported} Dhan instrument mappings ({where}); "
-        f"skipped {len(bad)} bad rows\n"
-    )
+    out.write(f"imported {imported} Dhan instrument mappings ({where}); skipped {len(bad)} bad rows\n")
     for row in bad[:_SHOW_BAD]:
         out.write(f"  line {row.line}: {row.reason}\n")
     if len(bad) > _SHOW_BAD:
@@ -118,9 +114,7 @@ def import_instruments(args: argparse.Namespace) -> int:
         err.write(f"error: cannot read {args.csv}: {exc.strerror or exc}\n")
         return EXIT_FAILED
     except Exception as exc:  # httpx errors: report and fail, no traceback
-        err.write(
-            f"error: download of {args.url} failed: {type(exc).__name__}: {exc}\n"
-        )
+        err.write(f"error: download of {args.url} failed: {type(exc).__name__}: {exc}\n")
         return EXIT_FAILED
     try:
         mappings, bad = parse_scrip_master(io.StringIO(text, newline=""))

@@ -46,10 +46,8 @@ SETTINGS: Final[Mapping[str, str]] = {
     "mode": "ticker | quote | full (default quote)",
     "ltt_offset_seconds": "seconds subtracted from the feed's LTT to get UTC "
     "(default 19800 = IST; 0 disables the correction)",
-    "rest_url": f"REST base URL for backfill and snapshots "
-    f"(default {DEFAULT_REST_URL})",
-    "stall_timeout": "seconds without a frame before a reconnect "
-    "(default: the spec's 30)",
+    "rest_url": f"REST base URL for backfill and snapshots (default {DEFAULT_REST_URL})",
+    "stall_timeout": "seconds without a frame before a reconnect (default: the spec's 30)",
     "heartbeat_interval": "seconds between heartbeats (default: none, Dhan pings us)",
 }
 
@@ -108,15 +106,11 @@ def _positive(name: str, value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise ConfigError(
-            _key(name), f"expected a positive number of seconds, got {value!r}"
-        )
+        raise ConfigError(_key(name), f"expected a positive number of seconds, got {value!r}")
     return float(value)
 
 
-def _secret(
-    name: str, table: Mapping[str, Any], environ: Mapping[str, str], env: str
-) -> Secret | None:
+def _secret(name: str, table: Mapping[str, Any], environ: Mapping[str, str], env: str) -> Secret | None:
     value: Any = table.get(name)
     if value is not None and not isinstance(value, str):
         # Never echo the value: it may be a mistyped secret.
@@ -140,18 +134,12 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanCo
     """
     for key in table:
         if key not in SETTINGS:
-            raise ConfigError(
-                _key(str(key)), f"unknown key (known: {', '.join(sorted(SETTINGS))})"
-            )
+            raise ConfigError(_key(str(key)), f"unknown key (known: {', '.join(sorted(SETTINGS))})")
     url = _url("url", table.get("url", DEFAULT_URL), ("ws", "wss"))
-    rest_url = _url(
-        "rest_url", table.get("rest_url", DEFAULT_REST_URL), ("http", "https")
-    )
+    rest_url = _url("rest_url", table.get("rest_url", DEFAULT_REST_URL), ("http", "https"))
     mode = table.get("mode", "quote")
     if mode not in MODES:
-        raise ConfigError(
-            _key("mode"), f"expected one of {', '.join(MODES)}, got {mode!r}"
-        )
+        raise ConfigError(_key("mode"), f"expected one of {', '.join(MODES)}, got {mode!r}")
     offset = table.get("ltt_offset_seconds", IST_OFFSET_SECONDS)
     if isinstance(offset, bool) or not isinstance(offset, int) or abs(offset) > 86_400:
         raise ConfigError(
@@ -163,9 +151,7 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanCo
     client_id = _secret("client_id", table, environ, ENV_CLIENT_ID)
     token = _secret("access_token", table, environ, ENV_ACCESS_TOKEN)
     missing = [
-        name
-        for name, value in ((ENV_CLIENT_ID, client_id), (ENV_ACCESS_TOKEN, token))
-        if value is None
+        name for name, value in ((ENV_CLIENT_ID, client_id), (ENV_ACCESS_TOKEN, token)) if value is None
     ]
     if client_id is None or token is None:
         raise ProviderDisabled(

@@ -97,10 +97,7 @@ class BadRow:
 
 
 def _canonical(header: list[str]) -> list[str]:
-    return [
-        _COMPACT.get(h.strip().lstrip("\ufeff"), h.strip().lstrip("\ufeff"))
-        for h in header
-    ]
+    return [_COMPACT.get(h.strip().lstrip("\ufeff"), h.strip().lstrip("\ufeff")) for h in header]
 
 
 def _lot(value: str) -> str:
@@ -139,18 +136,14 @@ def parse_scrip_master(
     if symbol_col is None:
         missing.append("SEM_TRADING_SYMBOL or UNDERLYING_SYMBOL")
     if missing:
-        raise ScripMasterError(
-            f"not a Dhan scrip master: missing column(s) {', '.join(missing)}"
-        )
+        raise ScripMasterError(f"not a Dhan scrip master: missing column(s) {', '.join(missing)}")
     assert symbol_col is not None
     i_exch, i_seg, i_sid, i_inst = (col[n] for n in _REQUIRED)
     i_series = col.get("SERIES")
     extras = [(col[c], key) for c, key in _EXTRA_COLUMNS.items() if c in col]
     width = len(header)
 
-    chosen: dict[
-        str, tuple[int, InstrumentMapping]
-    ] = {}  # instrument -> (rank, mapping)
+    chosen: dict[str, tuple[int, InstrumentMapping]] = {}  # instrument -> (rank, mapping)
     bad: list[BadRow] = []
     for row in reader:
         line = reader.line_num
@@ -200,9 +193,7 @@ def parse_scrip_master(
         try:
             name, _, _ = parse_instrument(f"{exch}:{symbol}")
         except InstrumentError:
-            bad.append(
-                BadRow(line, f"symbol {symbol!r} is not a valid instrument name")
-            )
+            bad.append(BadRow(line, f"symbol {symbol!r} is not a valid instrument name"))
             continue
         extra = {"segment": segment, "security_id": sid}
         for index, key in extras:
@@ -216,8 +207,7 @@ def parse_scrip_master(
                 bad.append(
                     BadRow(
                         line,
-                        f"duplicate {name}: kept {previous[1].code}, "
-                        f"skipped {mapping.code}",
+                        f"duplicate {name}: kept {previous[1].code}, skipped {mapping.code}",
                     )
                 )
             if previous[0] <= rank:
@@ -228,10 +218,7 @@ def parse_scrip_master(
 
 def mappings_to_toml(mappings: Iterable[InstrumentMapping]) -> str:
     """Render mappings as ``[instruments."NSE:RELIANCE"]`` TOML tables."""
-    out = [
-        "# Dhan codes from the instrument master "
-        "(mdgate dhan import-instruments --toml)"
-    ]
+    out = ["# Dhan codes from the instrument master (mdgate dhan import-instruments --toml)"]
     for m in sorted(mappings, key=lambda m: m.instrument):
         out.append(f'\n[instruments."{m.instrument}"]\n{m.provider} = "{m.code}"')
     return "\n".join(out) + "\n"

@@ -43,9 +43,7 @@ def mdgate_providers() -> Sequence[ProviderSpec]:
 
 
 @hookimpl
-def mdgate_connect(
-    provider: str, config: DhanConfig, connection: int
-) -> Endpoint | None:
+def mdgate_connect(provider: str, config: DhanConfig, connection: int) -> Endpoint | None:
     """Return the feed URL with version=2, token, clientId and authType=2."""
     if provider != NAME:
         return None
@@ -72,9 +70,7 @@ def _frames(
 
 
 @hookimpl
-def mdgate_subscribe(
-    provider: str, config: DhanConfig, codes: Sequence[str]
-) -> Sequence[Frame] | None:
+def mdgate_subscribe(provider: str, config: DhanConfig, codes: Sequence[str]) -> Sequence[Frame] | None:
     """Encode subscribe requests in the configured mode (100 instruments each)."""
     return _frames(encode_subscribe, codes, config.mode) if provider == NAME else None
 
@@ -94,9 +90,7 @@ def mdgate_normalize(provider: str, config: DhanConfig) -> DhanDecoder | None:
 
 
 @hookimpl
-def mdgate_instrument_code(
-    provider: str, config: DhanConfig, exchange: str, symbol: str
-) -> str | None:
+def mdgate_instrument_code(provider: str, config: DhanConfig, exchange: str, symbol: str) -> str | None:
     """Answer from the explicit KNOWN_INSTRUMENTS table only (no derivation)."""
     return KNOWN_INSTRUMENTS.get(f"{exchange}:{symbol}") if provider == NAME else None
 
@@ -118,9 +112,7 @@ def mdgate_backfill(
             return None
     except ValueError:
         return None
-    bars: Backfill = rest.fetch_intraday_bars(
-        config, instrument, code, start_ms, end_ms
-    )
+    bars: Backfill = rest.fetch_intraday_bars(config, instrument, code, start_ms, end_ms)
     return bars
 
 

@@ -121,6 +121,7 @@ PACKET_SIZES: Final[Mapping[int, int]] = {
 }
 _DEPTH_OFFSET: Final = 62
 # Prices at or above this are treated as corrupt (no listed instrument trades near it).
+# DhanDecoder.feed's fast paths spell it (and the response codes) as literals.
 _MAX_PRICE: Final = 1e9
 _HEADER_FROM: Final = HEADER.unpack_from
 _QUOTE_FROM: Final = QUOTE_BODY.unpack_from
@@ -132,8 +133,7 @@ _DEPTH_LEVELS: Final = 5
 DISCONNECT_REASONS: Final[Mapping[int, str]] = {
     800: "internal server error",
     804: "requested number of instruments exceeds limit",
-    805: "too many requests or connections (also sent to the oldest socket "
-    "when a 6th connection opens)",
+    805: "too many requests or connections (also sent to the oldest socket when a 6th connection opens)",
     806: "Data APIs not subscribed",
     807: "access token expired",
     808: "authentication failed (client id or access token invalid)",
@@ -146,8 +146,7 @@ DISCONNECT_REASONS: Final[Mapping[int, str]] = {
 }
 _TOKEN_HINT: Final = "set a new DHAN_ACCESS_TOKEN and send SIGHUP (mdgate reloads it)"
 _AUTH_HINTS: Final[Mapping[int, str]] = {
-    806: "activate the Data API plan on web.dhan.co, then send SIGHUP or wait "
-    "for the next retry",
+    806: "activate the Data API plan on web.dhan.co, then send SIGHUP or wait for the next retry",
     807: "token expired: " + _TOKEN_HINT,
     808: "check DHAN_CLIENT_ID and DHAN_ACCESS_TOKEN belong together, then send SIGHUP",
     809: "token invalid: " + _TOKEN_HINT,
@@ -180,8 +179,7 @@ def parse_code(code: str) -> tuple[str, int, int]:
     number = SEGMENTS.get(segment)
     if not sep or number is None:
         raise ValueError(
-            f"bad Dhan code {code!r}: expected SEGMENT:SECURITYID with SEGMENT one of "
-            f"{', '.join(SEGMENTS)}"
+            f"bad Dhan code {code!r}: expected SEGMENT:SECURITYID with SEGMENT one of {', '.join(SEGMENTS)}"
         )
     if not (sid.isascii() and sid.isdigit()) or len(sid) > 10 or int(sid) > 0xFFFFFFFF:
         raise ValueError(f"bad Dhan code {code!r}: SECURITYID must be a number")
@@ -204,8 +202,7 @@ def _requests(request_code: int, codes: Sequence[str]) -> list[str]:
                     "RequestCode": request_code,
                     "InstrumentCount": len(batch),
                     "InstrumentList": [
-                        {"ExchangeSegment": seg, "SecurityId": str(sid)}
-                        for seg, _, sid in batch
+                        {"ExchangeSegment": seg, "SecurityId": str(sid)} for seg, _, sid in batch
                     ],
                 }
             )
@@ -272,9 +269,7 @@ def decode_request(text: str | bytes) -> tuple[int, list[str]]:
         codes.append(code)
     count = msg.get("InstrumentCount")
     if items and count != len(codes):
-        raise ValueError(
-            f"InstrumentCount {count!r} does not match {len(codes)} instruments"
-        )
+        raise ValueError(f"InstrumentCount {count!r} does not match {len(codes)} instruments")
     return msg["RequestCode"], codes
 
 
@@ -301,9 +296,7 @@ def disconnect_error(reason: int, ticks: Sequence[Tick] = ()) -> ProviderError:
         return RateLimitedError(PROVIDER, message, code=reason, ticks=ticks)
     hint = _AUTH_HINTS.get(reason)
     if hint is not None:
-        return AuthenticationError(
-            PROVIDER, message, code=reason, hint=hint, ticks=ticks
-        )
+        return AuthenticationError(PROVIDER, message, code=reason, hint=hint, ticks=ticks)
     if reason in _REQUEST_ERRORS:
         return SubscriptionRejected(PROVIDER, message, code=reason, ticks=ticks)
     return ProviderConnectionError(PROVIDER, message, code=reason, ticks=ticks)
@@ -398,9 +391,7 @@ class DhanDecoder:
             with LTP 0.
     """
 
-    def __init__(
-        self, ltt_offset_seconds: int = 19_800, provider_code: str = PROVIDER_CODE
-    ) -> None:
+    def __init__(self, ltt_offset_seconds: int = 19_800, provider_code: str = PROVIDER_CODE) -> None:
         self._offset = ltt_offset_seconds
         self._provider = provider_code
         self._by_key: dict[int, _Instrument] = {}
@@ -470,13 +461,11 @@ class DhanDecoder:
                 )
                 break
             # Fast paths: trade packets of tracked instruments with sane prices.
-            if code == QUOTE:
+            if code == 4:  # QUOTE (literals: no global lookups here)
                 st = states.get((sid << 8) | segment)
                 if st is not None and length >= 50:
-                    ltp, ltq, ltt, _a, vol, _s, _b, o, _c, h, lo = _QUOTE_FROM(
-                        frame, pos + 8
-                    )
-                    if 0.0 < ltp < _MAX_PRICE:
+                    ltp, ltq, ltt, _a, vol, _s, _b, o, _c, h, lo = _QUOTE_FROM(frame, pos + 8)
+                    if 0.0 < ltp < 1e9:
                         sc = st.scale
                         st.volume = vol
                         if o != st.raw_open or h != st.raw_high or lo != st.raw_low:
@@ -503,7 +492,7 @@ class DhanDecoder:
                         )
                         pos = end
                         continue
-            elif code == FULL:
+            elif code == 8:  # FULL
                 st = states.get((sid << 8) | segment)
                 if st is not None and length >= 162:
                     (
@@ -528,18 +517,18 @@ class DhanDecoder:
                         bp,
                         ap,
                     ) = _FULL_TOP_FROM(frame, pos + 8)
-                    if 0.0 < ltp < _MAX_PRICE:
+                    if 0.0 < ltp < 1e9:
                         sc = st.scale
                         st.volume = vol
                         st.oi = oi
                         if o != st.raw_open or h != st.raw_high or lo != st.raw_low:
                             st.day_stats(o, h, lo)
-                        if bq and 0.0 < bp < _MAX_PRICE:
+                        if bq and 0.0 < bp < 1e9:
                             bid: float | None = int(bp * sc + 0.5) / sc
                             bid_size: int | None = bq
                         else:
                             bid = bid_size = None
-                        if aq and 0.0 < ap < _MAX_PRICE:
+                        if aq and 0.0 < ap < 1e9:
                             ask: float | None = int(ap * sc + 0.5) / sc
                             ask_size: int | None = aq
                         else:
@@ -566,11 +555,11 @@ class DhanDecoder:
                         )
                         pos = end
                         continue
-            elif code == TICKER:
+            elif code == 2:  # TICKER
                 st = states.get((sid << 8) | segment)
                 if st is not None and length >= 16:
                     ltp, ltt = _TICKER_FROM(frame, pos + 8)
-                    if 0.0 < ltp < _MAX_PRICE:
+                    if 0.0 < ltp < 1e9:
                         sc = st.scale
                         ticks.append(
                             Tick(
@@ -602,12 +591,8 @@ class DhanDecoder:
         if errors:
             kind, message, at = errors[0]
             if len(errors) > 1:
-                message = (
-                    f"{message} (+{len(errors) - 1} more bad packets in this frame)"
-                )
-            raise DecodeError(
-                PROVIDER, kind, message, excerpt=bytes(frame[at : at + 64]), ticks=ticks
-            )
+                message = f"{message} (+{len(errors) - 1} more bad packets in this frame)"
+            raise DecodeError(PROVIDER, kind, message, excerpt=bytes(frame[at : at + 64]), ticks=ticks)
         return ticks
 
     def _other(
@@ -758,9 +743,7 @@ def encode_full(
         low,
     )
     return (
-        HEADER.pack(FULL, 162, segment, sid)
-        + body
-        + b"".join(DEPTH_LEVEL.pack(*level) for level in levels)
+        HEADER.pack(FULL, 162, segment, sid) + body + b"".join(DEPTH_LEVEL.pack(*level) for level in levels)
     )
 
 
@@ -773,9 +756,7 @@ def encode_oi(code: str, oi: int) -> bytes:
 def encode_prev_close(code: str, prev_close: float, prev_oi: int = 0) -> bytes:
     """Encode a Prev close packet (code 6, 16 bytes)."""
     segment, sid = _ids(code)
-    return HEADER.pack(PREV_CLOSE, 16, segment, sid) + PREV_CLOSE_BODY.pack(
-        prev_close, prev_oi
-    )
+    return HEADER.pack(PREV_CLOSE, 16, segment, sid) + PREV_CLOSE_BODY.pack(prev_close, prev_oi)
 
 
 def encode_market_status(segment: int = 0, security_id: int = 0) -> bytes:

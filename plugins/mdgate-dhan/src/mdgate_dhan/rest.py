@@ -126,8 +126,7 @@ def rest_error(status: int, body: Any, secrets: Sequence[str] = ()) -> ProviderE
             PROVIDER,
             message,
             code=status,
-            hint="access token invalid or expired: set a new DHAN_ACCESS_TOKEN "
-            "and send SIGHUP",
+            hint="access token invalid or expired: set a new DHAN_ACCESS_TOKEN and send SIGHUP",
         )
     if code in ("DH-902", "DH-903"):
         return AuthenticationError(
@@ -189,17 +188,13 @@ class DhanRest:
         if self._own_client:
             await self._client.aclose()
 
-    async def _post(
-        self, path: str, body: Mapping[str, Any], limiter: RateLimiter
-    ) -> Any:
+    async def _post(self, path: str, body: Mapping[str, Any], limiter: RateLimiter) -> Any:
         await limiter.acquire()
         url = f"{self._config.rest_url}{path}"
         try:
             response = await self._client.post(url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
-            raise ProviderConnectionError(
-                PROVIDER, f"POST {path} failed: {type(exc).__name__}"
-            ) from exc
+            raise ProviderConnectionError(PROVIDER, f"POST {path} failed: {type(exc).__name__}") from exc
         try:
             data = response.json()
         except ValueError:
@@ -210,9 +205,7 @@ class DhanRest:
         if isinstance(data, Mapping) and data.get("errorCode"):
             raise rest_error(response.status_code, data, secrets)
         if data is None:
-            raise ProviderConnectionError(
-                PROVIDER, f"POST {path}: response is not JSON"
-            )
+            raise ProviderConnectionError(PROVIDER, f"POST {path}: response is not JSON")
         return data
 
     async def intraday_bars(
@@ -288,42 +281,28 @@ class DhanRest:
             data = await self._post("/marketfeed/ltp", body, self._quote)
             segments = data.get("data") if isinstance(data, Mapping) else None
             if not isinstance(segments, Mapping):
-                raise ProviderConnectionError(
-                    PROVIDER, "/marketfeed/ltp: no data object"
-                )
+                raise ProviderConnectionError(PROVIDER, "/marketfeed/ltp: no data object")
             for segment, by_id in segments.items():
                 if not isinstance(by_id, Mapping):
                     continue
                 for sid, quote in by_id.items():
-                    price = (
-                        quote.get("last_price") if isinstance(quote, Mapping) else None
-                    )
+                    price = quote.get("last_price") if isinstance(quote, Mapping) else None
                     if isinstance(price, int | float) and math.isfinite(price):
-                        out[f"{segment}:{sid}"] = round(
-                            float(price), decimals.get(segment, 2)
-                        )
+                        out[f"{segment}:{sid}"] = round(float(price), decimals.get(segment, 2))
         return out
 
 
 def _bars(instrument: str, data: Any, ndigits: int) -> list[Bar]:
     if not isinstance(data, Mapping):
-        raise ProviderConnectionError(
-            PROVIDER, "/charts/intraday: response is not an object"
-        )
+        raise ProviderConnectionError(PROVIDER, "/charts/intraday: response is not an object")
     if "data" in data and isinstance(data["data"], Mapping):
         data = data["data"]
     try:
-        columns = [
-            data[k] for k in ("timestamp", "open", "high", "low", "close", "volume")
-        ]
+        columns = [data[k] for k in ("timestamp", "open", "high", "low", "close", "volume")]
     except KeyError as exc:
-        raise ProviderConnectionError(
-            PROVIDER, f"/charts/intraday: missing column {exc.args[0]!r}"
-        ) from None
+        raise ProviderConnectionError(PROVIDER, f"/charts/intraday: missing column {exc.args[0]!r}") from None
     if len({len(c) for c in columns}) > 1:
-        raise ProviderConnectionError(
-            PROVIDER, "/charts/intraday: columns of unequal length"
-        )
+        raise ProviderConnectionError(PROVIDER, "/charts/intraday: columns of unequal length")
     out: list[Bar] = []
     try:
         for ts, o, h, lo, c, v in zip(*columns, strict=True):
@@ -340,9 +319,7 @@ def _bars(instrument: str, data: Any, ndigits: int) -> list[Bar]:
                 )
             )
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProviderConnectionError(
-            PROVIDER, f"/charts/intraday: bad value in response ({exc})"
-        ) from None
+        raise ProviderConnectionError(PROVIDER, f"/charts/intraday: bad value in response ({exc})") from None
     return out
 
 

@@ -21,8 +21,9 @@ known only in part, protocols.md §3):
   ``close_delay`` seconds (Dhan's timing is unknown).
 
 Stream mode (:meth:`FakeDhanServer.stream`) sends numbered Quote packets
-round-robin over the subscribed instruments: ``volume`` is the sequence
-number (1, 2, ...) and the send time is recoverable from the normalized
+round-robin over the subscribed instruments: ``volume`` is the server-wide
+sequence number (1, 2, ... across all instruments and connections) and the
+send time is recoverable from the normalized
 tick as ``send_ms = tick.ts + tick.size`` (LTT carries the IST-shifted send
 second, LTQ the milliseconds within it), given the default
 ``ltt_offset_seconds`` of 19800.
@@ -51,7 +52,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from mdgate_dhan.protocol import (
+    HEADER,
     MAX_PER_MESSAGE,
+    QUOTE_BODY,
     DepthLevel,
     decode_request,
     encode_disconnect_packet,
@@ -61,6 +64,7 @@ from mdgate_dhan.protocol import (
     encode_prev_close,
     encode_quote,
     encode_ticker,
+    parse_code,
 )
 
 __all__ = ["FakeConnection", "FakeDhanServer", "main"]
@@ -68,6 +72,11 @@ __all__ = ["FakeConnection", "FakeDhanServer", "main"]
 IST_OFFSET: Final = 19_800
 _SUBSCRIBE: Final = frozenset({15, 17, 21})
 _UNSUBSCRIBE: Final = frozenset({16, 18, 22})
+
+
+def _ids(code: str) -> tuple[int, int]:
+    _, segment, sid = parse_code(code)
+    return segment, sid
 
 
 def _now_ms() -> int:
@@ -86,6 +95,14 @@ class FakeConnection:
     #: Every JSON request received, decoded.
     requests: list[Any] = field(default_factory=list)
     closed: bool = False
+    _stream: tuple[int, list[tuple[int, int]]] = (-1, [])
+
+    def stream_codes(self) -> list[tuple[int, int]]:
+        """The subscribed codes as (segment, security id), cached until they change."""
+        version = hash(frozenset(self.subscriptions))
+        if self._stream[0] != version:
+            self._stream = (version, [_ids(code) for code in self.subscriptions])
+        return self._stream[1]
 
 
 class FakeDhanServer:
@@ -246,15 +263,11 @@ class FakeDhanServer:
         """The LTT Dhan would send for ``ts_ms`` (default now): IST-shifted seconds."""
         return (ts_ms if ts_ms is not None else _now_ms()) // 1000 + self.ltt_offset
 
-    async def send_ticker(
-        self, code: str, ltp: float, ts_ms: int | None = None
-    ) -> None:
+    async def send_ticker(self, code: str, ltp: float, ts_ms: int | None = None) -> None:
         """Send a Ticker packet to the connections subscribed to ``code``."""
         await self.send_to_holders(code, encode_ticker(code, ltp, self.ltt(ts_ms)))
 
-    async def send_quote(
-        self, code: str, ltp: float, ts_ms: int | None = None, **fields: Any
-    ) -> None:
+    async def send_quote(self, code: str, ltp: float, ts_ms: int | None = None, **fields: Any) -> None:
         """Send a Quote packet (extra fields as in ``protocol.encode_quote``)."""
         packet = encode_quote(code, ltp=ltp, ltt=self.ltt(ts_ms), **fields)
         await self.send_to_holders(code, packet)
@@ -271,9 +284,7 @@ class FakeDhanServer:
         packet = encode_full(code, ltp=ltp, ltt=self.ltt(ts_ms), depth=depth, **fields)
         await self.send_to_holders(code, packet)
 
-    async def send_prev_close(
-        self, code: str, prev_close: float, prev_oi: int = 0
-    ) -> None:
+    async def send_prev_close(self, code: str, prev_close: float, prev_oi: int = 0) -> None:
         """Send a Prev close packet."""
         await self.send_to_holders(code, encode_prev_close(code, prev_close, prev_oi))
 
@@ -337,25 +348,33 @@ class FakeDhanServer:
         """
         sent = 0
         start = time.monotonic()
+        pack_header, pack_quote = HEADER.pack, QUOTE_BODY.pack
         while sent < count:
             conns = [c for c in self.connections if c.subscriptions]
             if not conns:
                 break
             for conn in conns:
-                codes = list(conn.subscriptions)
+                codes = conn.stream_codes()
                 n = min(per_frame, count - sent)
                 packets = []
                 for _ in range(n):
                     self._seq += 1
                     now = _now_ms()
-                    code = codes[self._seq % len(codes)]
+                    segment, sid = codes[self._seq % len(codes)]
                     packets.append(
-                        encode_quote(
-                            code,
-                            ltp=price,
-                            ltq=now % 1000,
-                            ltt=now // 1000 + self.ltt_offset,
-                            volume=self._seq,
+                        pack_header(4, 50, segment, sid)
+                        + pack_quote(
+                            price,
+                            now % 1000,
+                            now // 1000 + self.ltt_offset,
+                            price,
+                            self._seq,
+                            0,
+                            0,
+                            0.0,
+                            0.0,
+                            0.0,
+                            0.0,
                         )
                     )
                 try:
@@ -391,9 +410,7 @@ class FakeDhanServer:
             and one("clientId") == self.client_id
         )
 
-    def _process_request(
-        self, conn: ServerConnection, request: Request
-    ) -> Response | None:
+    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         self.connection_attempts += 1
         if self.auth_failure == "http" and not self._credentials_ok(request.path):
             self.auth_failures += 1
@@ -449,11 +466,7 @@ class FakeDhanServer:
             if len(conn.subscriptions) > self.max_per_connection:
                 await self._disconnect(conn, 804)
                 return False
-            frames = [
-                encode_prev_close(c, self.prev_close[c])
-                for c in new
-                if c in self.prev_close
-            ]
+            frames = [encode_prev_close(c, self.prev_close[c]) for c in new if c in self.prev_close]
             if frames:
                 await conn.ws.send(b"".join(frames))
         elif request_code in _UNSUBSCRIBE:
@@ -463,9 +476,7 @@ class FakeDhanServer:
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    server = FakeDhanServer(
-        token=args.token, client_id=args.client_id, port=args.port, host=args.host
-    )
+    server = FakeDhanServer(token=args.token, client_id=args.client_id, port=args.port, host=args.host)
     await server.start()
     sys.stdout.write(f"fake Dhan feed listening on {server.url}\n")
     sys.stdout.flush()
@@ -473,9 +484,7 @@ async def _serve(args: argparse.Namespace) -> None:
         while True:
             if args.stream_rate or args.blast:
                 batch = max(1, int(args.stream_rate / 10)) if args.stream_rate else 1000
-                sent = await server.stream(
-                    batch, rate=args.stream_rate or None, per_frame=args.per_frame
-                )
+                sent = await server.stream(batch, rate=args.stream_rate or None, per_frame=args.per_frame)
                 if not sent:
                     await asyncio.sleep(0.05)
             else:
@@ -497,12 +506,8 @@ def main(argv: list[str] | None = None) -> int:
         default=0.0,
         help="numbered Quote packets per second to subscribed instruments (0 = none)",
     )
-    parser.add_argument(
-        "--blast", action="store_true", help="stream as fast as possible"
-    )
-    parser.add_argument(
-        "--per-frame", type=int, default=1, help="packets stacked per frame"
-    )
+    parser.add_argument("--blast", action="store_true", help="stream as fast as possible")
+    parser.add_argument("--per-frame", type=int, default=1, help="packets stacked per frame")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))

@@ -28,15 +28,38 @@ def ticker(segment: int, sid: int, ltp: float, ltt: int) -> bytes:
 
 def quote(segment: int, sid: int) -> bytes:
     return header(4, 50, segment, sid) + struct.pack(
-        "<fHIfIIIffff", 2885.05, 25, LTT, 2880.4, 1_234_567, 40_000, 50_000,
-        2850.0, 0.0, 2899.95, 2841.1,
+        "<fHIfIIIffff",
+        2885.05,
+        25,
+        LTT,
+        2880.4,
+        1_234_567,
+        40_000,
+        50_000,
+        2850.0,
+        0.0,
+        2899.95,
+        2841.1,
     )
 
 
 def full(segment: int, sid: int) -> bytes:
     body = struct.pack(
-        "<fHIfIIIIIIffff", 2885.05, 25, LTT, 2880.4, 1_234_567, 40_000, 50_000,
-        0, 0, 0, 2850.0, 0.0, 2899.95, 2841.1,
+        "<fHIfIIIIIIffff",
+        2885.05,
+        25,
+        LTT,
+        2880.4,
+        1_234_567,
+        40_000,
+        50_000,
+        0,
+        0,
+        0,
+        2850.0,
+        0.0,
+        2899.95,
+        2841.1,
     )
     levels = [
         (120, 340, 3, 5, 2885.0, 2885.1),
@@ -51,8 +74,21 @@ def full(segment: int, sid: int) -> bytes:
 
 def full_empty_book(segment: int, sid: int) -> bytes:
     body = struct.pack(
-        "<fHIfIIIIIIffff", 24510.5, 75, LTT, 24500.0, 9_000, 0, 0,
-        1_500_000, 1_600_000, 1_400_000, 24400.0, 0.0, 24600.0, 24350.0,
+        "<fHIfIIIIIIffff",
+        24510.5,
+        75,
+        LTT,
+        24500.0,
+        9_000,
+        0,
+        0,
+        1_500_000,
+        1_600_000,
+        1_400_000,
+        24400.0,
+        0.0,
+        24600.0,
+        24350.0,
     )
     depth = struct.pack("<IIHHff", 0, 0, 0, 0, -0.01, -0.01) * 5
     return header(8, 162, segment, sid) + body + depth

@@ -1,0 +1,120 @@
+"""
+End to end: a gateway routing from PostgreSQL follows live changes of the
+tables (NOTIFY → reload → reroute), with provider servers on loopback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+# installed by tests/conftest.py for the test run only
+from mdgate_example.plugin import ExampleConfig, parse_config  # type: ignore[import-not-found]
+from mdgate_example.protocol import (  # type: ignore[import-not-found]
+    ExampleDecoder,
+    encode_subscribe,
+    encode_unsubscribe,
+)
+from tests.conftest import ExampleFeed
+
+from mdgate import Endpoint, ProviderSpec, hookimpl
+from mdgate.db.instruments import upsert_instrument_mappings
+from mdgate.db.routes import set_exchange_route
+from mdgate.routing import InstrumentMapping
+from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
+
+pytestmark = pytest.mark.integration
+
+NAMES = ("alpha", "beta")
+
+
+class TwoProviders:
+    """alpha (code A) and beta (code B) both can serve exchange DUO; symbols map 1:1."""
+
+    @hookimpl
+    def mdgate_providers(self) -> list[ProviderSpec]:
+        return [ProviderSpec(n, n[0].upper(), ("DUO",), parse_config=parse_config) for n in NAMES]
+
+    @hookimpl
+    def mdgate_connect(self, provider: str, config: ExampleConfig, connection: int) -> Endpoint | None:
+        return Endpoint(url=config.url, display_url=config.url) if provider in NAMES else None
+
+    @hookimpl
+    def mdgate_subscribe(self, provider: str, config: Any, codes: list[str]) -> list[str] | None:
+        return [encode_subscribe(codes)] if provider in NAMES else None
+
+    @hookimpl
+    def mdgate_unsubscribe(
+        self, provider: str, config: Any, codes: list[str], remaining: list[str]
+    ) -> list[str] | None:
+        return [encode_unsubscribe(codes)] if provider in NAMES else None
+
+    @hookimpl
+    def mdgate_normalize(self, provider: str, config: Any) -> ExampleDecoder | None:
+        return ExampleDecoder(provider, provider[0].upper()) if provider in NAMES else None
+
+    @hookimpl
+    def mdgate_instrument_code(self, provider: str, config: Any, exchange: str, symbol: str) -> str | None:
+        return symbol if provider in NAMES else None
+
+
+def _prepare(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("INSERT INTO providers (name, code) VALUES ('alpha', 'A'), ('beta', 'B')")
+        set_exchange_route(conn, "DUO", "alpha", priority=0, primary=True, create_exchange=True)
+        set_exchange_route(conn, "DUO", "beta", priority=10)
+
+
+async def test_gateway_routes_from_postgresql_and_follows_live_changes(
+    dsn: str, tmp_path: Path
+) -> None:
+    _prepare(dsn)
+    alpha, beta = ExampleFeed(), ExampleFeed()
+    async with alpha, beta:
+        settings = settings_from_toml(
+            f"""
+[database]
+url = "{dsn}"
+cache_path = "{tmp_path / 'routes.json'}"
+[runtime]
+backoff_initial = 0.05
+backoff_max = 0.2
+[subscriptions]
+linger = 0
+[providers.alpha]
+url = "{alpha.url}"
+[providers.beta]
+url = "{beta.url}"
+""",
+            {"MDGATE_LOAD_PLUGINS": ""},
+            tmp_path,
+        )
+        async with (
+            running_gateway(settings, extra_plugins=[("duo", TwoProviders())],
+                            environ={"MDGATE_LOAD_PLUGINS": ""}) as gw,
+            GatewayClient.connect(gw.ws_url) as client,
+        ):
+            assert gw.status()["routing"]["source"] == "postgresql"
+            await client.subscribe("DUO:FOO")
+            await alpha.wait_until(lambda _: "FOO" in alpha.subscribed)
+            await alpha.tick("FOO", 1.0)
+            assert (await client.ticks(1))[0]["provider"] == "A"
+
+            # Switch alpha off for DUO in the database: FOO moves to beta.
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                set_exchange_route(conn, "DUO", "alpha", active=False)
+            await beta.wait_until(lambda _: "FOO" in beta.subscribed, timeout=2.5)
+            await alpha.wait_until(lambda _: "FOO" not in alpha.subscribed, timeout=2.5)
+            await beta.tick("FOO", 2.0)
+            tick = (await client.ticks(1))[0]
+            assert (tick["provider"], tick["price"]) == ("B", 2.0)
+
+            # An explicit code added by an importer replaces the derived one live.
+            upsert_instrument_mappings(dsn, [InstrumentMapping("DUO:FOO", "beta", "FOO-X")])
+            await beta.wait_until(lambda _: "FOO-X" in beta.subscribed, timeout=2.5)
+            await beta.tick("FOO-X", 3.0)
+            tick = (await client.ticks(1))[0]
+            assert (tick["instrument"], tick["provider"], tick["price"]) == ("DUO:FOO", "B", 3.0)
