@@ -37,8 +37,10 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--dsn", default=os.environ.get(
-        "MDGATE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"))
+    parser.add_argument(
+        "--dsn",
+        default=os.environ.get("MDGATE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
+    )
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
@@ -53,10 +55,17 @@ def main() -> None:
             seed(conn)
         half = args.rows // 2
         mappings = [
-            InstrumentMapping(f"{'NSE' if i < half else 'BSE'}:SYM{i}", "dhan",
-                              f"{'NSE_EQ' if i < half else 'BSE_EQ'}:{i}",
-                              {"segment": "NSE_EQ" if i < half else "BSE_EQ",
-                               "security_id": str(i), "tick_size": "0.05", "lot_size": "1"})
+            InstrumentMapping(
+                f"{'NSE' if i < half else 'BSE'}:SYM{i}",
+                "dhan",
+                f"{'NSE_EQ' if i < half else 'BSE_EQ'}:{i}",
+                {
+                    "segment": "NSE_EQ" if i < half else "BSE_EQ",
+                    "security_id": str(i),
+                    "tick_size": "0.05",
+                    "lot_size": "1",
+                },
+            )
             for i in range(args.rows)
         ]
         rows: list[tuple[str, float, int]] = []
@@ -75,8 +84,10 @@ def main() -> None:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
 
-    print(f"PostgreSQL routing, {args.rows:,} mappings "
-          f"(Python {platform.python_version()}, {os.cpu_count()} CPUs)\n")
+    print(
+        f"PostgreSQL routing, {args.rows:,} mappings "
+        f"(Python {platform.python_version()}, {os.cpu_count()} CPUs)\n"
+    )
     print("| operation | rows | seconds | rows/s |")
     print("| --- | ---: | ---: | ---: |")
     for label, secs, n in rows:

@@ -20,7 +20,7 @@ database between writers:
 Client CPU is this process's ``time.process_time``; server CPU is read from
 ``/proc/<pid>/stat`` of the redis-server. Run::
 
-    .venv/bin/python benchmarks/bench_redis_store.py [--ticks N] [--batch B]
+    .venv/bin/python benchmarks/bench_redis_store.py [--ticks N] [--batch B] [--rounds R]
 """
 
 from __future__ import annotations
@@ -336,20 +336,20 @@ def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
     return proc, f"redis://127.0.0.1:{port}/0", tmp
 
 
-async def main(url: str, pid: int, n: int, n_naive: int, batch: int) -> list[Result]:
+async def main(url: str, pid: int, n: int, n_slow: int, batch: int, rounds: int) -> list[Result]:
     ticks = make_ticks(n)
     runs: list[tuple[str, str, Writer, list[Tick]]] = [
         (
             "naive (await per command)",
             "XADD + HSET per tick",
             naive,
-            ticks[:n_naive],
+            ticks[:n_slow],
         ),
         (
             "redis-py pipeline",
             "XADD + XADD feed + HSET per tick",
             redis_py_pipeline,
-            ticks,
+            ticks[:n_slow],
         ),
         (
             "hiredis pack_command pipeline",
@@ -359,29 +359,33 @@ async def main(url: str, pid: int, n: int, n_naive: int, batch: int) -> list[Res
         ),
         (
             "EVALSHA, flattened args",
-            "script: XADD + XADD feed, HSET per instr",
+            "script: XADD + XADD feed, HSET per instr; 1 batch in flight",
             evalsha_flat,
             ticks,
         ),
         (
             "EVALSHA, one JSON arg (chosen)",
-            "script: XADD + XADD feed, HSET per instr",
+            "script: XADD + XADD feed, HSET per instr; 1 batch in flight",
             evalsha_batch,
             ticks,
         ),
         (
             "**RedisStore** (EVALSHA, end to end)",
-            "write() + bars + buffer + script",
+            "write() + bars + buffer + script; 2 batches in flight",
             store,
             ticks,
         ),
     ]
-    results = []
-    for name, what, fn, data in runs:
-        res = await measure(name, what, fn, url, pid, data, batch)
-        print(f"  {name}: {res.rate:,.0f} ticks/s", file=sys.stderr)
-        results.append(res)
-    return results
+    # The machine is shared and noisy: run the writers in interleaved rounds
+    # and keep each writer's best round.
+    best: dict[str, Result] = {}
+    for i in range(rounds):
+        for name, what, fn, data in runs:
+            res = await measure(name, what, fn, url, pid, data, batch)
+            print(f"  round {i + 1} {name}: {res.rate:,.0f} ticks/s", file=sys.stderr)
+            if name not in best or res.rate > best[name].rate:
+                best[name] = res
+    return [best[name] for name, *_ in runs]
 
 
 def table(results: list[Result]) -> str:
@@ -406,12 +410,13 @@ if __name__ == "__main__":
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ticks", type=int, default=200_000)
-    ap.add_argument("--naive-ticks", type=int, default=20_000)
+    ap.add_argument("--slow-ticks", type=int, default=20_000, help="for the redis-py writers")
+    ap.add_argument("--rounds", type=int, default=3, help="best of N interleaved rounds")
     ap.add_argument("--batch", type=int, default=500)
     a = ap.parse_args()
     proc, url, tmp = start_server()
     try:
-        res = anyio.run(main, url, proc.pid, a.ticks, a.naive_ticks, a.batch)
+        res = anyio.run(main, url, proc.pid, a.ticks, a.slow_ticks, a.batch, a.rounds)
     finally:
         proc.terminate()
         proc.wait(timeout=10)

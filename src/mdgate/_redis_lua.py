@@ -9,15 +9,22 @@ A tick or bar whose ID is not above its stream's last ID is skipped and
 counted as a duplicate: that is what makes a retried batch idempotent. Any
 other error aborts the script with that error (the writer retries the batch).
 
-Argument layout (all strings, as packed by :mod:`mdgate._redis_codec`)::
+Argument layout (as packed by :class:`mdgate._redis_codec.BatchPacker`)::
 
-    KEYS[1]            the feed stream
-    KEYS[3g-1..3g+1]   group g (one per instrument): ticks stream, last hash, bars stream
-    ARGV[1..3]         stream MAXLEN, feed MAXLEN ("0" = no feed), bars MAXLEN
-    ARGV[4]            n, the number of ticks, then n records:
-                         g, id, ts, nf, field1, value1, ... (nf = 2 x fields)
-    then               m, the number of bars, then m records:
-                         g, id, start, open, high, low, close, volume, count
+    KEYS[1]          the feed stream
+    KEYS[3g-1..3g+1] group g (one per instrument): ticks, last hash, bars
+    ARGV[1..3]       stream MAXLEN, feed MAXLEN ("0" = no feed), bars MAXLEN
+    ARGV[4]          the ticks, one JSON text (msgspec):
+                       [[g, "id", instrument, price, ts, ...], ...]
+                     every tick field in model order, null when absent
+    ARGV[5]          m, the number of bars, then m records of 9 arguments:
+                       g, id, start, open, high, low, close, volume, count
+
+The script splits the JSON text with Lua patterns rather than decoding it:
+numbers keep their exact JSON text (no trip through Lua doubles, whose
+formatting loses digits), strings lose their quotes. That is safe because
+instrument names and provider codes cannot hold ``,"[]\\`` (the packer
+leaves out any tick whose strings do).
 
 Returns ``{ticks added, ticks skipped as duplicates, bars added, bars skipped}``.
 

@@ -96,6 +96,7 @@ class Connection:
         self.last_rx = time.monotonic()
         self._live = False
         self._fault: BaseException | None = None
+        self._handshake: list[Frame] = []
 
     # -- subscription changes (called from the subscription manager) ------
 
@@ -221,24 +222,22 @@ class Connection:
             decoder: Decoder | None = s.hooks.normalize(provider=s.name, config=s.config)
             if decoder is None:
                 raise ProviderError(s.name, f"plugin {s.plugin!r}: mdgate_normalize returned None")
-            if isinstance(ep, Endpoint):
-                for frame in ep.handshake:
-                    await transport.send(frame)
-            self._to_sub.clear()
+            # The handshake and the initial subscribe are sent by the writer task, so that the
+            # reader runs from the start: if the provider refuses us (a disconnect packet, then a
+            # close), the reader decodes why, even when a send fails first.
+            self._handshake = list(ep.handshake) if isinstance(ep, Endpoint) else []
             self._to_unsub.clear()
-            codes = dict(self.codes)
-            for code, instrument in codes.items():
-                decoder.track(code, instrument)
-            await self._send_subscribe(transport, list(codes))
+            self._to_sub = dict(self.codes)
+            self._wake.set()
             self.connected_since = time.time_ns() // 1_000_000
             self.last_rx = time.monotonic()
             self._set_state("connected")
             log.info("provider_connected", provider=s.name, connection=self.index,
-                     url=s.display_url, subscriptions=len(codes))
+                     url=s.display_url, subscriptions=len(self._to_sub))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._guard, self._writer, transport, decoder, tg.cancel_scope)
                 tg.start_soon(self._guard, self._watchdog, transport, decoder, tg.cancel_scope)
-                await self._guard(self._reader, transport, decoder, tg.cancel_scope)
+                await self._guard(self._reader, transport, decoder, tg.cancel_scope, reader=True)
             if self._fault is not None:
                 raise self._fault
         finally:
@@ -250,13 +249,21 @@ class Connection:
 
     async def _guard(
         self, fn: Callable[[Transport, Decoder], Any], transport: Transport, decoder: Decoder,
-        scope: anyio.CancelScope,
+        scope: anyio.CancelScope, *, reader: bool = False,
     ) -> None:
         try:
             await fn(transport, decoder)
         except Exception as exc:
-            if self._fault is None:
+            # The reader's error explains the end best (a provider's disconnect packet, decoded
+            # from frames received before the close), so it overrides the writer's.
+            if reader or self._fault is None:
                 self._fault = exc
+            if reader or isinstance(exc, _Stalled) or not isinstance(exc, ProviderConnectionError):
+                scope.cancel()
+                return
+            # A send failed because the connection is closing: let the reader drain what was
+            # already received (it ends by itself on the close), but not for ever.
+            await anyio.sleep(2.0)
             scope.cancel()
 
     async def _reader(self, transport: Transport, decoder: Decoder) -> None:
@@ -317,6 +324,10 @@ class Connection:
             with anyio.move_on_after(timeout):
                 await self._wake.wait()
             self._wake = anyio.Event()
+            if self._handshake:
+                frames, self._handshake = self._handshake, []
+                for frame in frames:
+                    await transport.send(frame)
             if self._to_unsub:
                 gone = [c for c in self._to_unsub if c not in self.codes]
                 self._to_unsub.clear()

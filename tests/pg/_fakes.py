@@ -30,9 +30,7 @@ class FakeProviders:
         ]
 
     @hookimpl
-    def mdgate_instrument_code(
-        self, provider: str, config: Any, exchange: str, symbol: str
-    ) -> str | None:
+    def mdgate_instrument_code(self, provider: str, config: Any, exchange: str, symbol: str) -> str | None:
         if provider != "yahoo" or exchange not in _YAHOO_SUFFIX:
             return None
         return symbol + _YAHOO_SUFFIX[exchange]

@@ -102,11 +102,28 @@ class PgServer:
         assert self.proc is None, "already running"
         log = open(self.base / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [str(self.bin / "postgres"), "-D", str(self.datadir), "-p", str(self.port),
-             "-k", str(self.base), "-c", "listen_addresses=127.0.0.1",
-             "-c", "fsync=off", "-c", "synchronous_commit=off",
-             "-c", "full_page_writes=off", "-c", "max_connections=50"],
-            stdout=log, stderr=log, **self.as_user,
+            [
+                str(self.bin / "postgres"),
+                "-D",
+                str(self.datadir),
+                "-p",
+                str(self.port),
+                "-k",
+                str(self.base),
+                "-c",
+                "listen_addresses=127.0.0.1",
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+                "-c",
+                "max_connections=50",
+            ],
+            stdout=log,
+            stderr=log,
+            **self.as_user,
         )
         log.close()
         deadline = time.monotonic() + 30
@@ -154,9 +171,22 @@ class PgServer:
 
 def _init_cluster(bin_dir: Path, base: Path, as_user: dict[str, Any]) -> None:
     subprocess.run(
-        [str(bin_dir / "initdb"), "-D", str(base / "data"), "-A", "trust", "-U", "postgres",
-         "--no-sync", "-E", "UTF8", "--locale=C"],
-        check=True, capture_output=True, **as_user,
+        [
+            str(bin_dir / "initdb"),
+            "-D",
+            str(base / "data"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ],
+        check=True,
+        capture_output=True,
+        **as_user,
     )
 
 

@@ -28,8 +28,13 @@ def test_encode_table_roundtrip_keeps_everything_but_source() -> None:
 
 @pytest.mark.parametrize(
     "data",
-    [b"{", b"[]", b'{"version": 2}', b'{"version": 1, "exchanges": [{}], "codes": []}',
-     b'{"version": 1, "exchanges": [], "codes": [["a", "b"]]}'],
+    [
+        b"{",
+        b"[]",
+        b'{"version": 2}',
+        b'{"version": 1, "exchanges": [{}], "codes": []}',
+        b'{"version": 1, "exchanges": [], "codes": [["a", "b"]]}',
+    ],
 )
 def test_decode_table_malformed_raises_value_error(data: bytes) -> None:
     with pytest.raises(ValueError, match="route cache"):
@@ -47,7 +52,5 @@ def test_write_cache_atomic_replace_and_read_back(tmp_path: Path) -> None:
 
 def test_default_cache_path_precedence(tmp_path: Path) -> None:
     assert default_cache_path("/etc/x.json", {"XDG_CACHE_HOME": "/c"}) == Path("/etc/x.json")
-    assert default_cache_path("", {"XDG_CACHE_HOME": "/c", "HOME": "/h"}) == Path(
-        "/c/mdgate/routes.json"
-    )
+    assert default_cache_path("", {"XDG_CACHE_HOME": "/c", "HOME": "/h"}) == Path("/c/mdgate/routes.json")
     assert default_cache_path("", {"HOME": "/h"}) == Path("/h/.cache/mdgate/routes.json")

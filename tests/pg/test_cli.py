@@ -79,8 +79,10 @@ def test_cli_command_schema_behind_says_run_upgrade(run: Run, empty_dsn: str) ->
         upgrade(conn, target=1)
     r = run("routes", "--database-url", empty_dsn)
     assert r.code == 1
-    assert r.err == (f"mdgate: error: schema is at version 1, this mdgate needs "
-                     f"{SCHEMA_VERSION}: run `mdgate db upgrade`\n")
+    assert r.err == (
+        f"mdgate: error: schema is at version 1, this mdgate needs "
+        f"{SCHEMA_VERSION}: run `mdgate db upgrade`\n"
+    )
 
 
 def test_cli_routes_without_database_shows_builtin_defaults(run: Run) -> None:
@@ -90,7 +92,8 @@ def test_cli_routes_without_database_shows_builtin_defaults(run: Run) -> None:
     lines = r.out.splitlines()
     assert lines[1].split() == ["EXCHANGE", "PRIORITY", "PROVIDER", "CODE", "PRIMARY", "ACTIVE"]
     assert lines[2:] and [ln.split() for ln in lines[2:4]] == [
-        ["BSE", "0", "dhan", "DHAN", "yes", "yes"], ["BSE", "10", "yahoo", "YF", "no", "yes"]
+        ["BSE", "0", "dhan", "DHAN", "yes", "yes"],
+        ["BSE", "10", "yahoo", "YF", "no", "yes"],
     ]
 
 
@@ -99,9 +102,12 @@ def test_cli_routes_lists_database_rows_by_priority(run: Run, dsn: str) -> None:
     assert r.code == 0
     rows = [ln.split() for ln in r.out.splitlines()[2:]]
     assert rows == [
-        ["BSE", "0", "dhan", "DHAN", "yes", "yes"], ["BSE", "10", "yahoo", "YF", "no", "yes"],
-        ["NASDAQ", "0", "yahoo", "YF", "yes", "yes"], ["NSE", "0", "dhan", "DHAN", "yes", "yes"],
-        ["NSE", "10", "yahoo", "YF", "no", "yes"], ["NYSE", "0", "yahoo", "YF", "yes", "yes"],
+        ["BSE", "0", "dhan", "DHAN", "yes", "yes"],
+        ["BSE", "10", "yahoo", "YF", "no", "yes"],
+        ["NASDAQ", "0", "yahoo", "YF", "yes", "yes"],
+        ["NSE", "0", "dhan", "DHAN", "yes", "yes"],
+        ["NSE", "10", "yahoo", "YF", "no", "yes"],
+        ["NYSE", "0", "yahoo", "YF", "yes", "yes"],
     ]
 
 
@@ -113,9 +119,7 @@ def test_cli_routes_uses_database_url_from_environment(
     assert r.code == 0 and r.out.startswith("Routes in postgresql://")
 
 
-def test_cli_routes_uses_database_url_from_config_file(
-    run: Run, dsn: str, tmp_path: Path
-) -> None:
+def test_cli_routes_uses_database_url_from_config_file(run: Run, dsn: str, tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_text(f'[database]\nurl = "{dsn}"\n', encoding="utf-8")
     r = run("--config", str(config), "routes")
@@ -194,9 +198,7 @@ def test_cli_route_all_inactive_no_route(run: Run, dsn: str) -> None:
     assert r.err == "mdgate: error: no provider can serve NYSE:IBM on NYSE: yahoo inactive\n"
 
 
-def test_cli_route_without_database_uses_defaults_and_config(
-    run: Run, tmp_path: Path
-) -> None:
+def test_cli_route_without_database_uses_defaults_and_config(run: Run, tmp_path: Path) -> None:
     config = tmp_path / "gw.toml"
     config.write_text('[instruments."NSE:RELIANCE"]\ndhan = "NSE_EQ:2885"\n', encoding="utf-8")
     r = run("--config", str(config), "route", "NSE:RELIANCE")
@@ -226,15 +228,23 @@ def test_cli_instruments_add_unknown_names_and_unused_note(run: Run, dsn: str) -
     assert r.code == 1 and "unknown exchange 'LSE'" in r.err
     r = run("instruments", "add", "RELIANCE", "dhan", "X", "--database-url", dsn)
     assert r.code == 2 and "bad instrument 'RELIANCE'" in r.err
-    r = run("instruments", "add", "NYSE:IBM", "dhan", "X:1", "--extra", "segment=X",
-            "--database-url", dsn)
+    r = run("instruments", "add", "NYSE:IBM", "dhan", "X:1", "--extra", "segment=X", "--database-url", dsn)
     assert r.code == 0
     assert "note: dhan has no route for NYSE" in r.out
 
 
 def test_cli_instruments_list_filters(run: Run, dsn: str) -> None:
-    run("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--extra", "lot_size=1",
-        "--database-url", dsn)
+    run(
+        "instruments",
+        "add",
+        "NSE:RELIANCE",
+        "dhan",
+        "NSE_EQ:2885",
+        "--extra",
+        "lot_size=1",
+        "--database-url",
+        dsn,
+    )
     run("instruments", "add", "NASDAQ:AAPL", "yahoo", "AAPL", "--database-url", dsn)
     r = run("instruments", "list", "--database-url", dsn)
     assert [ln.split() for ln in r.out.splitlines()] == [
@@ -250,8 +260,9 @@ def test_cli_instruments_list_filters(run: Run, dsn: str) -> None:
 
 def test_cli_instruments_import_csv(run: Run, dsn: str, tmp_path: Path) -> None:
     path = tmp_path / "codes.csv"
-    path.write_text("instrument,code,lot_size\nNSE:RELIANCE,NSE_EQ:2885,1\nBSE:TCS,BSE_EQ:532540,1\n",
-                    encoding="utf-8")
+    path.write_text(
+        "instrument,code,lot_size\nNSE:RELIANCE,NSE_EQ:2885,1\nBSE:TCS,BSE_EQ:532540,1\n", encoding="utf-8"
+    )
     r = run("instruments", "import", "--csv", str(path), "--provider", "dhan", "--database-url", dsn)
     assert r.code == 0 and r.out == f"imported 2 mapping(s) for dhan from {path}\n"
     r = run("instruments", "list", "--provider", "dhan", "--database-url", dsn)
@@ -260,23 +271,32 @@ def test_cli_instruments_import_csv(run: Run, dsn: str, tmp_path: Path) -> None:
     bad.write_text("instrument,code\nNSE:A,1\nnope,2\n", encoding="utf-8")
     r = run("instruments", "import", "--csv", str(bad), "--provider", "dhan", "--database-url", dsn)
     assert r.code == 1
-    assert r.err == (f"mdgate: error: {bad}:3: bad instrument 'nope': "
-                     "expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n")
+    assert r.err == (
+        f"mdgate: error: {bad}:3: bad instrument 'nope': expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n"
+    )
 
 
 @pytest.mark.parametrize(
     "argv",
-    [("db", "upgrade"), ("db", "seed"), ("db", "status"), ("routes",),
-     ("routes", "set", "NSE", "dhan"), ("route", "NSE:RELIANCE"),
-     ("instruments", "add", "NSE:A", "dhan", "1"), ("instruments", "list")],
+    [
+        ("db", "upgrade"),
+        ("db", "seed"),
+        ("db", "status"),
+        ("routes",),
+        ("routes", "set", "NSE", "dhan"),
+        ("route", "NSE:RELIANCE"),
+        ("instruments", "add", "NSE:A", "dhan", "1"),
+        ("instruments", "list"),
+    ],
 )
 def test_cli_unreachable_database_one_line_error_no_password(
     run: Run, unused_dsn: str, argv: tuple[str, ...]
 ) -> None:
     r = run(*argv, "--database-url", unused_dsn)
     assert r.code == 1
-    assert r.err.startswith("mdgate: error: cannot reach the database at "
-                            "postgresql://postgres:***@127.0.0.1:")
+    assert r.err.startswith(
+        "mdgate: error: cannot reach the database at postgresql://postgres:***@127.0.0.1:"
+    )
     assert r.err.count("\n") == 1 and "s3cret" not in r.err and "Traceback" not in r.err
 
 
@@ -288,13 +308,16 @@ def test_cli_no_database_configured_is_usage_error(run: Run) -> None:
 
 def test_cli_subprocess_mdgate_with_installed_plugins(empty_dsn: str, tmp_path: Path) -> None:
     """The real entry point, the real provider plugins, a real database."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MDGATE_", "DHAN_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MDGATE_", "DHAN_"))}
 
     def mdgate(*argv: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "mdgate", *argv, "--database-url", empty_dsn],
-            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60,
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=60,
         )
 
     assert mdgate("db", "upgrade").returncode == 0
@@ -307,3 +330,49 @@ def test_cli_subprocess_mdgate_with_installed_plugins(empty_dsn: str, tmp_path: 
     r = mdgate("route", "LSE:VOD")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == "mdgate: error: no provider serves exchange 'LSE' (LSE:VOD)"
+
+
+def test_cli_providers_list_add_set(run: Run, dsn: str) -> None:
+    r = run("providers", "--database-url", dsn)
+    assert r.code == 0
+    assert [ln.split() for ln in r.out.splitlines()[2:]] == [
+        ["dhan", "DHAN", "Dhan", "-", "yes", "yes"],
+        ["yahoo", "YF", "Yahoo", "Finance", "-", "yes", "yes"],
+    ]
+    r = run(
+        "providers",
+        "add",
+        "alpaca",
+        "ALP",
+        "--display-name",
+        "Alpaca",
+        "--rate-limit",
+        "200",
+        "--database-url",
+        dsn,
+    )
+    assert r.code == 0 and r.out.startswith("added provider alpaca (code ALP)")
+    r = run("providers", "add", "alpaca2", "ALP", "--database-url", dsn)
+    assert (r.code, r.err) == (2, "mdgate: error: provider 'alpaca' (code 'ALP') already exists\n")
+    r = run("providers", "add", "Bad-Name", "X", "--database-url", dsn)
+    assert r.code == 2 and "bad provider name 'Bad-Name'" in r.err
+    r = run("routes", "set", "NYSE", "alpaca", "--priority", "5", "--database-url", dsn)
+    assert r.code == 0
+    r = run("providers", "set", "dhan", "--inactive", "--database-url", dsn)
+    assert (r.code, r.out) == (0, "dhan (code DHAN): active no, rate limit -\n")
+    r = run("providers", "--database-url", dsn)
+    rows = {ln.split()[0]: ln.split() for ln in r.out.splitlines()[2:]}
+    assert rows["alpaca"] == ["alpaca", "ALP", "Alpaca", "200", "yes", "no"]
+    assert rows["dhan"][-2:] == ["no", "yes"]
+    r = run("routes", "--database-url", dsn)
+    assert ["NSE", "0", "dhan", "DHAN", "yes", "no", "(provider", "inactive)"] in [
+        ln.split() for ln in r.out.splitlines()
+    ]
+    r = run("providers", "set", "nobody", "--active", "--database-url", dsn)
+    assert (r.code, r.err) == (1, "mdgate: error: unknown provider 'nobody' (known: alpaca, dhan, yahoo)\n")
+
+
+def test_cli_route_malformed_instrument_is_usage_error(run: Run) -> None:
+    r = run("route", "RELIANCE")
+    assert r.code == 2
+    assert r.err == "mdgate: error: bad instrument 'RELIANCE': expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n"

@@ -22,7 +22,9 @@ from tests.conftest import ExampleFeed
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
 from mdgate.db.instruments import upsert_instrument_mappings
+from mdgate.db.migrations import SCHEMA_VERSION, current_version, upgrade
 from mdgate.db.routes import set_exchange_route
+from mdgate.errors import ConfigError
 from mdgate.routing import InstrumentMapping
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
 
@@ -68,9 +70,7 @@ def _prepare(dsn: str) -> None:
         set_exchange_route(conn, "DUO", "beta", priority=10)
 
 
-async def test_gateway_routes_from_postgresql_and_follows_live_changes(
-    dsn: str, tmp_path: Path
-) -> None:
+async def test_gateway_routes_from_postgresql_and_follows_live_changes(dsn: str, tmp_path: Path) -> None:
     _prepare(dsn)
     alpha, beta = ExampleFeed(), ExampleFeed()
     async with alpha, beta:
@@ -78,7 +78,7 @@ async def test_gateway_routes_from_postgresql_and_follows_live_changes(
             f"""
 [database]
 url = "{dsn}"
-cache_path = "{tmp_path / 'routes.json'}"
+cache_path = "{tmp_path / "routes.json"}"
 [runtime]
 backoff_initial = 0.05
 backoff_max = 0.2
@@ -93,8 +93,9 @@ url = "{beta.url}"
             tmp_path,
         )
         async with (
-            running_gateway(settings, extra_plugins=[("duo", TwoProviders())],
-                            environ={"MDGATE_LOAD_PLUGINS": ""}) as gw,
+            running_gateway(
+                settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
+            ) as gw,
             GatewayClient.connect(gw.ws_url) as client,
         ):
             assert gw.status()["routing"]["source"] == "postgresql"
@@ -118,3 +119,34 @@ url = "{beta.url}"
             await beta.tick("FOO-X", 3.0)
             tick = (await client.ticks(1))[0]
             assert (tick["instrument"], tick["provider"], tick["price"]) == ("DUO:FOO", "B", 3.0)
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+async def test_gateway_schema_behind_refuses_to_start(empty_dsn: str, tmp_path: Path) -> None:
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        upgrade(conn, target=1)
+    settings = settings_from_toml(f'[database]\nurl = "{empty_dsn}"\n', {"MDGATE_LOAD_PLUGINS": ""}, tmp_path)
+    with pytest.raises(BaseException) as info:  # noqa: PT011 - unwrapped below
+        async with running_gateway(settings, environ={"MDGATE_LOAD_PLUGINS": ""}):
+            pass
+    errors = [e for e in _leaves(info.value) if isinstance(e, ConfigError)]
+    assert [str(e) for e in errors] == [
+        f"database.url: schema is at version 1, this mdgate needs {SCHEMA_VERSION}: run `mdgate db upgrade`"
+    ]
+
+
+async def test_gateway_auto_upgrade_starts_on_postgresql_routes(empty_dsn: str, tmp_path: Path) -> None:
+    settings = settings_from_toml(
+        f'[database]\nurl = "{empty_dsn}"\nauto_upgrade = true\ncache_path = "{tmp_path / "r.json"}"\n',
+        {"MDGATE_LOAD_PLUGINS": ""},
+        tmp_path,
+    )
+    async with running_gateway(settings, environ={"MDGATE_LOAD_PLUGINS": ""}) as gw:
+        assert gw.status()["routing"]["source"] == "postgresql"
+    with psycopg.connect(empty_dsn) as conn:
+        assert current_version(conn) == SCHEMA_VERSION

@@ -18,9 +18,10 @@ from mdgate.routing import InstrumentMapping
 pytestmark = pytest.mark.integration
 
 RELIANCE = InstrumentMapping(
-    "NSE:RELIANCE", "dhan", "NSE_EQ:2885",
-    {"segment": "NSE_EQ", "security_id": "2885", "tick_size": "0.05", "lot_size": "1",
-     "series": "EQ"},
+    "NSE:RELIANCE",
+    "dhan",
+    "NSE_EQ:2885",
+    {"segment": "NSE_EQ", "security_id": "2885", "tick_size": "0.05", "lot_size": "1", "series": "EQ"},
 )
 
 
@@ -39,17 +40,30 @@ def test_upsert_instrument_mappings_creates_instruments_with_extra_columns(dsn: 
     n = upsert_instrument_mappings(dsn, [RELIANCE, InstrumentMapping("nse:tcs", "yahoo", "TCS.NS")])
     assert n == 2
     assert _rows(dsn) == [
-        ("NSE:RELIANCE", "RELIANCE", "dhan", "NSE_EQ:2885", "NSE_EQ", "2885", "0.05", 1,
-         {"segment": "NSE_EQ", "security_id": "2885", "tick_size": "0.05", "lot_size": "1",
-          "series": "EQ"}),
+        (
+            "NSE:RELIANCE",
+            "RELIANCE",
+            "dhan",
+            "NSE_EQ:2885",
+            "NSE_EQ",
+            "2885",
+            "0.05",
+            1,
+            {
+                "segment": "NSE_EQ",
+                "security_id": "2885",
+                "tick_size": "0.05",
+                "lot_size": "1",
+                "series": "EQ",
+            },
+        ),
         ("NSE:TCS", "TCS", "yahoo", "TCS.NS", None, None, None, None, {}),
     ]
 
 
 def test_upsert_instrument_mappings_rerun_updates_without_duplicates(dsn: str) -> None:
     upsert_instrument_mappings(dsn, [RELIANCE])
-    changed = InstrumentMapping("NSE:RELIANCE", "dhan", "NSE_EQ:2885",
-                                {"tick_size": "0.10", "lot_size": "x"})
+    changed = InstrumentMapping("NSE:RELIANCE", "dhan", "NSE_EQ:2885", {"tick_size": "0.10", "lot_size": "x"})
     assert upsert_instrument_mappings(dsn, [changed]) == 1
     rows = _rows(dsn)
     assert len(rows) == 1
@@ -66,11 +80,14 @@ def test_upsert_instrument_mappings_code_moving_to_other_instrument(dsn: str) ->
 
 
 def test_upsert_instrument_mappings_duplicates_in_batch_last_wins(dsn: str) -> None:
-    n = upsert_instrument_mappings(dsn, [
-        InstrumentMapping("NSE:A", "dhan", "NSE_EQ:1"),
-        InstrumentMapping("NSE:A", "dhan", "NSE_EQ:2"),
-        InstrumentMapping("NSE:B", "dhan", "NSE_EQ:2"),
-    ])
+    n = upsert_instrument_mappings(
+        dsn,
+        [
+            InstrumentMapping("NSE:A", "dhan", "NSE_EQ:1"),
+            InstrumentMapping("NSE:A", "dhan", "NSE_EQ:2"),
+            InstrumentMapping("NSE:B", "dhan", "NSE_EQ:2"),
+        ],
+    )
     assert n == 1
     assert [(r[0], r[3]) for r in _rows(dsn)] == [("NSE:B", "NSE_EQ:2")]
 
@@ -79,8 +96,14 @@ def test_upsert_instrument_mappings_unknown_names_store_nothing(dsn: str) -> Non
     with pytest.raises(UnknownNameError, match="unknown provider 'alpaca'"):
         upsert_instrument_mappings(dsn, [RELIANCE, InstrumentMapping("NYSE:IBM", "alpaca", "IBM")])
     with pytest.raises(UnknownNameError, match=r"unknown exchange 'LSE', 'MCX' \(known: BSE"):
-        upsert_instrument_mappings(dsn, [RELIANCE, InstrumentMapping("MCX:GOLD", "dhan", "1"),
-                                         InstrumentMapping("LSE:VOD", "yahoo", "VOD.L")])
+        upsert_instrument_mappings(
+            dsn,
+            [
+                RELIANCE,
+                InstrumentMapping("MCX:GOLD", "dhan", "1"),
+                InstrumentMapping("LSE:VOD", "yahoo", "VOD.L"),
+            ],
+        )
     assert _rows(dsn) == []
 
 
@@ -99,26 +122,25 @@ def test_upsert_instrument_mappings_unreachable_database_raises(unused_dsn: str)
 
 def test_upsert_instrument_mappings_bulk_twenty_thousand_rows(dsn: str) -> None:
     mappings = [
-        InstrumentMapping(f"NSE:S{i}", "dhan", f"NSE_EQ:{i}",
-                          {"segment": "NSE_EQ", "security_id": str(i), "lot_size": "1"})
+        InstrumentMapping(
+            f"NSE:S{i}", "dhan", f"NSE_EQ:{i}", {"segment": "NSE_EQ", "security_id": str(i), "lot_size": "1"}
+        )
         for i in range(20_000)
     ]
     assert upsert_instrument_mappings(dsn, mappings) == 20_000
     assert upsert_instrument_mappings(dsn, mappings) == 20_000
     with psycopg.connect(dsn) as conn:
-        assert conn.execute(
-            "SELECT count(*) FROM provider_instrument_mappings"
-        ).fetchone() == (20_000,)
+        assert conn.execute("SELECT count(*) FROM provider_instrument_mappings").fetchone() == (20_000,)
         rows = list_instrument_mappings(conn, provider="dhan", exchange="nse", limit=2)
     assert [r.instrument for r in rows] == ["NSE:S0", "NSE:S1"]
 
 
 def test_read_csv_mappings_extra_columns_become_extra(tmp_path: Path) -> None:
     path = tmp_path / "m.csv"
-    path.write_text("instrument,code,lot_size,series\n"
-                    "nse:reliance,NSE_EQ:2885,1,EQ\n"
-                    ",,,\n"
-                    "BSE:TCS,BSE_EQ:532540,,\n", encoding="utf-8")
+    path.write_text(
+        "instrument,code,lot_size,series\nnse:reliance,NSE_EQ:2885,1,EQ\n,,,\nBSE:TCS,BSE_EQ:532540,,\n",
+        encoding="utf-8",
+    )
     assert read_csv_mappings(path, "dhan") == [
         InstrumentMapping("NSE:RELIANCE", "dhan", "NSE_EQ:2885", {"lot_size": "1", "series": "EQ"}),
         InstrumentMapping("BSE:TCS", "dhan", "BSE_EQ:532540", {}),
@@ -133,9 +155,7 @@ def test_read_csv_mappings_extra_columns_become_extra(tmp_path: Path) -> None:
         ("instrument,code\nNSE:A,\n", "m.csv:2: empty code for NSE:A"),
     ],
 )
-def test_read_csv_mappings_malformed_file_names_the_line(
-    tmp_path: Path, text: str, message: str
-) -> None:
+def test_read_csv_mappings_malformed_file_names_the_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "m.csv"
     path.write_text(text, encoding="utf-8")
     with pytest.raises(CsvImportError) as info:

@@ -18,14 +18,18 @@ from mdgate.db.migrations import (
 
 pytestmark = pytest.mark.integration
 
-TABLES = {"providers", "exchanges", "exchange_provider_mappings", "instruments",
-          "provider_instrument_mappings", "schema_migrations"}
+TABLES = {
+    "providers",
+    "exchanges",
+    "exchange_provider_mappings",
+    "instruments",
+    "provider_instrument_mappings",
+    "schema_migrations",
+}
 
 
 def _tables(conn: psycopg.Connection) -> set[str]:
-    rows = conn.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
-    ).fetchall()
+    rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'").fetchall()
     return {r[0] for r in rows}
 
 
@@ -67,8 +71,7 @@ def test_upgrade_target_stops_there_and_resumes(empty_dsn: str) -> None:
 def test_upgrade_failing_migration_rolls_back_only_itself(
     empty_dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broken = Migration(SCHEMA_VERSION + 1, "broken",
-                       "CREATE TABLE half_done (x int); SELECT 1/0;")
+    broken = Migration(SCHEMA_VERSION + 1, "broken", "CREATE TABLE half_done (x int); SELECT 1/0;")
     monkeypatch.setattr(migrations, "MIGRATIONS", (*MIGRATIONS, broken))
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         with pytest.raises(psycopg.errors.DivisionByZero):
@@ -110,11 +113,8 @@ def test_upgrade_non_autocommit_connection_is_refused(empty_dsn: str) -> None:
 
 
 def test_route_triggers_mapping_change_notifies_once_per_statement(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as listener, \
-            psycopg.connect(dsn, autocommit=True) as writer:
+    with psycopg.connect(dsn, autocommit=True) as listener, psycopg.connect(dsn, autocommit=True) as writer:
         listener.execute("LISTEN mdgate_routes")
         writer.execute("UPDATE exchange_provider_mappings SET priority = priority + 1")
         got = list(listener.notifies(timeout=2, stop_after=1))
-        assert [(n.channel, n.payload) for n in got] == [
-            ("mdgate_routes", "exchange_provider_mappings")
-        ]
+        assert [(n.channel, n.payload) for n in got] == [("mdgate_routes", "exchange_provider_mappings")]

@@ -14,14 +14,16 @@ pytestmark = pytest.mark.integration
 
 def test_load_route_table_explicit_codes_and_priorities(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
-        store_instrument_mappings(conn, [
-            InstrumentMapping("NSE:RELIANCE", "dhan", "NSE_EQ:2885"),
-            InstrumentMapping("NASDAQ:AAPL", "yahoo", "AAPL"),
-        ])
+        store_instrument_mappings(
+            conn,
+            [
+                InstrumentMapping("NSE:RELIANCE", "dhan", "NSE_EQ:2885"),
+                InstrumentMapping("NASDAQ:AAPL", "yahoo", "AAPL"),
+            ],
+        )
         table = load_route_table(conn)
     assert table.source == "postgresql"
-    assert table.codes == {("dhan", "NSE:RELIANCE"): "NSE_EQ:2885",
-                           ("yahoo", "NASDAQ:AAPL"): "AAPL"}
+    assert table.codes == {("dhan", "NSE:RELIANCE"): "NSE_EQ:2885", ("yahoo", "NASDAQ:AAPL"): "AAPL"}
     assert set(table.exchanges) == {"NSE", "BSE", "NYSE", "NASDAQ"}
 
 
@@ -31,9 +33,7 @@ def test_load_route_table_inactive_provider_rows_inactive_codes_skipped(dsn: str
         conn.execute("UPDATE providers SET is_active = false WHERE name = 'dhan'")
         with capture_logs() as logs:
             table = load_route_table(conn)
-    assert [(r.provider, r.active) for r in table.exchanges["NSE"]] == [
-        ("dhan", False), ("yahoo", True)
-    ]
+    assert [(r.provider, r.active) for r in table.exchanges["NSE"]] == [("dhan", False), ("yahoo", True)]
     assert table.codes == {}
     skipped = [e for e in logs if e["event"] == "route_rows_skipped"]
     assert [(e["reason"], e["count"]) for e in skipped] == [("provider inactive", 1)]
@@ -44,11 +44,14 @@ def test_load_route_table_code_for_unserved_exchange_skipped_and_logged(dsn: str
     with psycopg.connect(dsn, autocommit=True) as conn:
         # dhan does not serve NYSE; MCX has no provider at all.
         conn.execute("INSERT INTO exchanges (code, name) VALUES ('MCX', 'MCX')")
-        store_instrument_mappings(conn, [
-            InstrumentMapping("NYSE:IBM", "dhan", "X:1"),
-            InstrumentMapping("MCX:GOLD", "dhan", "MCX_COMM:1"),
-            InstrumentMapping("NYSE:IBM", "yahoo", "IBM"),
-        ])
+        store_instrument_mappings(
+            conn,
+            [
+                InstrumentMapping("NYSE:IBM", "dhan", "X:1"),
+                InstrumentMapping("MCX:GOLD", "dhan", "MCX_COMM:1"),
+                InstrumentMapping("NYSE:IBM", "yahoo", "IBM"),
+            ],
+        )
         with capture_logs() as logs:
             table = load_route_table(conn)
     assert table.codes == {("yahoo", "NYSE:IBM"): "IBM"}
@@ -73,9 +76,7 @@ def test_set_exchange_route_primary_demotes_previous(dsn: str) -> None:
         result = set_exchange_route(conn, "nse", "yahoo", priority=0, primary=True)
         assert result.demoted == ("dhan",) and not result.created
         nse = load_route_table(conn).exchanges["NSE"]
-    assert [(r.provider, r.priority, r.primary) for r in nse] == [
-        ("yahoo", 0, True), ("dhan", 0, False)
-    ]
+    assert [(r.provider, r.priority, r.primary) for r in nse] == [("yahoo", 0, True), ("dhan", 0, False)]
 
 
 def test_set_exchange_route_keeps_priority_when_not_given(dsn: str) -> None:
@@ -86,8 +87,10 @@ def test_set_exchange_route_keeps_priority_when_not_given(dsn: str) -> None:
 
 
 def test_set_exchange_route_unknown_provider_raises(dsn: str) -> None:
-    with psycopg.connect(dsn, autocommit=True) as conn, \
-            pytest.raises(UnknownNameError, match=r"unknown provider 'alpaca' \(known: dhan, yahoo\)"):
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(UnknownNameError, match=r"unknown provider 'alpaca' \(known: dhan, yahoo\)"),
+    ):
         set_exchange_route(conn, "NYSE", "alpaca", priority=1)
 
 

@@ -37,7 +37,8 @@ def test_seed_default_data_matches_the_builtin_routes(dsn: str) -> None:
     assert {p.name for p in DEFAULT_PROVIDERS} == {"yahoo", "dhan"}
     assert table.exchanges == RouteTable.build(list(DEFAULT_EXCHANGES), {}, "x").exchanges
     assert [(r.provider, r.priority, r.primary) for r in table.exchanges["NSE"]] == [
-        ("dhan", 0, True), ("yahoo", 10, False)
+        ("dhan", 0, True),
+        ("yahoo", 10, False),
     ]
 
 
@@ -48,11 +49,13 @@ def test_seed_rerun_keeps_operator_changes_and_reset_restores(dsn: str) -> None:
         seed(conn)
         nse = load_route_table(conn).exchanges["NSE"]
         assert [(r.provider, r.primary, r.active) for r in nse] == [
-            ("yahoo", True, True), ("dhan", False, False)
+            ("yahoo", True, True),
+            ("dhan", False, False),
         ]
         result = seed(conn, reset=True)
         assert result.providers == 1 and result.mappings >= 2
         nse = load_route_table(conn).exchanges["NSE"]
         assert [(r.provider, r.priority, r.primary, r.active) for r in nse] == [
-            ("dhan", 0, True, True), ("yahoo", 10, False, True)
+            ("dhan", 0, True, True),
+            ("yahoo", 10, False, True),
         ]

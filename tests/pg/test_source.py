@@ -63,9 +63,7 @@ async def _execute(dsn: str, sql: str) -> None:
         await conn.execute(sql.encode())
 
 
-async def test_pg_route_source_load_returns_table_and_writes_cache(
-    dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_route_source_load_returns_table_and_writes_cache(dsn: str, tmp_path: Path) -> None:
     source = PgRouteSource(make_settings(dsn, tmp_path))
     assert isinstance(source, RouteSource)
     assert source.description.startswith("postgresql postgresql://postgres@127.0.0.1:")
@@ -77,22 +75,19 @@ async def test_pg_route_source_load_returns_table_and_writes_cache(
     assert not list(source.cache_path.parent.glob(".routes-*"))  # no temp file left
 
 
-async def test_pg_route_source_schema_behind_refuses_to_start(
-    empty_dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_route_source_schema_behind_refuses_to_start(empty_dsn: str, tmp_path: Path) -> None:
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         upgrade(conn, target=1)
     source = PgRouteSource(make_settings(empty_dsn, tmp_path))
     with pytest.raises(ConfigError) as info:
         await source.load()
     assert info.value.key == "database.url"
-    assert str(info.value) == (f"database.url: schema is at version 1, this mdgate needs "
-                               f"{SCHEMA_VERSION}: run `mdgate db upgrade`")
+    assert str(info.value) == (
+        f"database.url: schema is at version 1, this mdgate needs {SCHEMA_VERSION}: run `mdgate db upgrade`"
+    )
 
 
-async def test_pg_route_source_auto_upgrade_migrates_then_loads(
-    empty_dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_route_source_auto_upgrade_migrates_then_loads(empty_dsn: str, tmp_path: Path) -> None:
     settings = make_settings(empty_dsn, tmp_path, MDGATE_DATABASE__AUTO_UPGRADE="true")
     with capture_logs() as logs:
         table = await PgRouteSource(settings).load()
@@ -136,9 +131,7 @@ async def test_pg_route_source_database_down_without_cache_raises_routing_error(
     assert "s3cret" not in msg
 
 
-async def test_pg_route_source_corrupt_cache_raises_routing_error(
-    unused_dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_route_source_corrupt_cache_raises_routing_error(unused_dsn: str, tmp_path: Path) -> None:
     source = PgRouteSource(make_settings(unused_dsn, tmp_path))
     source.cache_path.parent.mkdir(parents=True)
     source.cache_path.write_text("{not json", encoding="utf-8")
@@ -146,34 +139,41 @@ async def test_pg_route_source_corrupt_cache_raises_routing_error(
         await source.load()
 
 
-async def test_pg_route_source_watch_notify_reaches_on_change_within_2s(
-    dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_route_source_watch_notify_reaches_on_change_within_2s(dsn: str, tmp_path: Path) -> None:
     source = PgRouteSource(make_settings(dsn, tmp_path))
     await source.load()
     changes = Changes()
     async with anyio.create_task_group() as tg:
         await tg.start(source.watch, changes)
-        await _execute(dsn, """UPDATE exchange_provider_mappings m SET priority = 1
+        await _execute(
+            dsn,
+            """UPDATE exchange_provider_mappings m SET priority = 1
                                  FROM exchanges e, providers p
                                 WHERE e.id = m.exchange_id AND p.id = m.provider_id
-                                  AND e.code = 'NSE' AND p.name = 'yahoo'""")
+                                  AND e.code = 'NSE' AND p.name = 'yahoo'""",
+        )
         table = await changes.wait(2.0)
-        assert [(r.provider, r.priority) for r in table.exchanges["NSE"]] == [
-            ("dhan", 0), ("yahoo", 1)
-        ]
+        assert [(r.provider, r.priority) for r in table.exchanges["NSE"]] == [("dhan", 0), ("yahoo", 1)]
         # The cache follows the live table.
         cached = json.loads(source.cache_path.read_bytes())
-        assert {"exchange": "NSE", "provider": "yahoo", "priority": 1, "primary": False,
-                "active": True} in cached["exchanges"]
+        assert {
+            "exchange": "NSE",
+            "provider": "yahoo",
+            "priority": 1,
+            "primary": False,
+            "active": True,
+        } in cached["exchanges"]
         # An explicit code added by an importer arrives too.
-        await _execute(dsn, """
+        await _execute(
+            dsn,
+            """
             INSERT INTO instruments (exchange_id, symbol, name)
                  SELECT id, 'TCS', 'NSE:TCS' FROM exchanges WHERE code = 'NSE';
             INSERT INTO provider_instrument_mappings
                    (provider_id, instrument_id, provider_instrument_search_code)
                  SELECT p.id, i.id, 'NSE_EQ:11536' FROM providers p, instruments i
-                  WHERE p.name = 'dhan' AND i.name = 'NSE:TCS';""")
+                  WHERE p.name = 'dhan' AND i.name = 'NSE:TCS';""",
+        )
         table = await changes.wait(2.0)
         assert table.codes == {("dhan", "NSE:TCS"): "NSE_EQ:11536"}
         tg.cancel_scope.cancel()
@@ -189,19 +189,16 @@ async def test_pg_route_source_watch_burst_is_debounced(dsn: str, tmp_path: Path
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
             for i in range(1, 6):
                 await conn.execute(
-                    "UPDATE exchange_provider_mappings SET priority = %s "
-                    "WHERE NOT is_primary", (10 + i,))
-        table = await changes.wait_for(
-            3.0, lambda t: t.exchanges["NSE"][1].priority == 15)
+                    "UPDATE exchange_provider_mappings SET priority = %s WHERE NOT is_primary", (10 + i,)
+                )
+        table = await changes.wait_for(3.0, lambda t: t.exchanges["NSE"][1].priority == 15)
         await anyio.sleep(0.3)
         tg.cancel_scope.cancel()
     assert table.exchanges["BSE"][1].priority == 15
     assert 1 <= len(changes.tables) < 5
 
 
-async def test_pg_route_source_watch_callback_error_does_not_stop_it(
-    dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_route_source_watch_callback_error_does_not_stop_it(dsn: str, tmp_path: Path) -> None:
     source = PgRouteSource(make_settings(dsn, tmp_path))
     await source.load()
     changes = Changes()
@@ -230,9 +227,7 @@ async def test_pg_route_source_watch_callback_error_does_not_stop_it(
     ]
 
 
-async def test_pg_route_source_watch_survives_database_restart(
-    pg_factory: Any, tmp_path: Path
-) -> None:
+async def test_pg_route_source_watch_survives_database_restart(pg_factory: Any, tmp_path: Path) -> None:
     server = pg_factory()
     db = server.create_database()
     with psycopg.connect(db, autocommit=True) as conn:
@@ -249,8 +244,11 @@ async def test_pg_route_source_watch_survives_database_restart(
             await anyio.to_thread.run_sync(server.start)
             table = await changes.wait(10.0)  # reload after reconnecting
             assert table.source == "postgresql"
-            await _execute(db, "UPDATE exchange_provider_mappings SET is_active = false "
-                               "WHERE exchange_id = (SELECT id FROM exchanges WHERE code='NYSE')")
+            await _execute(
+                db,
+                "UPDATE exchange_provider_mappings SET is_active = false "
+                "WHERE exchange_id = (SELECT id FROM exchanges WHERE code='NYSE')",
+            )
             table = await changes.wait(2.0)
             assert [r.active for r in table.exchanges["NYSE"]] == [False]
             tg.cancel_scope.cancel()
@@ -284,9 +282,7 @@ async def test_pg_route_source_watch_starts_while_down_then_catches_up(
     assert table.exchanges == (await source.load()).exchanges
 
 
-async def test_pg_routes_plugin_hook_returns_source_only_with_database(
-    dsn: str, tmp_path: Path
-) -> None:
+async def test_pg_routes_plugin_hook_returns_source_only_with_database(dsn: str, tmp_path: Path) -> None:
     registry = load_registry({}, entry_points=False)
     hook = registry.pm.hook.mdgate_route_source
     source = hook(settings=make_settings(dsn, tmp_path))

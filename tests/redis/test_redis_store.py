@@ -603,3 +603,18 @@ async def test_store_tick_with_unencodable_provider_rejected_and_counted(
         await flushed(store)
         s = store.status()
         assert (s["written"], s["rejected"]) == (1, 1)
+
+
+async def test_store_script_flush_reloads_scripts_and_loses_nothing(
+    redis_server: RedisServer,
+) -> None:
+    async with client(redis_server) as r, running_store(redis_server.url) as store:
+        store.write([tick(ts=BASE + i) for i in range(10)])
+        await flushed(store)
+        await r.script_flush()
+        store.write([tick(ts=BASE + 10 + i) for i in range(10)])
+        await flushed(store)
+        assert await r.xlen(ticks_key("NSE:RELIANCE")) == 20
+        s = store.status()
+    assert {"kind", "state", "buffered", "dropped", "written", "last_error"} <= set(s)
+    assert (s["kind"], s["state"], s["written"], s["duplicates"]) == ("redis", "ok", 20, 0)

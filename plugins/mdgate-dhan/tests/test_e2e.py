@@ -147,21 +147,9 @@ async def test_e2e_more_than_5000_instruments_open_a_second_connection(make: Mak
         assert dhan(st)["subscriptions"] == n
 
 
-@pytest.mark.parametrize(
-    "close_delay",
-    [
-        pytest.param(
-            0.0,
-            marks=pytest.mark.xfail(
-                strict=False,
-                reason="core race: the subscribe send fails on the closing socket before "
-                "the reader decodes the 807 packet, so the failure is classified as a "
-                "plain disconnect and retried fast (change requested from the lead)",
-            ),
-        ),
-        0.3,
-    ],
-)
+# close_delay 0: Dhan sends 807 and closes at once; the core must still read the packet
+# (regression test for the send-before-read race), 0.3: the socket stays open a moment.
+@pytest.mark.parametrize("close_delay", [0.0, 0.3])
 async def test_e2e_token_expired_807_is_auth_failed_without_storm(
     make: Make, tmp_path: Path, close_delay: float
 ) -> None:

@@ -1,5 +1,5 @@
 """
-The database commands: ``mdgate db``, ``mdgate routes``, ``mdgate route``,
+The database commands: ``mdgate db``, ``mdgate routes``, ``mdgate route``, ``mdgate providers``,
 ``mdgate instruments``.
 
 Each command takes the parsed ``argparse.Namespace`` and returns an exit
@@ -30,6 +30,7 @@ from mdgate.db.instruments import (
     store_instrument_mappings,
 )
 from mdgate.db.migrations import MIGRATIONS, SCHEMA_VERSION, applied_migrations, upgrade
+from mdgate.db.providers import add_provider, list_providers, set_provider
 from mdgate.db.routes import list_exchange_routes, load_route_table, set_exchange_route
 from mdgate.db.seed import seed
 from mdgate.errors import ConfigError, InstrumentError, MdgateError
@@ -51,6 +52,9 @@ __all__ = [
     "cmd_instruments_add",
     "cmd_instruments_import",
     "cmd_instruments_list",
+    "cmd_providers",
+    "cmd_providers_add",
+    "cmd_providers_set",
     "cmd_route",
     "cmd_routes",
     "cmd_routes_set",
@@ -231,7 +235,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
                 r.provider,
                 r.provider_code,
                 _yes(r.primary),
-                _yes(r.active) if r.provider_active else f"{_yes(r.active)} (provider inactive)",
+                _yes(r.active) if r.provider_active else "no (provider inactive)",
             ]
             for r in found
         ]
@@ -286,6 +290,10 @@ def cmd_route(args: argparse.Namespace) -> int:
     """``mdgate route INSTRUMENT``: how an instrument resolves, and why."""
     from mdgate._router import Router, parse_provider_configs
 
+    try:
+        name, exchange, _ = parse_instrument(args.instrument)
+    except InstrumentError as exc:
+        raise _Usage(str(exc)) from None
     settings = _settings(args)
     registry = _registry(settings)
     configs = parse_provider_configs(registry, settings)
@@ -299,7 +307,6 @@ def cmd_route(args: argparse.Namespace) -> int:
             route_table = load_route_table(conn)
             codes_by_provider = dict(conn.execute("SELECT name, code FROM providers").fetchall())
         where = mask_url(dsn)
-    name, exchange, _ = parse_instrument(args.instrument)
     router = Router(registry, configs, route_table)
     routes = router.resolve(name)  # NoRouteError names the exchange
 
@@ -334,6 +341,65 @@ def cmd_route(args: argparse.Namespace) -> int:
     else:
         out(f"no enabled provider for {name}: every candidate is disabled")
         return 1
+    return 0
+
+
+# -------------------------------------------------------------- providers
+
+
+@_command
+def cmd_providers(args: argparse.Namespace) -> int:
+    """``mdgate providers``: the providers table, and whether each is installed."""
+    with _database(args) as (conn, dsn, settings):
+        rows = list_providers(conn)
+    installed = set(_registry(settings).providers)
+    out(f"Providers in {mask_url(dsn)}:")
+    for line in table(
+        ["NAME", "CODE", "DISPLAY NAME", "RATE LIMIT", "ACTIVE", "INSTALLED"],
+        [
+            [
+                p.name,
+                p.code,
+                p.display_name or "-",
+                p.rate_limit or "-",
+                _yes(p.active),
+                _yes(p.name in installed),
+            ]
+            for p in rows
+        ],
+        "  ",
+    ):
+        out(line)
+    return 0
+
+
+@_command
+def cmd_providers_add(args: argparse.Namespace) -> int:
+    """``mdgate providers add NAME CODE``: a provider of a third-party plugin."""
+    with _database(args) as (conn, _, _s):
+        try:
+            add_provider(
+                conn, args.name, args.code, display_name=args.display_name or "", rate_limit=args.rate_limit
+            )
+        except ValueError as exc:
+            raise _Usage(str(exc)) from None
+    out(
+        f"added provider {args.name} (code {args.code}); route exchanges to it with "
+        f"`mdgate routes set EXCHANGE {args.name} --priority N`"
+    )
+    return 0
+
+
+@_command
+def cmd_providers_set(args: argparse.Namespace) -> int:
+    """``mdgate providers set NAME``: switch a provider on or off, change its limit."""
+    if args.rate_limit is not None and args.rate_limit <= 0:
+        raise _Usage("--rate-limit must be positive")
+    with _database(args) as (conn, _, _s):
+        row = set_provider(
+            conn, args.name, active=args.active, rate_limit=args.rate_limit, display_name=args.display_name
+        )
+    out(f"{row.name} (code {row.code}): active {_yes(row.active)}, rate limit {row.rate_limit or '-'}")
     return 0
 
 
@@ -432,7 +498,7 @@ def _common() -> argparse.ArgumentParser:
 def add_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
-    """Add ``db``, ``routes``, ``route`` and ``instruments`` to the parser."""
+    """Add ``db``, ``routes``, ``route``, ``providers`` and ``instruments`` to the parser."""
     common = _common()
     add: Any = subparsers.add_parser
 
@@ -495,6 +561,31 @@ def add_commands(
     p = add("route", parents=[common], help="explain how an instrument is routed")
     p.add_argument("instrument", metavar="INSTRUMENT", help="EXCHANGE:SYMBOL, e.g. NSE:RELIANCE")
     p.set_defaults(func=cmd_route)
+
+    prov = add(
+        "providers",
+        parents=[common],
+        help="show (add, change) providers in the database",
+        description="Without a sub-command: list the providers table.",
+    )
+    prov.set_defaults(func=cmd_providers)
+    prov_sub = prov.add_subparsers(dest="providers_command", metavar="COMMAND")
+    p = prov_sub.add_parser(
+        "add", parents=[common], help="add a provider (e.g. one a third-party plugin ships)"
+    )
+    p.add_argument("name", metavar="NAME", help="provider name as the plugin declares it")
+    p.add_argument("code", metavar="CODE", help="provider code stored with its ticks")
+    p.add_argument("--display-name", metavar="TEXT")
+    p.add_argument("--rate-limit", type=int, metavar="N", help="requests per second (informational)")
+    p.set_defaults(func=cmd_providers_add)
+    p = prov_sub.add_parser("set", parents=[common], help="switch a provider on or off")
+    p.add_argument("name", metavar="NAME")
+    onoff = p.add_mutually_exclusive_group()
+    onoff.add_argument("--active", dest="active", action="store_const", const=True, default=None)
+    onoff.add_argument("--inactive", dest="active", action="store_const", const=False)
+    p.add_argument("--rate-limit", type=int, metavar="N")
+    p.add_argument("--display-name", metavar="TEXT")
+    p.set_defaults(func=cmd_providers_set)
 
     inst = add("instruments", help="explicit instrument -> provider code mappings")
     inst_sub = inst.add_subparsers(dest="instruments_command", metavar="COMMAND", required=True)

@@ -256,7 +256,7 @@ class PgRouteSource:
                 with anyio.fail_after(self._timeout):
                     await conn.execute("SELECT 1")
                 continue
-            await _received(conn, self._debounce)  # gather a burst into one reload
+            await _received(conn, self._debounce, first=False)  # a burst -> one reload
             await self._reload(on_change, force=False)
 
     async def _reload(self, on_change: Callable[[RouteTable], None], *, force: bool) -> None:
@@ -281,9 +281,12 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
-async def _received(conn: psycopg.AsyncConnection, seconds: float) -> int:
-    """Wait up to ``seconds`` for notifications; return how many arrived."""
+async def _received(conn: psycopg.AsyncConnection, seconds: float, *, first: bool = True) -> int:
+    """
+    Wait for notifications and return how many arrived: until the first one
+    (``first``) or for the whole ``seconds`` (gathering a burst).
+    """
     n = 0
-    async for _ in conn.notifies(timeout=seconds, stop_after=1):
+    async for _ in conn.notifies(timeout=seconds, stop_after=1 if first else None):
         n += 1
     return n

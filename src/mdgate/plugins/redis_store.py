@@ -9,10 +9,10 @@ other services follow with ``XREAD``.
 :meth:`RedisStore.write` only appends to an in-order bounded buffer and
 builds one-minute bars; the background task (:meth:`RedisStore.run`) sends
 the buffer in batches of up to ``batch_max`` ticks, each batch one
-``EVALSHA`` round trip packed with hiredis. When Redis is unreachable the
-batch in flight is kept (with its stream IDs) and re-sent unchanged after a
-reconnect with capped, fully jittered backoff; the script skips IDs already
-stored, so a retry never duplicates. Buffer overflow drops the oldest ticks,
+``EVALSHA`` (up to two in flight), packed with hiredis. When Redis is
+unreachable the batches in flight are kept (with their stream IDs) and
+re-sent unchanged after a reconnect with capped, fully jittered backoff; the
+script skips IDs already stored, so a retry never duplicates. Buffer overflow drops the oldest ticks,
 counted in :meth:`RedisStore.status` and logged.
 """
 
@@ -49,6 +49,7 @@ from mdgate.config import RedisSettings, RuntimeSettings, mask_url
 from mdgate.errors import StoreUnavailable
 from mdgate.hookspecs import hookimpl
 from mdgate.model import Bar, Tick, now_ms
+from mdgate.store import BAR_INTERVALS
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -67,6 +68,7 @@ PIPELINE_DEPTH: Final = 2
 IDLE_PING: Final = 1.0
 #: Seconds between two ``redis_buffer_overflow`` log lines.
 DROP_LOG_INTERVAL: Final = 10.0
+#: Why the packer left a tick out (logged with ``redis_ticks_rejected``).
 REJECT_REASON: Final = 'instrument or provider holds one of ,"[]\\ or a control char'
 #: Grace after a minute's end before the wall clock closes its bar.
 BAR_GRACE_MS: Final = 2_000
@@ -516,8 +518,6 @@ class RedisStore:
             ValueError: for an unknown interval.
             StoreUnavailable: when Redis cannot be read.
         """
-        from mdgate.store import BAR_INTERVALS
-
         if interval not in BAR_INTERVALS:
             raise ValueError(f"unknown interval {interval!r} (known: {', '.join(BAR_INTERVALS)})")
         if limit <= 0:
