@@ -544,6 +544,7 @@ async def test_store_kill_and_restart_redis_mid_stream_exactly_once_in_order(
                 assert [int(f["size"]) for _, f in rows] == list(range(counts[inst]))
             feed = await r.xrange(FEED_KEY)
     total = sum(counts.values())
+    print("KILLSTAT", s)
     assert s["failures"] >= 2
     assert s["dropped"] == 0
     assert len(feed) == total

@@ -8,7 +8,6 @@ from urllib.parse import urlencode
 
 from mdgate import Endpoint, Frame, ProviderSpec, SubscriptionRejected, hookimpl
 from mdgate.provider import Backfill
-from mdgate_dhan import cli, rest
 from mdgate_dhan.config import SETTINGS, DhanConfig, parse_config
 from mdgate_dhan.protocol import (
     MAX_PER_MESSAGE,
@@ -108,6 +107,8 @@ def mdgate_backfill(
     if provider != NAME:
         return None
     try:
+        from mdgate_dhan import rest  # httpx only when REST is used, not at start-up
+
         if rest.instrument_type(code) is None:
             return None
     except ValueError:
@@ -121,4 +122,6 @@ def mdgate_add_commands(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
     """Add ``mdgate dhan import-instruments``."""
+    from mdgate_dhan import cli
+
     cli.add_commands(subparsers)
