@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Callable
-from typing import Any
-
-import pytest
-
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from mdgate.config import Settings
 from mdgate.testing import FakeFeedServer, settings_from_toml

@@ -40,7 +40,9 @@ def configure_logging(settings: LoggingSettings, *, stream: object = None) -> No
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
         logger_factory=structlog.PrintLoggerFactory(out),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        # not cached: `mdgate run` reconfigures after the CLI configured warnings-only
+        # logging, and nothing logs per tick, so the proxy lookup costs nothing that matters
+        cache_logger_on_first_use=False,
     )
     handler = logging.StreamHandler(out)  # type: ignore[arg-type]
     handler.setFormatter(structlog.stdlib.ProcessorFormatter(

@@ -325,8 +325,8 @@ class Connection:
                 await self._wake.wait()
             self._wake = anyio.Event()
             if self._handshake:
-                frames, self._handshake = self._handshake, []
-                for frame in frames:
+                handshake, self._handshake = self._handshake, []
+                for frame in handshake:
                     await transport.send(frame)
             if self._to_unsub:
                 gone = [c for c in self._to_unsub if c not in self.codes]

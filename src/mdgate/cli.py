@@ -106,8 +106,16 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         anyio.run(main)
-    except ConfigError:
-        raise
+    except BaseExceptionGroup as group:
+        # a ConfigError raised inside the task tree (e.g. the database schema is behind)
+        # is still a one-line config error, not a traceback
+        found, _ = group.split(ConfigError)
+        if found is None:
+            raise
+        first: BaseException = found
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
     except OSError as exc:
         _err(f"cannot serve on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
         return 1
@@ -494,6 +502,12 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mdgate`` command."""
+    from mdgate._logging import configure_logging
+    from mdgate.config import LoggingSettings
+
+    # commands other than `run` log warnings only, to stderr (never mixed with their output);
+    # `run` reconfigures from [logging]
+    configure_logging(LoggingSettings(level="warning", format="console"), stream=sys.stderr)
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -544,7 +544,6 @@ async def test_store_kill_and_restart_redis_mid_stream_exactly_once_in_order(
                 assert [int(f["size"]) for _, f in rows] == list(range(counts[inst]))
             feed = await r.xrange(FEED_KEY)
     total = sum(counts.values())
-    print("KILLSTAT", s)
     assert s["failures"] >= 2
     assert s["dropped"] == 0
     assert len(feed) == total
@@ -619,3 +618,55 @@ async def test_store_script_flush_reloads_scripts_and_loses_nothing(
         s = store.status()
     assert {"kind", "state", "buffered", "dropped", "written", "last_error"} <= set(s)
     assert (s["kind"], s["state"], s["written"], s["duplicates"]) == ("redis", "ok", 20, 0)
+
+
+async def test_store_reply_lost_after_write_retry_adds_nothing_twice(
+    redis_server: RedisServer,
+) -> None:
+    # A loopback proxy in front of Redis drops the connection instead of
+    # forwarding the first batch reply: Redis executed the batch, the store
+    # never heard back, and re-sends it on a new connection.
+    from anyio.abc import SocketStream
+
+    cut = {"armed": True, "cuts": 0}
+
+    async def pipe(src: SocketStream, dst: SocketStream, replies: bool) -> None:
+        try:
+            async for chunk in src:
+                if replies and cut["armed"] and b"*4\r\n:" in chunk:
+                    cut["armed"] = False
+                    cut["cuts"] += 1
+                    await src.aclose()
+                    await dst.aclose()
+                    return
+                await dst.send(chunk)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass
+        finally:
+            await dst.aclose()
+
+    async def handle(client_side: SocketStream) -> None:
+        async with client_side, await anyio.connect_tcp("127.0.0.1", redis_server.port) as up:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(pipe, client_side, up, False)
+                tg.start_soon(pipe, up, client_side, True)
+
+    listener = await anyio.create_tcp_listener(local_host="127.0.0.1", local_port=0)
+    port = listener.extra(anyio.abc.SocketAttribute.local_port)
+    ticks = [tick(ts=BASE + i, size=i) for i in range(40)]
+    async with listener, anyio.create_task_group() as tg:
+        tg.start_soon(listener.serve, handle)
+        async with running_store(f"redis://127.0.0.1:{port}/0") as store:
+            await wait_for(lambda: store.status()["state"] == "ok")
+            store.write(ticks)
+            await flushed(store)
+            s = store.status()
+        tg.cancel_scope.cancel()
+    async with client(redis_server) as r:
+        rows = await r.xrange(ticks_key("NSE:RELIANCE"))
+        feed = await r.xlen(FEED_KEY)
+    assert cut["cuts"] == 1
+    assert s["failures"] >= 1
+    assert s["duplicates"] == 40  # the whole batch was skipped on the retry
+    assert [int(f["size"]) for _, f in rows] == list(range(40))
+    assert feed == 40

@@ -13,7 +13,7 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Self
 
 import anyio
 import anyio.abc
@@ -197,7 +197,7 @@ class FakeFeedServer:
         """``ws://127.0.0.1:PORT``."""
         return f"ws://127.0.0.1:{self.port}"
 
-    async def __aenter__(self) -> FakeFeedServer:
+    async def __aenter__(self) -> Self:
         self._server = await serve(
             self._handler, "127.0.0.1", self.port, compression=None, ping_interval=None, reuse_address=True
         )
