@@ -298,6 +298,7 @@ class Cell:
     client_cpu_us: float = 0.0
     conflated: int = 0
     feed_rate: float = 0.0
+    e2e_rate: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -315,6 +316,7 @@ class Bench:
         self.cells: list[Cell] = []
         self.notes: list[str] = []
         self.facts: dict[str, Any] = {}
+        self.args = argparse.Namespace(counts="", rates="", no_alt=False, profile="")
 
     # helpers
     def feed(self, key: str) -> LineProc:
@@ -369,6 +371,14 @@ class Bench:
         cell = Cell(label, n_clients, offered)
         st0 = self.gw.status()
         cpu0 = proc_cpu(self.gw.pid)
+        spy: subprocess.Popen[bytes] | None = None
+        if self.args.profile and self.args.profile in label:
+            out = HERE.parent / f"profile-{label.replace(' ', '').replace(',', '_').replace('/', '')}.txt"
+            spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(self.gw.pid),
+                                    "--format", "raw", "--rate", "200", "--output", str(out),
+                                    "--duration", str(int(secs))], stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
         if clients is not None:
             clients.send("start")
         t0 = time.monotonic()
@@ -381,6 +391,9 @@ class Bench:
         cell.stored_rate = sent / (t1 - t0)
         cell.cpu_us = (cpu1 - cpu0) / max(sent, 1) * 1e6
         cell.conflated = st1["pipeline"]["conflated"] - st0["pipeline"]["conflated"]
+        cell.extra["hwm_mib"] = proc_mem(self.gw.pid)["VmHWM"] / 1024
+        if spy is not None:
+            spy.wait()
         if st1["store"]["written"] - st0["store"]["written"] < sent:
             self.notes.append(f"{label}: Redis acknowledged {st1['store']['written'] - st0['store']['written']}"
                               f" of {sent} ticks within the timeout")
@@ -392,6 +405,8 @@ class Bench:
             cell.p50, cell.p99, cell.pmax, cell.int_p99 = res["p50"], res["p99"], res["max"], res["int_p99"]
             cell.client_cpu_us = res["cpu_s"] / max(res["ticks"], 1) * 1e6
             cell.extra["client_closed"] = res["closed"]
+            cell.extra["frames"] = res["frames"]
+            cell.e2e_rate = sent / max(t1 - t0, res["window_s"])
         self.cells.append(cell)
         print(f"  {label}: {_fmt_cell(cell)}", file=sys.stderr, flush=True)
         return cell
@@ -407,18 +422,26 @@ class Bench:
 
 
 def _fmt_cell(c: Cell) -> str:
-    return (f"sent={c.sent} stored/s={c.stored_rate:,.0f} delivered/s={c.delivered_rate:,.0f} "
-            f"p50={c.p50} p99={c.p99} max={c.pmax} cpu_us={c.cpu_us:.1f} conflated={c.conflated}")
+    return (f"sent={c.sent} feed/s={c.feed_rate:,.0f} stored/s={c.stored_rate:,.0f} e2e/s={c.e2e_rate:,.0f} "
+            f"delivered/s={c.delivered_rate:,.0f} p50={_ms(c.p50)} p99={_ms(c.p99)} max={_ms(c.pmax)} "
+            f"int_p99={_ms(c.int_p99)} cpu_us={c.cpu_us:.1f} client_cpu_us={c.client_cpu_us:.1f} "
+            f"conflated={c.conflated} {c.extra}")
 
 
 def main() -> None:
     """Run the benchmark and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short windows, fewer cells (about 2 minutes)")
+    parser.add_argument("--counts", default="", help="client counts to run (default 1,50,200; --quick 1,50)")
+    parser.add_argument("--rates", default="", help="offered ticks/s to run, 'max' for blast (default 1000,10000,max)")
+    parser.add_argument("--no-alt", action="store_true", help="skip the alternatives (development)")
+    parser.add_argument("--profile", default="", help="py-spy record the gateway during cells whose label "
+                        "contains this text (development; needs py-spy)")
     args = parser.parse_args()
     t_start = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mdgate-bench-") as tmpdir, redis_server() as (redis_url, rproc):
         bench = Bench(args.quick, Path(tmpdir), redis_url, rproc.pid)
+        bench.args = args
         try:
             run(bench)
         finally:
@@ -458,8 +481,10 @@ def run(b: Bench) -> None:
     print("ingest (no client)", file=log, flush=True)
     b.measure("ingest, both, max", {"yahoo-gw": None, "dhan-gw": None}, None, 0, "max")
 
-    counts = (1, 50) if b.quick else (1, 50, 200)
-    rates: list[float | None] = [1000.0, 10000.0, None]
+    counts = [int(x) for x in b.args.counts.split(",")] if b.args.counts else (
+        [1, 50] if b.quick else [1, 50, 200])
+    rates: list[float | None] = [None if x == "max" else float(x) for x in b.args.rates.split(",")] \
+        if b.args.rates else [1000.0, 10000.0, None]
     for n in counts:
         print(f"{n} client(s)", file=log, flush=True)
         cl = b.clients(n, everything)
@@ -476,8 +501,9 @@ def run(b: Bench) -> None:
     b.facts["rss_peak_kib"] = proc_mem(b.gw.pid)["VmHWM"]
     b.facts["rss_end_kib"] = proc_mem(b.gw.pid)["VmRSS"]
 
-    print("alternatives", file=log, flush=True)
-    alternatives(b, urls)
+    if not b.args.no_alt:
+        print("alternatives", file=log, flush=True)
+        alternatives(b, urls)
     print("loss check", file=log, flush=True)
     loss_check(b)
     b.facts["stop_s"] = b.gw.stop()
@@ -537,6 +563,7 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
                 cell.delivered_rate = res["ticks"] / res["window_s"]
                 cell.stored_rate = res["ticks"] / (t1 - t0)
                 cell.per_client_rate = cell.delivered_rate
+                cell.e2e_rate = cell.delivered_rate
                 cell.p50, cell.p99, cell.pmax, cell.int_p99 = res["p50"], res["p99"], res["max"], res["int_p99"]
                 cell.cpu_us = (cpu1 - cpu0) / max(res["ticks"], 1) * 1e6
                 cell.feed_rate = sent / feed_secs
