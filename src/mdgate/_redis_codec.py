@@ -98,9 +98,7 @@ class BatchPacker:
         if cur is None or (ms, seq) > (cur[0], cur[1]):
             self.ids[instrument] = [ms, seq]
 
-    def _group(
-        self, instrument: str, groups: dict[str, int], keys: list[object]
-    ) -> int:
+    def _group(self, instrument: str, groups: dict[str, int], keys: list[object]) -> int:
         g = len(groups) + 1
         groups[instrument] = g
         k = self._keys.get(instrument)

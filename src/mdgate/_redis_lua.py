@@ -43,9 +43,7 @@ from mdgate.model import TICK_FIELDS, Tick
 
 __all__ = ["LAST_IDS", "LAST_IDS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
 
-_STR_FIELDS: Final = {
-    i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)
-}
+_STR_FIELDS: Final = {i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)}
 
 WRITE_BATCH: Final = r"""
 local smax, fmax, bmax = ARGV[1], ARGV[2], ARGV[3]
@@ -129,9 +127,7 @@ return out
 
 
 def _sha(script: str) -> str:
-    return hashlib.sha1(
-        script.encode()
-    ).hexdigest()  # the SHA Redis computes, not security
+    return hashlib.sha1(script.encode()).hexdigest()  # the SHA Redis computes, not security
 
 
 WRITE_BATCH_SHA: Final = _sha(WRITE_BATCH)

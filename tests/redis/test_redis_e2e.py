@@ -32,7 +32,8 @@ async def client(url: str) -> AsyncIterator[Any]:
 
 
 def with_redis(make_settings: Callable[..., Settings], feed_url: str, url: str) -> Settings:
-    return make_settings(feed_url, extra=f'[redis]\nurl = "{url}"\nbatch_interval = 0.001\n')  # type: ignore[no-any-return]
+    extra = f'[redis]\nurl = "{url}"\nbatch_interval = 0.001\n'
+    return make_settings(feed_url, extra=extra)
 
 
 async def test_gateway_stores_ticks_in_redis_and_serves_snapshot_from_it(

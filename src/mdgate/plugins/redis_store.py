@@ -583,21 +583,24 @@ class RedisStore:
             return
         self._closed = True
         deadline = max(0.5, self._runtime.shutdown_timeout - 1.0)
-        with anyio.move_on_after(deadline) as scope:
-            while self._has_work():
-                try:
-                    await self._flush()
-                except (RedisError, OSError, TimeoutError) as exc:
-                    self._failed(exc)
-                    await anyio.sleep(0.1)
-        left = self._buffered()
-        if scope.cancelled_caught or left:
-            log.warning("redis_store_closed_with_buffer", lost=left, url=self._masked_url)
-        with anyio.CancelScope(shield=True):
-            if self._conn is not None:
-                await self._conn.disconnect(nowait=True)
-            await self._wpool.aclose()
-            await self._reader.aclose()
+        try:
+            with anyio.move_on_after(deadline):
+                while self._has_work():
+                    try:
+                        await self._flush()
+                    except Exception as exc:
+                        self._failed(exc)
+                        await anyio.sleep(0.1)
+        finally:
+            # Also when the caller's own shutdown deadline cancels us.
+            left = self._buffered()
+            if left:
+                log.warning("redis_store_closed_with_buffer", lost=left, url=self._masked_url)
+            with anyio.CancelScope(shield=True):
+                if self._conn is not None:
+                    await self._conn.disconnect(nowait=True)
+                await self._wpool.aclose()
+                await self._reader.aclose()
 
 
 def _is_connection_error(exc: RedisError) -> bool:
