@@ -86,6 +86,7 @@ class Client(asyncio.Protocol):
         self.probe = probe
         self.buf = bytearray()
         self.upgraded = False
+        #: Resolved when the snapshot that follows ``subscribed`` arrived.
         self.subscribed = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.ticks = 0
@@ -168,7 +169,7 @@ class Client(asyncio.Protocol):
                     send = t.ts + (t.size or 0) if t.provider == "DHAN" else t.ts
                     lat.append(now - send)
                     internal.append(now - t.recv_ts)
-        elif b"subscribed" in head and not self.subscribed.done():
+        elif b"snapshot" in head and not self.subscribed.done():
             self.subscribed.set_result(None)
 
     def reset(self) -> None:

@@ -376,9 +376,9 @@ class Bench:
             out = HERE.parent / f"profile-{label.replace(' ', '').replace(',', '_').replace('/', '')}.txt"
             spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(self.gw.pid),
                                     "--format", "raw", "--rate", "200", "--output", str(out),
-                                    "--duration", str(int(secs))], stdout=subprocess.DEVNULL,
+                                    "--duration", str(int(secs) + 1)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
-            time.sleep(1.0)
+            time.sleep(0.5)
         if clients is not None:
             clients.send("start")
         t0 = time.monotonic()
@@ -417,7 +417,14 @@ class Bench:
         p = LineProc(f"clients-{n}", [
             PY, str(HERE / "_e2e_clients.py"), "--port", str(port or self.gw.port),
             "--clients", str(n), "--instruments", ",".join(instruments)])
+        t0 = time.monotonic()
+        cpu0 = proc_cpu(self.gw.pid) if port is None else 0.0
         p.expect("READY", 180)
+        if port is None:
+            self.facts[f"subscribe_{n}"] = (time.monotonic() - t0, proc_cpu(self.gw.pid) - cpu0)
+            print(f"  {n} clients subscribed {len(instruments)} instruments each (snapshot received) in "
+                  f"{time.monotonic() - t0:.2f} s, gateway CPU {proc_cpu(self.gw.pid) - cpu0:.2f} s",
+                  file=sys.stderr, flush=True)
         return p
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 
 import pytest
-from mdgate_dhan.testing import FakeDhanServer
-from mdgate_yahoo.testing import FakeYahooServer
 
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
+from mdgate_dhan.testing import FakeDhanServer
+from mdgate_yahoo.testing import FakeYahooServer
 
 pytestmark = pytest.mark.anyio
 

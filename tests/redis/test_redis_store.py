@@ -670,3 +670,16 @@ async def test_store_reply_lost_after_write_retry_adds_nothing_twice(
     assert s["duplicates"] == 40  # the whole batch was skipped on the retry
     assert [int(f["size"]) for _, f in rows] == list(range(40))
     assert feed == 40
+
+
+async def test_store_history_and_bars_negative_or_empty_ranges_return_empty(
+    redis_server: RedisServer,
+) -> None:
+    async with running_store(redis_server.url) as store:
+        store.write([tick(ts=BASE), tick(ts=BASE + 2 * MIN)])
+        await flushed(store)
+        assert await store.history("NSE:RELIANCE", until_ms=-1) == []
+        assert len(await store.history("NSE:RELIANCE", since_ms=-100)) == 2
+        assert await store.history("NSE:RELIANCE", since_ms=BASE + 1, until_ms=BASE) == []
+        assert await store.history("NSE:RELIANCE", limit=0) == []
+        assert await store.bars("NSE:RELIANCE", "5m", until_ms=-1) == []

@@ -476,8 +476,10 @@ class RedisStore:
         Raises:
             StoreUnavailable: when Redis cannot be read.
         """
-        if limit <= 0:
+        if limit <= 0 or (until_ms is not None and until_ms < 0):
             return []
+        if since_ms is not None and since_ms < 0:
+            since_ms = None
         hi = "+" if until_ms is None else str(until_ms)
         lo = "-" if since_ms is None else str(since_ms)
         try:
@@ -520,8 +522,10 @@ class RedisStore:
         """
         if interval not in BAR_INTERVALS:
             raise ValueError(f"unknown interval {interval!r} (known: {', '.join(BAR_INTERVALS)})")
-        if limit <= 0:
+        if limit <= 0 or (until_ms is not None and until_ms < 0):
             return []
+        if since_ms is not None and since_ms < 0:
+            since_ms = None
         size = BAR_INTERVALS[interval] * 1000
         per = size // MINUTE_MS
         lo_ms = since_ms
