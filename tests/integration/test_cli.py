@@ -35,7 +35,7 @@ def env(**extra: str) -> dict[str, str]:
 
 
 class Daemon:
-    def __init__(self, config: Path, port: int) -> None:
+    def __init__(self, config: Path, port: int, environ: dict[str, str] | None = None) -> None:
         self.port = port
         self.log = config.with_suffix(".log")
         with self.log.open("w") as err:
@@ -43,7 +43,7 @@ class Daemon:
                 [*MDGATE, "--config", str(config), "run", "--port", str(port)],
                 stdout=subprocess.DEVNULL,
                 stderr=err,
-                env=env(),
+                env=environ or env(),
             )
 
     async def ready(self, timeout: float = 10.0) -> float:

@@ -24,7 +24,9 @@ TOKEN, CLIENT = "cli-token", "1234567890"
 async def tail(port: int, instrument: str, count: int) -> list[dict]:
     res = await anyio.run_process(
         [*MDGATE, "tail", instrument, "--url", f"http://127.0.0.1:{port}", "--count", str(count), "--json"],
-        env=env(), check=False)
+        env=env(),
+        check=False,
+    )
     assert res.returncode == 0, res.stderr
     msgs = [json.loads(line) for line in res.stdout.decode().splitlines()]
     return [t for m in msgs if m["type"] in ("ticks", "snapshot") for t in m["ticks"]]
@@ -49,7 +51,8 @@ async def test_mdgate_run_yahoo_streams_aapl_to_tail(tmp_path):
                 for i in range(3):
                     await yahoo.push("AAPL", price=189.91 + i, time=now + i, day_volume=1000 + i)
             assert [(t["instrument"], t["provider"], t["price"], t["ts"]) for t in got] == [
-                ("NASDAQ:AAPL", "YF", round(189.91 + i, 2), now + i) for i in range(3)]
+                ("NASDAQ:AAPL", "YF", round(189.91 + i, 2), now + i) for i in range(3)
+            ]
             # the gateway survives a drop: tail again after the server dropped us
             yahoo.drop()
             await yahoo.wait_connections(2, timeout=10)
@@ -61,8 +64,9 @@ async def test_mdgate_run_dhan_streams_reliance_with_utc_ts(tmp_path):
     async with FakeDhanServer(token=TOKEN, client_id=CLIENT) as dhan:
         cfg = tmp_path / "mdgate.toml"
         cfg.write_text(f'[providers.dhan]\nurl = "{dhan.url}"\n[runtime]\nbackoff_initial = 0.05\n')
-        d = Daemon(cfg, free_port(), env(MDGATE_LOAD_PLUGINS="dhan", DHAN_CLIENT_ID=CLIENT,
-                                         DHAN_ACCESS_TOKEN=TOKEN))
+        d = Daemon(
+            cfg, free_port(), env(MDGATE_LOAD_PLUGINS="dhan", DHAN_CLIENT_ID=CLIENT, DHAN_ACCESS_TOKEN=TOKEN)
+        )
         port = d.port
         try:
             await d.ready()

@@ -25,7 +25,8 @@ async def test_dhan_down_reliance_moves_to_yahoo_and_back(tmp_path):
     await dhan.start()
     dhan_port = dhan.port
     async with FakeYahooServer() as yahoo:
-        settings = settings_from_toml(f"""
+        settings = settings_from_toml(
+            f"""
 [runtime]
 backoff_initial = 0.05
 backoff_max = 0.2
@@ -37,14 +38,22 @@ linger = 0
 url = "{dhan.url}"
 [providers.yahoo]
 url = "{yahoo.url}"
-""", env, tmp_path)
+""",
+            env,
+            tmp_path,
+        )
         async with running_gateway(settings) as gw, GatewayClient.connect(gw.ws_url) as client:
             await client.subscribe("nse:reliance")
             await dhan.wait_subscribed(["NSE_EQ:2885"])
             now = int(time.time()) * 1000
             await dhan.send_quote("NSE_EQ:2885", 2456.75, ts_ms=now)
             t = (await client.ticks(1))[0]
-            assert (t["instrument"], t["provider"], t["price"], t["ts"]) == ("NSE:RELIANCE", "DHAN", 2456.75, now)
+            assert (t["instrument"], t["provider"], t["price"], t["ts"]) == (
+                "NSE:RELIANCE",
+                "DHAN",
+                2456.75,
+                now,
+            )
             assert "RELIANCE.NS" not in yahoo.subscribed()
 
             await dhan.stop()  # the Dhan endpoint is gone
@@ -53,7 +62,11 @@ url = "{yahoo.url}"
             t = (await client.ticks(1))[0]
             assert (t["instrument"], t["provider"], t["price"]) == ("NSE:RELIANCE", "YF", 2457.5)
             sw = gw.status()["routing"]["switches"][-1]
-            assert (sw["instrument"], sw["from_provider"], sw["to_provider"]) == ("NSE:RELIANCE", "dhan", "yahoo")
+            assert (sw["instrument"], sw["from_provider"], sw["to_provider"]) == (
+                "NSE:RELIANCE",
+                "dhan",
+                "yahoo",
+            )
 
             dhan2 = FakeDhanServer(token=TOKEN, client_id=CLIENT, port=dhan_port)
             await dhan2.start()

@@ -91,6 +91,8 @@ class RedisStore:
         url: the Redis URL (``redis://``, ``rediss://`` or ``unix://``).
         settings: the ``[redis]`` settings (batching, buffer, retention).
         runtime: backoff and shutdown timings.
+        io_timeout: seconds a write or reply may take before the connection
+            counts as dead (a hung server), is dropped and the batch retried.
     """
 
     kind = "redis"
@@ -100,7 +102,10 @@ class RedisStore:
         url: str,
         settings: RedisSettings | None = None,
         runtime: RuntimeSettings | None = None,
+        *,
+        io_timeout: float = IO_TIMEOUT,
     ) -> None:
+        self._io_timeout = io_timeout
         self._settings = s = settings or RedisSettings()
         self._runtime = runtime or RuntimeSettings()
         self._url = url
@@ -298,7 +303,7 @@ class RedisStore:
     ) -> Any:
         data = cmd if packed else conn.pack_command(*cmd)
         try:
-            with anyio.fail_after(IO_TIMEOUT):
+            with anyio.fail_after(self._io_timeout):
                 await conn.send_packed_command(data, check_health=False)
                 return await conn.read_response()
         except BaseException as exc:
@@ -358,7 +363,7 @@ class RedisStore:
                     await self._send(conn, batch.data)
                 if not pending:
                     return
-                with anyio.fail_after(IO_TIMEOUT):
+                with anyio.fail_after(self._io_timeout):
                     reply = await conn.read_response()
                 self._acknowledged(pending.popleft(), reply)
         except BaseException:
@@ -366,9 +371,8 @@ class RedisStore:
                 await conn.disconnect(nowait=True)
             raise
 
-    @staticmethod
-    async def _send(conn: AbstractConnection, data: bytes) -> None:
-        with anyio.fail_after(IO_TIMEOUT):
+    async def _send(self, conn: AbstractConnection, data: bytes) -> None:
+        with anyio.fail_after(self._io_timeout):
             await conn.send_packed_command(data, check_health=False)
 
     def _acknowledged(self, batch: _Batch, reply: Any) -> None:
