@@ -27,9 +27,10 @@ import json
 import struct
 import sys
 import time
-from typing import Any
+from typing import Any, cast
 
 import redis.asyncio as aioredis
+from redis.typing import EncodableT, FieldT
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
@@ -50,9 +51,10 @@ class Naive:
         self.ticks = 0
 
     async def publish(self, tick: dict[str, Any]) -> None:
-        inst = tick["instrument"]
-        await self.redis.xadd(f"naive:{{{inst}}}:ticks", tick, maxlen=100_000, approximate=True)
-        await self.redis.hset(f"naive:{{{inst}}}:last", mapping=tick)
+        inst: str = tick["instrument"]
+        fields = cast("dict[FieldT, EncodableT]", tick)
+        await self.redis.xadd(f"naive:{{{inst}}}:ticks", fields, maxlen=100_000, approximate=True)
+        await self.redis.hset(f"naive:{{{inst}}}:last", mapping=fields)
         self.ticks += 1
         for ws in list(self.clients.get(inst, ())):
             try:

@@ -51,7 +51,8 @@ PY = sys.executable
 REDIS_SERVER = os.environ.get("MDGATE_BENCH_REDIS", "/usr/bin/redis-server")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DHAN_CLIENT_ID = "1000000001"
-DHAN_TOKEN = "test-token"  # noqa: S105 - the fake server's test credential
+#: The fake Dhan server's test credential.
+DHAN_TOKEN = "test-token"
 
 N_YAHOO = 500
 N_DHAN = 500
@@ -233,8 +234,10 @@ class Gateway:
         self.port = port
         with self.log.open("wb") as log:
             t0 = time.monotonic()
+            # MDGATE_BENCH_GATEWAY: a script run instead of ``-m mdgate`` (to compare builds).
+            entry = os.environ.get("MDGATE_BENCH_GATEWAY")
             self.proc = subprocess.Popen(
-                [PY, "-m", "mdgate", "--config", str(self.path), "run"],
+                [PY, *([entry] if entry else ["-m", "mdgate"]), "--config", str(self.path), "run"],
                 stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=HERE.parent,
             )
         while True:
@@ -317,6 +320,7 @@ class Bench:
         self.notes: list[str] = []
         self.facts: dict[str, Any] = {}
         self.args = argparse.Namespace(counts="", rates="", no_alt=False, profile="")
+        self.counts: list[int] = []
 
     # helpers
     def feed(self, key: str) -> LineProc:
@@ -394,9 +398,9 @@ class Bench:
         cell.extra["hwm_mib"] = proc_mem(self.gw.pid)["VmHWM"] / 1024
         if spy is not None:
             spy.wait()
-        if st1["store"]["written"] - st0["store"]["written"] < sent:
-            self.notes.append(f"{label}: Redis acknowledged {st1['store']['written'] - st0['store']['written']}"
-                              f" of {sent} ticks within the timeout")
+        written = st1["store"]["written"] - st0["store"]["written"]
+        if written < sent:
+            self.notes.append(f"{label}: Redis acknowledged {written} of {sent} ticks within the timeout")
         if clients is not None:
             res = json.loads(clients.ask(f"stop {sent} 60", "RESULT", 120))
             cell.delivered_rate = res["ticks"] / res["window_s"]
@@ -440,7 +444,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short windows, fewer cells (about 2 minutes)")
     parser.add_argument("--counts", default="", help="client counts to run (default 1,50,200; --quick 1,50)")
-    parser.add_argument("--rates", default="", help="offered ticks/s to run, 'max' for blast (default 1000,10000,max)")
+    parser.add_argument("--rates", default="",
+                        help="offered ticks/s to run, 'max' for blast (default 1000,10000,max)")
     parser.add_argument("--no-alt", action="store_true", help="skip the alternatives (development)")
     parser.add_argument("--profile", default="", help="py-spy record the gateway during cells whose label "
                         "contains this text (development; needs py-spy)")
@@ -461,6 +466,8 @@ def main() -> None:
 
 def run(b: Bench) -> None:
     """The phases, in order."""
+    b.facts["loadavg"] = Path("/proc/loadavg").read_text().split()[0]
+    b.facts["redis_version"] = redis.Redis.from_url(b.redis_url).info("server")["redis_version"]
     urls = b.start_feeds()
     gw_port = free_port()
     b.gw = Gateway(gateway_config(gw_port, b.redis_url, urls["yahoo-gw"], urls["dhan-gw"]), b.tmp)
@@ -485,26 +492,42 @@ def run(b: Bench) -> None:
     # warm-up
     b.stream({"yahoo-gw": 2000.0, "dhan-gw": 2000.0}, 1.0)
 
-    print("ingest (no client)", file=log, flush=True)
-    b.measure("ingest, both, max", {"yahoo-gw": None, "dhan-gw": None}, None, 0, "max")
-
-    counts = [int(x) for x in b.args.counts.split(",")] if b.args.counts else (
+    counts = b.counts = [int(x) for x in b.args.counts.split(",")] if b.args.counts else (
         [1, 50] if b.quick else [1, 50, 200])
     rates: list[float | None] = [None if x == "max" else float(x) for x in b.args.rates.split(",")] \
         if b.args.rates else [1000.0, 10000.0, None]
-    for n in counts:
-        print(f"{n} client(s)", file=log, flush=True)
-        cl = b.clients(n, everything)
-        try:
-            if n == 1:
-                b.measure("yahoo only, max", {"yahoo-gw": None}, cl, n, "max")
-                b.measure("dhan only, max", {"dhan-gw": None}, cl, n, "max")
-            for r in rates:
-                half = None if r is None else r / 2
-                b.measure(f"both, {n} clients, {'max' if r is None else f'{r:,.0f}/s'}",
-                          {"yahoo-gw": half, "dhan-gw": half}, cl, n, "max" if r is None else f"{r:,.0f}")
-        finally:
-            cl.stop()
+    paced = [r for r in rates if r is not None]
+
+    def both(n: int, r: float | None, cl: LineProc | None) -> None:
+        half = None if r is None else r / 2
+        b.measure(f"both, {n} clients, {'max' if r is None else f'{r:,.0f}/s'}",
+                  {"yahoo-gw": half, "dhan-gw": half}, cl, n, "max" if r is None else f"{r:,.0f}")
+
+    # 1. paced load first, so that the memory figure under paced load is not the blast's
+    if paced:
+        for n in counts:
+            print(f"{n} client(s), paced", file=log, flush=True)
+            cl = b.clients(n, everything)
+            try:
+                for r in paced:
+                    both(n, r, cl)
+            finally:
+                cl.stop()
+    b.facts["rss_paced_kib"] = proc_mem(b.gw.pid)["VmHWM"]
+    # 2. blast: the feeds send as fast as their sockets take it
+    if None in rates:
+        print("ingest (no client), max", file=log, flush=True)
+        b.measure("ingest only (Redis, no client), max", {"yahoo-gw": None, "dhan-gw": None}, None, 0, "max")
+        for n in counts:
+            print(f"{n} client(s), max", file=log, flush=True)
+            cl = b.clients(n, everything)
+            try:
+                if n == 1:
+                    b.measure("Yahoo only, 1 client, max", {"yahoo-gw": None}, cl, n, "max")
+                    b.measure("Dhan only, 1 client, max", {"dhan-gw": None}, cl, n, "max")
+                both(n, None, cl)
+            finally:
+                cl.stop()
     b.facts["rss_peak_kib"] = proc_mem(b.gw.pid)["VmHWM"]
     b.facts["rss_end_kib"] = proc_mem(b.gw.pid)["VmRSS"]
 
@@ -546,7 +569,8 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
         finally:
             p.stop()
     # naive pipeline, one client
-    names = [f"{n.split(':')[1]}={n}" for n in yahoo_names(N_ALT)] + [f"{c}={n}" for n, c in dhan_names(N_ALT)]
+    names = [f"{n.split(':')[1]}={n}" for n in yahoo_names(N_ALT)]
+    names += [f"{c}={n}" for n, c in dhan_names(N_ALT)]
     port = free_port()
     naive = LineProc("naive", [
         PY, str(HERE / "_e2e_naive.py"), "--port", str(port), "--redis", b.redis_url.replace("/0", "/1"),
@@ -571,7 +595,8 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
                 cell.stored_rate = res["ticks"] / (t1 - t0)
                 cell.per_client_rate = cell.delivered_rate
                 cell.e2e_rate = cell.delivered_rate
-                cell.p50, cell.p99, cell.pmax, cell.int_p99 = res["p50"], res["p99"], res["max"], res["int_p99"]
+                cell.p50, cell.p99, cell.pmax = res["p50"], res["p99"], res["max"]
+                cell.int_p99 = res["int_p99"]
                 cell.cpu_us = (cpu1 - cpu0) / max(res["ticks"], 1) * 1e6
                 cell.feed_rate = sent / feed_secs
                 cell.min_ratio = res["min_ticks"] / max(sent, 1)
@@ -609,7 +634,7 @@ def loss_check(b: Bench) -> None:
 def _xrange_all(r: redis.Redis, key: str) -> Iterator[tuple[bytes, dict[bytes, bytes]]]:
     start = "-"
     while True:
-        batch = r.xrange(key, start, "+", count=10000)
+        batch: list[tuple[bytes, dict[bytes, bytes]]] = r.xrange(key, start, "+", count=10000)  # type: ignore[assignment]
         if not batch:
             return
         yield from batch
@@ -628,42 +653,43 @@ def report(b: Bench) -> None:
     """Print the markdown tables."""
     out: list[str] = []
     cells = {c.label: c for c in b.cells}
-    out.append("| run | clients | offered ticks/s | ticks sent | stored ticks/s (→ Redis) | delivered ticks/s "
-               "(all clients) | per client | latency p50 / p99 / max ms | gateway-internal p99 ms "
-               "| gateway CPU µs/tick | conflated |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| run | clients | offered ticks/s | ticks sent | stored ticks/s (→ Redis) "
+               "| delivered ticks/s per client | latency send → client p50 / p99 / max ms "
+               "| gateway part p99 ms | gateway CPU µs/tick | conflated |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in b.cells:
         if "decode-only" in c.label:
             continue
         lat = "n/a" if c.p50 is None else f"{_ms(c.p50)} / {_ms(c.p99)} / {_ms(c.pmax)}"
-        stored = f"{c.stored_rate:,.0f}" if not c.label.startswith("naive") else f"{c.stored_rate:,.0f}"
-        out.append(f"| {c.label} | {c.clients} | {c.offered} | {c.sent:,} | {stored} | "
-                   f"{c.delivered_rate:,.0f} | {c.per_client_rate:,.0f} | {lat} | {_ms(c.int_p99)} | "
-                   f"{c.cpu_us:.1f} | {c.conflated:,} |")
+        per_client = f"{c.per_client_rate:,.0f}" if c.clients else "n/a"
+        out.append(f"| {c.label} | {c.clients} | {c.offered} | {c.sent:,} | {c.stored_rate:,.0f} | "
+                   f"{per_client} | {lat} | {_ms(c.int_p99)} | {c.cpu_us:.1f} | {c.conflated:,} |")
     out.append("")
-    out.append("| alternative (decode only, no storage) | messages | decoded msgs/s | process CPU µs/msg "
-               "| feed ticks/s |")
+    out.append("| alternative, decode only (no storage, no clients) | messages | decoded msgs/s "
+               "| process CPU µs/msg | feed sent ticks/s |")
     out.append("| --- | ---: | ---: | ---: | ---: |")
     for c in b.cells:
         if "decode-only" in c.label:
             out.append(f"| {c.label} | {c.extra['decoded']:,} | {c.delivered_rate:,.0f} | {c.cpu_us:.1f} | "
                        f"{c.feed_rate:,.0f} |")
     out.append("")
-    ratio_rows: list[tuple[str, str, str]] = [
-        ("mdgate Yahoo, Redis + 1 client / yfinance decode-only", "yahoo only, max", "yfinance decode-only, max"),
-        ("mdgate Dhan, Redis + 1 client / dhanhq decode-only", "dhan only, max", "dhanhq decode-only, max"),
-        ("mdgate both, Redis + 1 client / naive pipeline", "both, 1 clients, max", "naive pipeline, 1 client, max"),
+    ratio_rows: list[tuple[str, str, str, str]] = [
+        ("mdgate Yahoo (Redis + 1 client) / yfinance decode-only", "Yahoo only, 1 client, max",
+         "yfinance decode-only, max", "3x"),
+        ("mdgate Dhan (Redis + 1 client) / dhanhq decode-only", "Dhan only, 1 client, max",
+         "dhanhq decode-only, max", "3x"),
+        ("mdgate both (Redis + 1 client) / naive pipeline (Redis + 1 client)", "both, 1 clients, max",
+         "naive pipeline, 1 client, max", "10x"),
     ]
-    out.append("| ratio (same run) | mdgate ticks/s | alternative ticks/s | ratio (target) | "
-               "CPU per tick, alternative / mdgate |")
-    out.append("| --- | ---: | ---: | ---: | ---: |")
-    for text, a, alt in ratio_rows:
+    out.append("| ratio (same run, feeds blasting) | mdgate ticks/s | alternative ticks/s | ratio (target) | "
+               "mdgate µs/tick | alternative µs/tick | ratio per CPU-second |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for text, a, alt, target in ratio_rows:
         if a in cells and alt in cells:
             ca, cb = cells[a], cells[alt]
-            target = "10x" if "naive" in text else "3x"
-            out.append(f"| {text} | {ca.delivered_rate:,.0f} | {cb.delivered_rate:,.0f} | "
-                       f"**{ca.delivered_rate / max(cb.delivered_rate, 1):.1f}x** ({target}) | "
-                       f"{cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x |")
+            out.append(f"| {text} | {ca.e2e_rate:,.0f} | {cb.e2e_rate or cb.delivered_rate:,.0f} | "
+                       f"**{ca.e2e_rate / max(cb.e2e_rate or cb.delivered_rate, 1):.1f}x** ({target}) | "
+                       f"{ca.cpu_us:.1f} | {cb.cpu_us:.1f} | {cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x |")
     out.append("")
     f = b.facts
     loss = f.get("loss", {})
@@ -672,24 +698,41 @@ def report(b: Bench) -> None:
     out.append(f"| process start → first `/healthz` 200 | {f['healthz_s'] * 1000:,.0f} ms | ≤ 1 s |")
     out.append(f"| RSS, 1,000 instruments subscribed (500 Yahoo on {f['yahoo_connections']} connections "
                f"+ 500 Dhan), idle | {f['rss_idle_kib'] / 1024:.1f} MiB | ≤ 64 MB |")
-    out.append(f"| peak RSS (VmHWM) over the whole run, up to 200 clients | {f['rss_peak_kib'] / 1024:.1f} MiB "
-               "| ≤ 64 MB |")
+    out.append(f"| peak RSS (VmHWM) after the paced runs (≤ 10,000 ticks/s, up to {max(b.counts)} clients) "
+               f"| {f['rss_paced_kib'] / 1024:.1f} MiB | ≤ 64 MB |")
+    out.append(f"| peak RSS (VmHWM) after the blast runs | {f['rss_peak_kib'] / 1024:.1f} MiB | (buffers) |")
     p99 = cells.get("both, 50 clients, 10,000/s")
     if p99 is not None:
         out.append(f"| p99 latency at 10,000 ticks/s, 50 clients | {_ms(p99.p99)} ms | ≤ 10 ms |")
-    out.append(f"| loss check: Yahoo ticks sent / stored, symbols out of sequence | {loss.get('yahoo_sent', 0):,} / "
-               f"{loss.get('yahoo_stored', 0):,}, {loss.get('yahoo_bad_symbols', '?')} | every tick once |")
-    out.append(f"| loss check: Dhan ticks sent / stored, sequence exact | {loss.get('dhan_sent', 0):,} / "
-               f"{loss.get('dhan_stored', 0):,}, {loss.get('dhan_exact')} | every tick once |")
+    for n in b.counts:
+        sub = f.get(f"subscribe_{n}")
+        if sub is not None:
+            out.append(f"| {n} client(s) subscribing 1,000 instruments each → snapshot received "
+                       f"| {sub[0] * 1000:,.0f} ms (gateway CPU {sub[1] * 1000:,.0f} ms) | |")
+    out.append(f"| loss check, Yahoo: ticks sent / stored, symbols with gaps or duplicates "
+               f"| {loss.get('yahoo_sent', 0):,} / {loss.get('yahoo_stored', 0):,}, "
+               f"{loss.get('yahoo_bad_symbols', '?')} | every tick stored once |")
+    out.append(f"| loss check, Dhan: ticks sent / stored, sequence numbers exactly 1..sent "
+               f"| {loss.get('dhan_sent', 0):,} / {loss.get('dhan_stored', 0):,}, "
+               f"{'yes' if loss.get('dhan_exact') else 'NO'} | every tick stored once |")
     out.append(f"| SIGTERM → exit | {f.get('stop_s', 0) * 1000:,.0f} ms | ≤ 5 s |")
     out.append("")
     out.append(f"Machine: {platform.python_implementation()} {platform.python_version()}, "
-               f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), "
+               f"{os.cpu_count()} CPUs ({_cpu_model()}), redis-server {f.get('redis_version', '?')}; "
                f"{'--quick, ' if b.quick else ''}{b.seconds:g} s windows; "
-               f"quiet machine: {Path('/tmp/mdgate_quiet').exists()}.")
+               f"/tmp/mdgate_quiet present: {Path('/tmp/mdgate_quiet').exists()}; "
+               f"load average at start {f.get('loadavg', '?')}.")
     for note in b.notes:
         out.append(f"Note: {note}")
     print("\n".join(out))
+
+
+def _cpu_model() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()
 
 
 if __name__ == "__main__":

@@ -83,6 +83,10 @@ class BatchPacker:
         self.ids: dict[str, list[int]] = {}
         self._keys: dict[str, tuple[str, str, str]] = {}
         self._providers: set[str] = set()
+        #: instrument -> start of the last minute whose bar the script rebuilds
+        #: from the stored ticks (the minutes in which this process started
+        #: seeing the instrument: a predecessor may have stored part of them).
+        self.rebuild_until: dict[str, int] = {}
         #: Ticks left out because a string field cannot travel in the batch encoding.
         self.rejected = 0
 
@@ -155,11 +159,13 @@ class BatchPacker:
             recs.append((g, f"{st[0]}-{st[1]}", *astuple(t)))
         args: list[object] = [_encode(recs), 0]
         m = 0
+        rebuild = self.rebuild_until
         for b in bars:
             inst = b.instrument
             g = groups.get(inst)
             if g is None:
                 g = self._group(inst, groups, keys)
+            flag = 1 if b.start <= rebuild.get(inst, -1) else 0
             args += (
                 g,
                 f"{b.start}-0",
@@ -170,6 +176,7 @@ class BatchPacker:
                 b.close,
                 b.volume,
                 b.count,
+                flag,
             )
             m += 1
         args[1] = m

@@ -17,8 +17,9 @@ Argument layout (as packed by :class:`mdgate._redis_codec.BatchPacker`)::
     ARGV[4]          the ticks, one JSON text (msgspec):
                        [[g, "id", instrument, price, ts, ...], ...]
                      every tick field in model order, null when absent
-    ARGV[5]          m, the number of bars, then m records of 9 arguments:
-                       g, id, start, open, high, low, close, volume, count
+    ARGV[5]          m, the number of bars, then m records of 10 arguments:
+                       g, id, start, open, high, low, close, volume, count,
+                       rebuild ("1": recompute from the stored ticks of the minute)
 
 The script splits the JSON text with Lua patterns rather than decoding it:
 numbers keep their exact JSON text (no trip through Lua doubles, whose
@@ -94,16 +95,68 @@ for g, ts in pairs(best_ts) do
     call('HSET', lk, unpack(best[g]))
   end
 end
+-- A bar flagged "rebuild" (the first minutes a gateway process sees of an
+-- instrument: a predecessor may have stored ticks of the same minute) is
+-- recomputed from every stored tick of its minute, with the same rules as
+-- mdgate.bars.BarBuilder; the volume baseline is the stored tick before it.
+local function rebuild(tk, start, stop)
+  local rows = call('XRANGE', tk, start, stop)
+  local before = call('XREVRANGE', tk, string.format('%d', start - 1), '-', 'COUNT', 1)
+  local last = nil
+  if before[1] then
+    local f = before[1][2]
+    for k = 1, #f, 2 do if f[k] == 'volume' then last = tonumber(f[k + 1]) end end
+  end
+  local n, vol = 0, 0
+  local o, h, l, c, hn, ln
+  for _, row in ipairs(rows) do
+    local f = row[2]
+    local price, ts, v, sz
+    for k = 1, #f, 2 do
+      local name = f[k]
+      if name == 'price' then price = f[k + 1]
+      elseif name == 'ts' then ts = tonumber(f[k + 1])
+      elseif name == 'volume' then v = tonumber(f[k + 1])
+      elseif name == 'size' then sz = tonumber(f[k + 1]) end
+    end
+    -- a late tick filed in this minute (ts before it) counts nowhere, and
+    -- does not move the volume baseline back
+    if price and ts and ts >= start and ts <= stop then
+      local d = 0
+      if v then
+        if last then d = (v >= last) and (v - last) or v end
+        last = v
+      elseif sz then
+        d = sz
+      end
+      local pn = tonumber(price)
+      if n == 0 then o, h, l, hn, ln = price, price, price, pn, pn end
+      if pn > hn then h, hn = price, pn end
+      if pn < ln then l, ln = price, pn end
+      c = price
+      vol = vol + d
+      n = n + 1
+    end
+  end
+  if n == 0 then return nil end
+  return {o, h, l, c, string.format('%d', vol), tostring(n)}
+end
 local m = tonumber(ARGV[5])
 local p = 6
 local bars, bskipped = 0, 0
 for _ = 1, m do
   local g = tonumber(ARGV[p])
+  local start = ARGV[p + 2]
+  local o, h, l, c, v, n = ARGV[p + 3], ARGV[p + 4], ARGV[p + 5], ARGV[p + 6],
+    ARGV[p + 7], ARGV[p + 8]
+  if ARGV[p + 9] == '1' then
+    local b = rebuild(KEYS[3 * g - 1], tonumber(start), tonumber(start) + 59999)
+    if b then o, h, l, c, v, n = b[1], b[2], b[3], b[4], b[5], b[6] end
+  end
   local r = pcall('XADD', KEYS[3 * g + 1], 'MAXLEN', '~', bmax, ARGV[p + 1],
-    'start', ARGV[p + 2], 'open', ARGV[p + 3], 'high', ARGV[p + 4], 'low', ARGV[p + 5],
-    'close', ARGV[p + 6], 'volume', ARGV[p + 7], 'count', ARGV[p + 8])
+    'start', start, 'open', o, 'high', h, 'low', l, 'close', c, 'volume', v, 'count', n)
   if dup(r) then bskipped = bskipped + 1 else bars = bars + 1 end
-  p = p + 9
+  p = p + 10
 end
 return {added, skipped, bars, bskipped}
 """.replace("{FIELDS}", "{" + ", ".join(f"'{f}'" for f in TICK_FIELDS) + "}").replace(

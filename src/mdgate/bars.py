@@ -10,10 +10,10 @@ ever seen for an instrument only sets the volume baseline. A bar is
 once wall-clock time is past the minute's end plus a grace period.
 
 Late ticks (``ts`` before the open bar's minute) cannot change a bar that
-is already final: they are counted in :attr:`BarBuilder.late`, their volume
-(the cumulative-volume change they carry) goes to the open bar so that no
-traded quantity is lost, and their price does not touch any bar (they are
-still stored and broadcast as ticks).
+is already final: they are counted in :attr:`BarBuilder.late` and touch no
+bar and not the cumulative-volume baseline (they are still stored and
+broadcast as ticks). With cumulative day volume nothing is lost: the next
+in-order tick's volume change includes what the late one carried.
 """
 
 from __future__ import annotations
@@ -50,6 +50,13 @@ class BarBuilder:
     def add(self, tick: Tick) -> Bar | None:
         """Add one tick; return the bar it closed, if any."""
         name = tick.instrument
+        start = tick.ts - tick.ts % MINUTE_MS
+        bar = self._open.get(name)
+        if bar is not None and start < bar.start:
+            # late: the minute is final, and the tick's cumulative volume must not become
+            # the baseline (a lower, older value would look like a new trading day)
+            self.late += 1
+            return None
         vol = 0
         if tick.volume is not None:
             last = self._cum.get(name)
@@ -58,8 +65,6 @@ class BarBuilder:
                 vol = tick.volume - last if tick.volume >= last else tick.volume
         elif tick.size is not None:
             vol = tick.size
-        start = tick.ts - tick.ts % MINUTE_MS
-        bar = self._open.get(name)
         closed: Bar | None = None
         if bar is not None:
             if start == bar.start:
@@ -71,10 +76,6 @@ class BarBuilder:
                 bar.close = p
                 bar.volume += vol
                 bar.count += 1
-                return None
-            if start < bar.start:
-                bar.volume += vol
-                self.late += 1
                 return None
             closed = _close(name, bar)
         p = tick.price

@@ -93,9 +93,20 @@ class RedisServer:
             self.proc.wait(timeout=10)
             self.proc = None
 
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): connections stay open, nothing answers."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server run again (SIGCONT)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGCONT)
+
     def stop(self) -> None:
         """Stop the server if running."""
         if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGCONT)  # in case a test paused it
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=5)

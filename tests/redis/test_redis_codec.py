@@ -95,7 +95,10 @@ def test_packer_layout_keys_args_and_records() -> None:
         b"1.5",
         b"10",
         b"3",
+        b"0",
     ]
+    p.rebuild_until["NSE:TCS"] = T0
+    assert argv(p.pack([], [bar]))[-1] == b"1"  # a minute this process started in
 
 
 @pytest.mark.parametrize("provider", ["A,B", 'A"B', "A]", "A\\B", "A\nB"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol
 
 import anyio
@@ -26,7 +26,7 @@ from mdgate._redis_lua import WRITE_BATCH
 from mdgate.bars import aggregate_bars
 from mdgate.config import RedisSettings, RuntimeSettings, Secret, Settings
 from mdgate.errors import StoreUnavailable
-from mdgate.model import Bar, Tick
+from mdgate.model import Bar, Tick, now_ms
 from mdgate.plugins.memory_store import MemoryStore
 from mdgate.plugins.redis_store import RedisStore, mdgate_store
 from mdgate.store import Store
@@ -40,6 +40,8 @@ class RedisServer(Protocol):
 
     def start(self, timeout: float = ...) -> None: ...
     def kill(self) -> None: ...
+    def pause(self) -> None: ...
+    def resume(self) -> None: ...
 
 
 RedisFactory = Callable[..., RedisServer]
@@ -683,3 +685,134 @@ async def test_store_history_and_bars_negative_or_empty_ranges_return_empty(
         assert await store.history("NSE:RELIANCE", since_ms=BASE + 1, until_ms=BASE) == []
         assert await store.history("NSE:RELIANCE", limit=0) == []
         assert await store.bars("NSE:RELIANCE", "5m", until_ms=-1) == []
+
+
+async def test_store_hung_redis_times_out_then_every_tick_once_in_order(
+    redis_factory: RedisFactory,
+) -> None:
+    # SIGSTOP: the batches sent stay unanswered; the store gives up on the
+    # connection after io_timeout and buffers. On SIGCONT Redis still runs
+    # the batches it had received on the dead connection, and the store
+    # re-sends them: the retry must skip what is there and add the rest.
+    server = redis_factory()
+    server.start()
+    store = RedisStore(server.url, RedisSettings(batch_max=50), FAST, io_timeout=0.3)
+    async with anyio.create_task_group() as tg:
+        await tg.start(store.run)
+        store.write([tick(ts=BASE + i, size=i) for i in range(100)])
+        await flushed(store)
+        server.pause()
+        try:
+            store.write([tick(ts=BASE + i, size=i) for i in range(100, 200)])
+            await wait_for(lambda: store.status()["failures"] >= 2)
+            assert store.status()["state"] == "down"
+            store.write([tick(ts=BASE + i, size=i) for i in range(200, 300)])
+        finally:
+            server.resume()
+        await flushed(store)
+        s = store.status()
+        tg.cancel_scope.cancel()
+    await store.aclose()
+    async with client(server) as r:
+        rows = await r.xrange(ticks_key("NSE:RELIANCE"))
+        feed = await r.xrange(FEED_KEY)
+    assert [int(f["size"]) for _, f in rows] == list(range(300))
+    assert [int(f["size"]) for _, f in feed] == list(range(300))
+    # usually Redis ran the 100 ticks sent on the dead connection: they come
+    # back as duplicates of the retry; either way the sum is exact
+    assert s["written"] + s["duplicates"] == 300
+    assert s["last_error"] == "TimeoutError: no answer within 0.3 s"
+
+
+async def test_store_feed_maxlen_zero_writes_no_feed(redis_server: RedisServer) -> None:
+    async with running_store(redis_server.url, feed_maxlen=0) as store:
+        store.write([tick(ts=BASE + i) for i in range(3)])
+        await flushed(store)
+        async with client(redis_server) as r:
+            assert await r.exists(FEED_KEY) == 0
+            assert await r.xlen(ticks_key("NSE:RELIANCE")) == 3
+
+
+async def test_store_follow_yields_feed_in_order_and_resumes_from_last_id(
+    redis_server: RedisServer,
+) -> None:
+    instruments = ["NSE:RELIANCE", "NASDAQ:AAPL"]
+    ticks = [tick(instruments[i % 2], BASE + i, size=i) for i in range(300)]
+    got: list[Tick] = []
+    resume = ""
+    async with running_store(redis_server.url, batch_max=40) as store:
+        await wait_for(lambda: store.status()["state"] == "ok")
+        store.write(ticks[:100])
+        await flushed(store)
+        async with aclosing(store.follow("0", count=30, block_ms=200)) as feed:
+            async for last_id, batch in feed:
+                got += batch
+                resume = last_id
+                if len(got) >= 60:
+                    break
+        store.write(ticks[100:])
+        await flushed(store)
+        with anyio.fail_after(10):
+            async with aclosing(store.follow(resume, block_ms=200)) as feed:
+                async for _, batch in feed:
+                    got += batch
+                    if len(got) >= len(ticks):
+                        break
+    assert got == ticks
+
+
+async def test_store_follow_survives_redis_restart(redis_factory: RedisFactory) -> None:
+    server = redis_factory(extra=["--appendonly", "yes", "--appendfsync", "always"])
+    server.start()
+    got: list[Tick] = []
+    ticks = [tick(ts=BASE + i, size=i) for i in range(20)]
+    async with running_store(server.url) as store:
+        await wait_for(lambda: store.status()["state"] == "ok")
+
+        async def follower() -> None:
+            async with aclosing(store.follow("0", block_ms=100)) as feed:
+                async for _, batch in feed:
+                    got.extend(batch)
+                    if len(got) >= len(ticks):
+                        return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(follower)
+            store.write(ticks[:10])
+            await wait_for(lambda: len(got) == 10)
+            server.kill()
+            await anyio.sleep(0.3)  # the follower's XREAD fails and backs off
+            await anyio.to_thread.run_sync(server.start)
+            store.write(ticks[10:])
+            with anyio.fail_after(15):
+                await wait_for(lambda: len(got) == 20)
+    assert got == ticks
+
+
+async def test_store_gateway_restart_mid_minute_bar_covers_both_processes(
+    redis_server: RedisServer,
+) -> None:
+    # A minute in the future, so that the wall clock closes nothing meanwhile.
+    m = now_ms() - now_ms() % MIN + 10 * MIN
+    first = [
+        tick(ts=m - 30_000, price=10.0, volume=990),  # the minute before
+        tick(ts=m + 1_000, price=10.0, volume=1_000),
+        tick(ts=m + 10_000, price=12.0, volume=1_010),
+        tick(ts=m + 20_000, price=8.0, volume=1_030),
+    ]
+    second = [
+        tick(ts=m + 40_000, price=11.0, volume=1_050),
+        tick(ts=m + 50_000, price=13.0, volume=1_060),
+        tick(ts=m + MIN + 1_000, price=9.0, volume=1_070),  # closes minute m
+    ]
+    async with running_store(redis_server.url) as one:  # stops mid-minute
+        one.write(first)
+        await wait_for(lambda: one.status()["bars_written"] == 1)  # minute m - 1
+    async with running_store(redis_server.url) as two:  # the restarted gateway
+        two.write(second)
+        await wait_for(lambda: two.status()["bars_written"] == 1)  # minute m
+        bars = await two.bars("NSE:RELIANCE", since_ms=m, until_ms=m)
+    # as if one process had seen every tick (its own bar alone would be open
+    # 11, low 11, volume 10, count 2); the volume counts from the last tick
+    # before the minute (990)
+    assert bars == [Bar("NSE:RELIANCE", m, 10.0, 13.0, 8.0, 13.0, 70, 5)]

@@ -119,7 +119,9 @@ def test_bars_volume_from_cumulative_and_close_on_next_minute():
         3,
     )
     assert b.add(tk(119_000, 1.0, volume=210)) is None and b.late == 1
-    assert b.flush(180_000 + 2_000)[0].volume == 50  # 200 -> 210 counted in the open bar
+    # the late tick changes nothing; the next in-order tick's delta includes its volume
+    assert b.add(tk(121_000, 11.5, volume=230)) is None
+    assert b.flush(180_000 + 2_000)[0].volume == 70  # 160 -> 230
 
 
 def test_bars_sum_sizes_without_volume_and_day_reset():

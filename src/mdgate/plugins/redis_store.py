@@ -21,7 +21,7 @@ from __future__ import annotations
 import random
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import TYPE_CHECKING, Any, Final, cast
@@ -36,6 +36,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
 from mdgate._redis_codec import (
+    FEED_KEY,
     BatchPacker,
     bars_key,
     decode_bar_fields,
@@ -176,6 +177,8 @@ class RedisStore:
                 add, bars = builder.add, self._bars
                 for t in ticks:
                     prev = latest.get(t.instrument)
+                    if prev is None:
+                        self._first_seen(t)
                     if prev is None or t.ts >= prev.ts:
                         latest[t.instrument] = t
                     bar = add(t)
@@ -185,6 +188,13 @@ class RedisStore:
                 self._wake.set()
         except Exception as exc:  # the feed must never break because of the store
             log.error("redis_store_write_failed", error=repr(exc))
+
+    def _first_seen(self, t: Tick) -> None:
+        # The first bar(s) of an instrument in this process may cover a minute
+        # a predecessor (a restarted gateway) already stored ticks of: the
+        # script rebuilds those from every stored tick of the minute.
+        minute = max(t.ts - t.ts % MINUTE_MS, t.recv_ts - t.recv_ts % MINUTE_MS)
+        self._packer.rebuild_until[t.instrument] = minute
 
     def _add_bar(self, bar: Bar, bars: deque[Bar]) -> None:
         if len(bars) == bars.maxlen:
@@ -263,7 +273,10 @@ class RedisStore:
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
-        err = self._clean(f"{type(exc).__name__}: {exc}")
+        text = str(exc) or (
+            f"no answer within {self._io_timeout:g} s" if isinstance(exc, TimeoutError) else ""
+        )
+        err = self._clean(f"{type(exc).__name__}: {text}")
         if self._state != "down" or err != self._last_error:
             log.warning(
                 "redis_store_down",
@@ -289,7 +302,15 @@ class RedisStore:
         if conn is None:
             conn = self._conn = self._wpool.make_connection()  # type: ignore[no-untyped-call]
         if not conn.is_connected:
-            await conn.connect()
+            try:
+                # The handshake (AUTH, SELECT...) reads replies without a
+                # socket timeout: bound it, a hung server must not hang us.
+                with anyio.fail_after(self._io_timeout):
+                    await conn.connect()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.disconnect(nowait=True)
+                raise
             for script in (WRITE_BATCH, LAST_IDS):
                 await self._roundtrip(conn, ("SCRIPT", "LOAD", script), packed=False)
         return conn
@@ -563,6 +584,56 @@ class RedisStore:
             ):
                 out.pop()  # its interval is still open
         return out[-limit:]
+
+    async def follow(
+        self, last_id: str = "$", *, count: int = 1000, block_ms: int = 1000
+    ) -> AsyncGenerator[tuple[str, list[Tick]], None]:
+        """
+        Follow the shared ``mdgate:feed`` stream: every gateway's ticks.
+
+        Yields ``(id, ticks)`` for each read: the ticks appended after
+        ``last_id`` (``"$"``: from now; ``"0"``: from the oldest kept), in
+        feed order, and the ID of the last one, from which a later call
+        resumes without loss (within the feed's retention). Uses its own
+        connection (``XREAD BLOCK``); while Redis is unreachable it retries
+        with capped, jittered backoff and resumes from the last ID read.
+        Runs until the caller stops iterating or the task is cancelled; close
+        it with ``contextlib.aclosing`` to release its connection at once.
+        """
+        rt = self._runtime
+        reader = Redis.from_url(
+            self._url,
+            decode_responses=True,
+            socket_timeout=None,
+            socket_connect_timeout=5.0,
+            retry=Retry(NoBackoff(), 0),
+        )
+        attempt = 0
+        try:
+            while True:
+                try:
+                    with anyio.fail_after(block_ms / 1000 + self._io_timeout):
+                        rows = await reader.xread({FEED_KEY: last_id}, count=count, block=block_ms)
+                    resp = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]", rows or [])
+                    attempt = 0
+                except (RedisError, OSError, TimeoutError) as exc:
+                    log.warning("redis_follow_failed", error=self._clean(str(exc)))
+                    delay = min(rt.backoff_max, rt.backoff_initial * 2 ** min(attempt, 16))
+                    attempt += 1
+                    await anyio.sleep(random.uniform(0, delay))
+                    continue
+                for _key, entries in resp:
+                    ticks: list[Tick] = []
+                    for entry_id, fields in entries:
+                        last_id = entry_id
+                        try:
+                            ticks.append(decode_tick_fields(fields))
+                        except msgspec.ValidationError as exc:
+                            log.warning("redis_bad_feed_entry", id=entry_id, error=str(exc))
+                    yield last_id, ticks
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reader.aclose()
 
     # ------------------------------------------------------------------ status
 
