@@ -302,6 +302,7 @@ class Cell:
     conflated: int = 0
     feed_rate: float = 0.0
     e2e_rate: float = 0.0
+    redis_cpu_us: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -375,6 +376,7 @@ class Bench:
         cell = Cell(label, n_clients, offered)
         st0 = self.gw.status()
         cpu0 = proc_cpu(self.gw.pid)
+        rcpu0 = proc_cpu(self.redis_pid)
         spy: subprocess.Popen[bytes] | None = None
         if self.args.profile and self.args.profile in label:
             out = HERE.parent / f"profile-{label.replace(' ', '').replace(',', '_').replace('/', '')}.txt"
@@ -390,6 +392,7 @@ class Bench:
         st1 = self.wait_stored(st0["pipeline"]["ticks"], st0["store"]["written"], sent)
         t1 = time.monotonic()
         cpu1 = proc_cpu(self.gw.pid)
+        cell.redis_cpu_us = (proc_cpu(self.redis_pid) - rcpu0) / max(sent, 1) * 1e6
         cell.sent = sent
         cell.feed_rate = sent / feed_secs if feed_secs else 0.0
         cell.stored_rate = sent / (t1 - t0)
@@ -424,7 +427,7 @@ class Bench:
         t0 = time.monotonic()
         cpu0 = proc_cpu(self.gw.pid) if port is None else 0.0
         p.expect("READY", 180)
-        if port is None:
+        if port is None and f"subscribe_{n}" not in self.facts:
             self.facts[f"subscribe_{n}"] = (time.monotonic() - t0, proc_cpu(self.gw.pid) - cpu0)
             print(f"  {n} clients subscribed {len(instruments)} instruments each (snapshot received) in "
                   f"{time.monotonic() - t0:.2f} s, gateway CPU {proc_cpu(self.gw.pid) - cpu0:.2f} s",
@@ -584,12 +587,14 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
             for rate, label in ((1000.0, "1,000/s"), (None, "max")):
                 half = None if rate is None else rate / 2
                 cpu0 = proc_cpu(naive.proc.pid)
+                rcpu0 = proc_cpu(b.redis_pid)
                 cl.send("start")
                 t0 = time.monotonic()
                 sent, feed_secs = b.stream({"yahoo-alt": half, "dhan-alt": half}, b.seconds)
                 res = json.loads(cl.ask(f"stop {sent} 120", "RESULT", 300))
                 t1 = time.monotonic()
                 cpu1 = proc_cpu(naive.proc.pid)
+                rcpu1 = proc_cpu(b.redis_pid)
                 cell = Cell(f"naive pipeline, 1 client, {label}", 1, label.replace("/s", ""), sent=sent)
                 cell.delivered_rate = res["ticks"] / res["window_s"]
                 cell.stored_rate = res["ticks"] / (t1 - t0)
@@ -598,6 +603,7 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
                 cell.p50, cell.p99, cell.pmax = res["p50"], res["p99"], res["max"]
                 cell.int_p99 = res["int_p99"]
                 cell.cpu_us = (cpu1 - cpu0) / max(res["ticks"], 1) * 1e6
+                cell.redis_cpu_us = (rcpu1 - rcpu0) / max(res["ticks"], 1) * 1e6
                 cell.feed_rate = sent / feed_secs
                 cell.min_ratio = res["min_ticks"] / max(sent, 1)
                 b.cells.append(cell)
@@ -655,15 +661,16 @@ def report(b: Bench) -> None:
     cells = {c.label: c for c in b.cells}
     out.append("| run | clients | offered ticks/s | ticks sent | stored ticks/s (→ Redis) "
                "| delivered ticks/s per client | latency send → client p50 / p99 / max ms "
-               "| gateway part p99 ms | gateway CPU µs/tick | conflated |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+               "| gateway part p99 ms | gateway CPU µs/tick | redis-server CPU µs/tick | conflated |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in b.cells:
         if "decode-only" in c.label:
             continue
         lat = "n/a" if c.p50 is None else f"{_ms(c.p50)} / {_ms(c.p99)} / {_ms(c.pmax)}"
         per_client = f"{c.per_client_rate:,.0f}" if c.clients else "n/a"
         out.append(f"| {c.label} | {c.clients} | {c.offered} | {c.sent:,} | {c.stored_rate:,.0f} | "
-                   f"{per_client} | {lat} | {_ms(c.int_p99)} | {c.cpu_us:.1f} | {c.conflated:,} |")
+                   f"{per_client} | {lat} | {_ms(c.int_p99)} | {c.cpu_us:.1f} | {c.redis_cpu_us:.1f} "
+                   f"| {c.conflated:,} |")
     out.append("")
     out.append("| alternative, decode only (no storage, no clients) | messages | decoded msgs/s "
                "| process CPU µs/msg | feed sent ticks/s |")
