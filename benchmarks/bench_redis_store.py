@@ -29,13 +29,12 @@ import argparse
 import os
 import random
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -48,6 +47,7 @@ from mdgate._redis_lua import WRITE_BATCH
 from mdgate.config import RedisSettings
 from mdgate.model import TICK_FIELDS, Tick
 from mdgate.plugins.redis_store import RedisStore
+from mdgate.testing.redis import RedisServer
 
 INSTRUMENTS = [f"NSE:SYM{i:03d}" for i in range(50)]
 MAXLEN = 100_000
@@ -84,12 +84,6 @@ def make_ticks(n: int) -> list[Tick]:
             )
         )
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_of(pid: int) -> float:
@@ -313,29 +307,6 @@ async def measure(
     return Result(name, what, len(ticks), t1 - t0, c1 - c0, s1 - s0)
 
 
-def start_server() -> tuple[subprocess.Popen[bytes], str, str]:
-    """Start a throw-away redis-server; return (process, url, its directory)."""
-    port = free_port()
-    tmp = tempfile.mkdtemp(prefix="bench-redis-")
-    server = shutil.which("redis-server") or "/usr/bin/redis-server"
-    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
-    args += ["--appendonly", "no", "--dir", tmp]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2) as sock:
-                sock.sendall(b"PING\r\n")
-                if sock.recv(16).startswith(b"+PONG"):
-                    break
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("redis-server did not start")
-        time.sleep(0.02)
-    return proc, f"redis://127.0.0.1:{port}/0", tmp
-
-
 async def main(url: str, pid: int, n: int, n_slow: int, batch: int, rounds: int) -> list[Result]:
     ticks = make_ticks(n)
     runs: list[tuple[str, str, Writer, list[Tick]]] = [
@@ -414,11 +385,14 @@ if __name__ == "__main__":
     ap.add_argument("--rounds", type=int, default=3, help="best of N interleaved rounds")
     ap.add_argument("--batch", type=int, default=500)
     a = ap.parse_args()
-    proc, url, tmp = start_server()
+    tmp = tempfile.mkdtemp(prefix="bench-redis-")
+    server = RedisServer(Path(tmp))
+    server.start()
+    assert server.proc is not None
+    proc, url = server.proc, server.url
     try:
         res = anyio.run(main, url, proc.pid, a.ticks, a.slow_ticks, a.batch, a.rounds)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
     print(table(res))
