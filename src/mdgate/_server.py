@@ -245,64 +245,69 @@ class ClientServer:
         else:
             self._unsubscribe(outbox, wanted, instruments)
 
-    async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
-        subs = self.gw.subs
-        good: list[str] = []
-        errors: list[dict[str, str]] = []
+    @staticmethod
+    def _names(raw: list[Any], errors: list[dict[str, str]]) -> list[str]:
+        """Valid instrument names of a request, upper-cased and de-duplicated, in order."""
+        names: list[str] = []
         for item in raw:
             try:
                 name, _, _ = parse_instrument(item)
             except InstrumentError as exc:
                 errors.append({"instrument": str(item), "code": "bad_instrument", "message": str(exc)})
                 continue
-            if name in wanted:
-                if name not in good:
-                    good.append(name)
-                continue
-            try:
-                available = subs.acquire(name)
-            except NoRouteError as exc:
-                errors.append({"instrument": name, "code": "no_route", "message": str(exc)})
-                continue
-            except SubscriptionRejected as exc:
-                errors.append({"instrument": name, "code": "unavailable", "message": exc.message})
-                continue
-            wanted.add(name)
+            if name not in names:
+                names.append(name)
+        return names
+
+    @staticmethod
+    def _report(outbox: ClientOutbox, errors: list[dict[str, str]]) -> None:
+        """One error frame for every problem of a request; its code is the first one's."""
+        if not errors:
+            return
+        first = errors[0]
+        message = first["message"] if len(errors) == 1 else (
+            f"{len(errors)} instruments refused or unavailable: "
+            + ", ".join(e["instrument"] for e in errors))
+        outbox.control(_error(first["code"], message, errors))
+
+    async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
+        subs = self.gw.subs
+        errors: list[dict[str, str]] = []
+        good: list[str] = []
+        for name in self._names(raw, errors):
+            if name not in wanted:
+                try:
+                    available = subs.acquire(name)
+                except NoRouteError as exc:
+                    errors.append({"instrument": name, "code": "no_route", "message": str(exc)})
+                    continue
+                except SubscriptionRejected as exc:
+                    errors.append({"instrument": name, "code": "unavailable", "message": exc.message})
+                    continue
+                wanted.add(name)
+                if not available:
+                    errors.append({"instrument": name, "code": "unavailable",
+                                   "message": f"providers for {name} are down; ticks flow once one recovers"})
             good.append(name)
-            if not available:
-                errors.append({"instrument": name, "code": "unavailable",
-                               "message": f"providers for {name} are down; ticks flow once one recovers"})
         if good:
             outbox.control(encode({"type": "subscribed", "instruments": good}))
-        if errors:
-            first = errors[0]
-            names = ", ".join(e["instrument"] for e in errors)
-            outbox.control(_error(first["code"], f"{first['message']}" if len(errors) == 1
-                                  else f"{len(errors)} instruments not subscribed or unavailable: {names}",
-                                  errors))
+        self._report(outbox, errors)
         if good:
             snapshot = await self.gw.snapshot(good)
             outbox.control(encode({"type": "snapshot", "ticks": snapshot}))
             self.gw.fanout.set_instruments(outbox, frozenset(wanted))
 
     def _unsubscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
-        done: list[str] = []
         errors: list[dict[str, str]] = []
-        for item in raw:
-            try:
-                name, _, _ = parse_instrument(item)
-            except InstrumentError as exc:
-                errors.append({"instrument": str(item), "code": "bad_instrument", "message": str(exc)})
-                continue
+        done = self._names(raw, errors)
+        for name in done:
             if name in wanted:
                 wanted.discard(name)
                 self.gw.subs.release(name)
-            done.append(name)
         self.gw.fanout.set_instruments(outbox, frozenset(wanted))
         if done:
             outbox.control(encode({"type": "unsubscribed", "instruments": done}))
-        if errors:
-            outbox.control(_error("bad_instrument", errors[0]["message"], errors))
+        self._report(outbox, errors)
 
 
 def merge_latest(a: dict[str, Tick], b: dict[str, Tick]) -> dict[str, Tick]:
