@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import functools
 import json
 import os
 import struct
@@ -195,8 +196,8 @@ async def _run(args: argparse.Namespace) -> None:
     probes = {round(i * args.clients / args.probes) for i in range(min(args.probes, args.clients))}
     clients: list[Client] = []
     for i in range(args.clients):
-        _, proto = await loop.create_connection(
-            lambda i=i: Client(args.path, f"{host}:{port}", sub, i in probes), host, port)  # type: ignore[misc]
+        factory = functools.partial(Client, args.path, f"{host}:{port}", sub, i in probes)
+        _, proto = await loop.create_connection(factory, host, port)
         clients.append(proto)
     await asyncio.wait_for(asyncio.gather(*(c.subscribed for c in clients)), 120)
     reader = asyncio.StreamReader()

@@ -28,12 +28,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import platform
 import queue
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -46,9 +46,10 @@ from typing import Any
 
 import redis
 
+from mdgate.testing.redis import RedisServer, free_port
+
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
-REDIS_SERVER = os.environ.get("MDGATE_BENCH_REDIS", "/usr/bin/redis-server")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 DHAN_CLIENT_ID = "1000000001"
 #: The fake Dhan server's test credential.
@@ -56,6 +57,8 @@ DHAN_TOKEN = "test-token"
 
 N_YAHOO = 500
 N_DHAN = 500
+#: Offered rate at which gateway and SDKs are compared by CPU per tick (everyone keeps up).
+PACED_COMPARE = 10_000.0
 N_ALT = 100  # yfinance uses one connection: Yahoo keeps 100 symbols per connection
 
 
@@ -67,14 +70,6 @@ def yahoo_names(n: int) -> list[str]:
 def dhan_names(n: int) -> list[tuple[str, str]]:
     """Benchmark instruments served by Dhan, with their codes."""
     return [(f"NSE:DB{i:04d}", f"NSE_EQ:{100000 + i}") for i in range(1, n + 1)]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 # -- processes ---------------------------------------------------------------
@@ -160,30 +155,15 @@ def proc_mem(pid: int) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def redis_server() -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A throw-away redis-server on a free port."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--protected-mode", "no"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
+def redis_server(directory: Path) -> Iterator[tuple[str, int]]:
+    """A throw-away redis-server on a free port (``mdgate.testing.redis``): (url, pid)."""
+    server = RedisServer(directory)
+    server.start()
     try:
-        r = redis.Redis.from_url(url)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                r.ping()
-                break
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        yield url, proc
+        assert server.proc is not None
+        yield server.url, server.proc.pid
     finally:
-        proc.terminate()
-        proc.wait(5)
+        server.stop()
 
 
 # -- the gateway ---------------------------------------------------------------
@@ -377,9 +357,14 @@ class Bench:
         st0 = self.gw.status()
         cpu0 = proc_cpu(self.gw.pid)
         rcpu0 = proc_cpu(self.redis_pid)
+        others = {"feeds": [p.proc.pid for p in self.feeds.values()],
+                  "clients": [clients.proc.pid] if clients is not None else []}
+        others0 = {k: sum(proc_cpu(pid) for pid in pids) for k, pids in others.items()}
         spy: subprocess.Popen[bytes] | None = None
         if self.args.profile and self.args.profile in label:
-            out = HERE.parent / f"profile-{label.replace(' ', '').replace(',', '_').replace('/', '')}.txt"
+            name = f"mdgate-profile-{label.replace(' ', '').replace(',', '_').replace('/', '')}.txt"
+            out = Path(tempfile.gettempdir()) / name
+            print(f"  py-spy -> {out}", file=sys.stderr, flush=True)
             spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(self.gw.pid),
                                     "--format", "raw", "--rate", "200", "--output", str(out),
                                     "--duration", str(int(secs) + 1)], stdout=subprocess.DEVNULL,
@@ -392,7 +377,13 @@ class Bench:
         st1 = self.wait_stored(st0["pipeline"]["ticks"], st0["store"]["written"], sent)
         t1 = time.monotonic()
         cpu1 = proc_cpu(self.gw.pid)
-        cell.redis_cpu_us = (proc_cpu(self.redis_pid) - rcpu0) / max(sent, 1) * 1e6
+        rcpu1 = proc_cpu(self.redis_pid)
+        cell.redis_cpu_us = (rcpu1 - rcpu0) / max(sent, 1) * 1e6
+        wall = t1 - t0
+        cell.extra["cpu_share"] = {
+            "gateway": (cpu1 - cpu0) / wall, "redis-server": (rcpu1 - rcpu0) / wall,
+            **{k: (sum(proc_cpu(pid) for pid in pids) - others0[k]) / wall for k, pids in others.items()},
+        }
         cell.sent = sent
         cell.feed_rate = sent / feed_secs if feed_secs else 0.0
         cell.stored_rate = sent / (t1 - t0)
@@ -414,6 +405,10 @@ class Bench:
             cell.extra["client_closed"] = res["closed"]
             cell.extra["frames"] = res["frames"]
             cell.e2e_rate = sent / max(t1 - t0, res["window_s"])
+            if res["min_ticks"] < sent and not cell.conflated:
+                self.notes.append(f"{label}: a client received {res['min_ticks']} of {sent} ticks")
+            if res["closed"]:
+                self.notes.append(f"{label}: {res['closed']} client connection(s) closed")
         self.cells.append(cell)
         print(f"  {label}: {_fmt_cell(cell)}", file=sys.stderr, flush=True)
         return cell
@@ -451,11 +446,12 @@ def main() -> None:
                         help="offered ticks/s to run, 'max' for blast (default 1000,10000,max)")
     parser.add_argument("--no-alt", action="store_true", help="skip the alternatives (development)")
     parser.add_argument("--profile", default="", help="py-spy record the gateway during cells whose label "
-                        "contains this text (development; needs py-spy)")
+                        "contains this text, into $TMPDIR/mdgate-profile-*.txt (development; needs py-spy)")
     args = parser.parse_args()
     t_start = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="mdgate-bench-") as tmpdir, redis_server() as (redis_url, rproc):
-        bench = Bench(args.quick, Path(tmpdir), redis_url, rproc.pid)
+    with tempfile.TemporaryDirectory(prefix="mdgate-bench-") as tmpdir, \
+            redis_server(Path(tmpdir) / "redis") as (redis_url, redis_pid):
+        bench = Bench(args.quick, Path(tmpdir), redis_url, redis_pid)
         bench.args = args
         try:
             run(bench)
@@ -512,6 +508,11 @@ def run(b: Bench) -> None:
             print(f"{n} client(s), paced", file=log, flush=True)
             cl = b.clients(n, everything)
             try:
+                if n == 1:
+                    b.measure(f"Yahoo only, 1 client, {PACED_COMPARE:,.0f}/s", {"yahoo-gw": PACED_COMPARE},
+                              cl, n, f"{PACED_COMPARE:,.0f}")
+                    b.measure(f"Dhan only, 1 client, {PACED_COMPARE:,.0f}/s", {"dhan-gw": PACED_COMPARE},
+                              cl, n, f"{PACED_COMPARE:,.0f}")
                 for r in paced:
                     both(n, r, cl)
             finally:
@@ -549,6 +550,9 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
     dcodes = [c for _, c in dhan_names(N_ALT)]
     env = {**os.environ, "DHAN_CLIENT_ID": DHAN_CLIENT_ID, "DHAN_ACCESS_TOKEN": DHAN_TOKEN}
     for sdk, key, codes in (("yfinance", "yahoo-alt", ysyms), ("dhanhq", "dhan-alt", dcodes)):
+        if importlib.util.find_spec(sdk) is None:
+            b.notes.append(f"{sdk} is not installed (pip install -e '.[dev]'): its rows are missing")
+            continue
         p = LineProc(sdk, [PY, str(HERE / "_e2e_sdk.py"), sdk, urls[key], ",".join(codes)], env)
         try:
             p.expect("READY", 60)
@@ -557,18 +561,21 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"{sdk} did not subscribe")
                 time.sleep(0.05)
-            cpu0 = proc_cpu(p.proc.pid)
-            p.send("start")
-            sent, feed_secs = b.stream({key: None}, b.seconds)
-            res = json.loads(p.ask(f"stop {sent} 60", "RESULT"))
-            cpu1 = proc_cpu(p.proc.pid)
-            cell = Cell(f"{sdk} decode-only, max", 1, "max", sent=sent)
-            cell.delivered_rate = res["messages"] / res["window_s"]
-            cell.feed_rate = sent / feed_secs
-            cell.cpu_us = (cpu1 - cpu0) / max(res["messages"], 1) * 1e6
-            cell.extra["decoded"] = res["messages"]
-            b.cells.append(cell)
-            print(f"  {cell.label}: {_fmt_cell(cell)}", file=sys.stderr, flush=True)
+            for rate in (PACED_COMPARE, None):
+                cpu0 = proc_cpu(p.proc.pid)
+                p.send("start")
+                sent, feed_secs = b.stream({key: rate}, b.seconds)
+                res = json.loads(p.ask(f"stop {sent} 60", "RESULT"))
+                cpu1 = proc_cpu(p.proc.pid)
+                offered = "max" if rate is None else f"{rate:,.0f}"
+                cell = Cell(f"{sdk} decode-only, {offered if rate is None else offered + '/s'}", 1, offered,
+                            sent=sent)
+                cell.delivered_rate = res["messages"] / res["window_s"]
+                cell.feed_rate = sent / feed_secs
+                cell.cpu_us = (cpu1 - cpu0) / max(res["messages"], 1) * 1e6
+                cell.extra["decoded"] = res["messages"]
+                b.cells.append(cell)
+                print(f"  {cell.label}: {_fmt_cell(cell)}", file=sys.stderr, flush=True)
         finally:
             p.stop()
     # naive pipeline, one client
@@ -660,17 +667,19 @@ def report(b: Bench) -> None:
     out: list[str] = []
     cells = {c.label: c for c in b.cells}
     out.append("| run | clients | offered ticks/s | ticks sent | stored ticks/s (→ Redis) "
-               "| delivered ticks/s per client | latency send → client p50 / p99 / max ms "
+               "| delivered ticks/s per client | delivered ticks/s, all clients "
+               "| latency send → client p50 / p99 / max ms "
                "| gateway part p99 ms | gateway CPU µs/tick | redis-server CPU µs/tick | conflated |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for c in b.cells:
         if "decode-only" in c.label:
             continue
         lat = "n/a" if c.p50 is None else f"{_ms(c.p50)} / {_ms(c.p99)} / {_ms(c.pmax)}"
         per_client = f"{c.per_client_rate:,.0f}" if c.clients else "n/a"
+        total = f"{c.delivered_rate:,.0f}" if c.clients else "n/a"
         out.append(f"| {c.label} | {c.clients} | {c.offered} | {c.sent:,} | {c.stored_rate:,.0f} | "
-                   f"{per_client} | {lat} | {_ms(c.int_p99)} | {c.cpu_us:.1f} | {c.redis_cpu_us:.1f} "
-                   f"| {c.conflated:,} |")
+                   f"{per_client} | {total} | {lat} | {_ms(c.int_p99)} | {c.cpu_us:.1f} "
+                   f"| {c.redis_cpu_us:.1f} | {c.conflated:,} |")
     out.append("")
     out.append("| alternative, decode only (no storage, no clients) | messages | decoded msgs/s "
                "| process CPU µs/msg | feed sent ticks/s |")
@@ -680,6 +689,17 @@ def report(b: Bench) -> None:
             out.append(f"| {c.label} | {c.extra['decoded']:,} | {c.delivered_rate:,.0f} | {c.cpu_us:.1f} | "
                        f"{c.feed_rate:,.0f} |")
     out.append("")
+    out.append(f"| CPU per tick at the same paced rate ({PACED_COMPARE:,.0f} ticks/s, one provider) "
+               "| mdgate µs/tick (Redis + 1 client) | alternative µs/tick (decode only) "
+               "| alternative / mdgate |")
+    out.append("| --- | ---: | ---: | ---: |")
+    for sdk, prov in (("yfinance", "Yahoo"), ("dhanhq", "Dhan")):
+        ca = cells.get(f"{prov} only, 1 client, {PACED_COMPARE:,.0f}/s")
+        cb = cells.get(f"{sdk} decode-only, {PACED_COMPARE:,.0f}/s")
+        if ca is not None and cb is not None:
+            out.append(f"| mdgate {prov} / {sdk} | {ca.cpu_us:.1f} | {cb.cpu_us:.1f} | "
+                       f"**{cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x** |")
+    out.append("")
     ratio_rows: list[tuple[str, str, str, str]] = [
         ("mdgate Yahoo (Redis + 1 client) / yfinance decode-only", "Yahoo only, 1 client, max",
          "yfinance decode-only, max", "3x"),
@@ -688,15 +708,17 @@ def report(b: Bench) -> None:
         ("mdgate both (Redis + 1 client) / naive pipeline (Redis + 1 client)", "both, 1 clients, max",
          "naive pipeline, 1 client, max", "10x"),
     ]
-    out.append("| ratio (same run, feeds blasting) | mdgate ticks/s | alternative ticks/s | ratio (target) | "
-               "mdgate µs/tick | alternative µs/tick | ratio per CPU-second |")
-    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    out.append("| ratio (same run, feeds blasting) | mdgate ticks/s | alternative ticks/s | ratio (target) "
+               "| feed ticks/s (mdgate / alternative) | mdgate µs/tick | alternative µs/tick "
+               "| ratio per CPU-second |")
+    out.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for text, a, alt, target in ratio_rows:
         if a in cells and alt in cells:
             ca, cb = cells[a], cells[alt]
             out.append(f"| {text} | {ca.e2e_rate:,.0f} | {cb.e2e_rate or cb.delivered_rate:,.0f} | "
                        f"**{ca.e2e_rate / max(cb.e2e_rate or cb.delivered_rate, 1):.1f}x** ({target}) | "
-                       f"{ca.cpu_us:.1f} | {cb.cpu_us:.1f} | {cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x |")
+                       f"{ca.feed_rate:,.0f} / {cb.feed_rate:,.0f} | {ca.cpu_us:.1f} | {cb.cpu_us:.1f} | "
+                       f"{cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x |")
     out.append("")
     f = b.facts
     loss = f.get("loss", {})
@@ -705,12 +727,22 @@ def report(b: Bench) -> None:
     out.append(f"| process start → first `/healthz` 200 | {f['healthz_s'] * 1000:,.0f} ms | ≤ 1 s |")
     out.append(f"| RSS, 1,000 instruments subscribed (500 Yahoo on {f['yahoo_connections']} connections "
                f"+ 500 Dhan), idle | {f['rss_idle_kib'] / 1024:.1f} MiB | ≤ 64 MB |")
+    one = cells.get("both, 1 clients, 10,000/s")
+    if one is not None:
+        out.append(f"| peak RSS (VmHWM) after 1,000 and 10,000 ticks/s with 1 client (1,000 instruments) "
+                   f"| {one.extra['hwm_mib']:.1f} MiB | ≤ 64 MB |")
     out.append(f"| peak RSS (VmHWM) after the paced runs (≤ 10,000 ticks/s, up to {max(b.counts)} clients) "
                f"| {f['rss_paced_kib'] / 1024:.1f} MiB | ≤ 64 MB |")
     out.append(f"| peak RSS (VmHWM) after the blast runs | {f['rss_peak_kib'] / 1024:.1f} MiB | (buffers) |")
     p99 = cells.get("both, 50 clients, 10,000/s")
     if p99 is not None:
         out.append(f"| p99 latency at 10,000 ticks/s, 50 clients | {_ms(p99.p99)} ms | ≤ 10 ms |")
+    for label in ("ingest only (Redis, no client), max", "both, 1 clients, max",
+                  "both, 50 clients, 10,000/s"):
+        shared = cells.get(label)
+        if shared is not None and "cpu_share" in shared.extra:
+            share = ", ".join(f"{k} {v:.2f}" for k, v in shared.extra["cpu_share"].items())
+            out.append(f"| CPU (cores) used during \"{label}\" | {share} | 2 cores in all |")
     for n in b.counts:
         sub = f.get(f"subscribe_{n}")
         if sub is not None:

@@ -17,6 +17,7 @@ Task tree (anyio)::
 from __future__ import annotations
 
 import dataclasses
+import gc
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -72,7 +73,7 @@ class Gateway:
         self.subs = SubscriptionManager(
             self.router, self.sessions, settings.runtime, settings.subscriptions.linger,
         )
-        self.fanout = Fanout(settings.server.max_ticks_per_frame)
+        self.fanout = Fanout(settings.server.max_ticks_per_frame, framed=not settings.server.compression)
         self.server = ClientServer(self)
         self.latest: dict[str, Tick] = {}
         self.started_at = time.time()
@@ -142,6 +143,11 @@ class Gateway:
                          store=self.store.kind, routes=self.router.table.source,
                          startup_ms=int((time.time() - self.started_at) * 1000))
                 task_status.started(port)
+                # start-up objects (plugins, protobuf, routing, redis-py, websockets) live for
+                # ever: take them out of the collector's working set so full collections stay
+                # short (a 20-50 ms pause is a p99 miss by itself)
+                gc.collect()
+                gc.freeze()
                 await self._stop.wait()
                 await self._shutdown(scopes, done)
                 tg.cancel_scope.cancel()
@@ -228,15 +234,23 @@ class Gateway:
     # -- queries -------------------------------------------------------------
 
     async def snapshot(self, instruments: list[str]) -> list[Tick]:
-        """Latest tick of each instrument: the store's, unless memory has a newer one."""
+        """
+        Latest tick of each instrument: this process's own, else the store's.
+
+        Only instruments this process has seen no tick of are asked from the
+        store (e.g. right after a restart). A newer tick that *another*
+        gateway wrote to Redis for an instrument this one also ingests is not
+        in the snapshot; the next tick brings it.
+        """
+        mem = {i: self.latest[i] for i in instruments if i in self.latest}
+        missing = [i for i in instruments if i not in mem]
         stored: dict[str, Tick] = {}
-        if self.store.kind != "memory":
+        if missing and self.store.kind != "memory":
             try:
                 with anyio.fail_after(1.0):
-                    stored = await self.store.latest(instruments)
+                    stored = await self.store.latest(missing)
             except Exception as exc:
                 log.warning("snapshot_store_failed", error=str(exc))
-        mem = {i: self.latest[i] for i in instruments if i in self.latest}
         merged = merge_latest(stored, mem)
         return [merged[i] for i in instruments if i in merged]
 

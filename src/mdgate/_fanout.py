@@ -1,119 +1,146 @@
 """
 Fan-out of tick batches to WebSocket clients.
 
-Encode once: for every batch, each tick is encoded to JSON once, and each
-distinct *subscription set* gets one ``ticks`` frame built by joining those
-bytes; every client with that set receives the same ``bytes`` object. With
-200 clients watching the same instruments a batch costs one encode and one
-join, not 200.
+Encode once: for every batch, each distinct *subscription set* gets its
+ticks encoded in one msgspec call into one ``ticks`` frame, and every client
+with that set receives the very same ``bytes`` object. With ``framed=True``
+(no permessage-deflate: the default) the frame already carries its RFC 6455
+header, so a client costs one ``transport.write`` and no copy. With 200
+clients watching the same instruments a batch costs one encode, not 200.
 
 Never block the feed: :meth:`Fanout.publish` is synchronous and only
 appends to per-client outboxes. Each client has its own writer task. When a
 client still has ticks waiting from an earlier batch and its outbox holds
 more than ``client_queue`` ticks, it is *conflated*: only the latest tick
-per instrument is kept (one large batch reaching an idle client is not). A client whose socket has not
-drained for ``drain_timeout`` seconds is closed with code 1008.
+per instrument is kept (one large batch reaching an idle client is not).
+A client whose socket has not drained for ``drain_timeout`` seconds is
+closed with code 1008 (see ``_server.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from collections import deque
-from collections.abc import Callable, Iterable
 from typing import Final
 
-import anyio
+import msgspec
 
-from mdgate.model import Tick, encode
+from mdgate.model import Tick
 
-__all__ = ["ClientOutbox", "Fanout", "ticks_frame"]
+__all__ = ["ClientOutbox", "Fanout", "text_header", "ticks_frame"]
 
-_PREFIX: Final = b'{"type":"ticks","ticks":['
-_SUFFIX: Final = b"]}"
-
-Item = tuple[str, bytes]
+_HEAD: Final = b'{"type":"ticks","ticks":'
+_encode_list: Final = msgspec.json.Encoder().encode
 
 
-def ticks_frame(parts: Iterable[bytes]) -> bytes:
-    """Build a ``{"type":"ticks","ticks":[...]}`` frame from encoded ticks."""
-    return _PREFIX + b",".join(parts) + _SUFFIX
+def text_header(n: int) -> bytes:
+    """RFC 6455 header of an unmasked, final text frame of ``n`` payload bytes."""
+    if n < 126:
+        return bytes((0x81, n))
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n)
+    return struct.pack("!BBQ", 0x81, 127, n)
+
+
+def ticks_frame(ticks: list[Tick]) -> bytes:
+    """Encode a ``{"type":"ticks","ticks":[...]}`` frame payload in one call."""
+    return _HEAD + _encode_list(ticks) + b"}"
+
+
+def _frames(ticks: list[Tick], per_frame: int, framed: bool) -> list[bytes]:
+    out = []
+    for i in range(0, len(ticks), per_frame):
+        payload = ticks_frame(ticks[i:i + per_frame])
+        out.append(text_header(len(payload)) + payload if framed else payload)
+    return out
 
 
 class _Chunk:
-    """Ticks queued for a client: a shared, prebuilt frame plus its items."""
+    """Ticks queued for a client: shared, prebuilt frames (None once conflated) and the ticks."""
 
-    __slots__ = ("frames", "items")
+    __slots__ = ("frames", "ticks")
 
-    def __init__(self, frames: list[bytes] | None, items: list[Item]) -> None:
+    def __init__(self, frames: list[bytes] | None, ticks: list[Tick]) -> None:
         self.frames = frames
-        self.items = items
+        self.ticks = ticks
 
 
 class ClientOutbox:
     """What is waiting to be sent to one client: control frames and ticks, in order."""
 
-    def __init__(self, limit: int, max_per_frame: int) -> None:
+    def __init__(self, limit: int, max_per_frame: int, *, framed: bool = False) -> None:
         self.limit = limit
         self.max_per_frame = max_per_frame
+        #: Frames come out of :meth:`take` with their WebSocket header.
+        self.framed = framed
         self.queue: deque[bytes | _Chunk] = deque()
         self.pending_ticks = 0
         self.conflated = 0
         self.sent_ticks = 0
         self.instruments: frozenset[str] = frozenset()
-        self._wake = anyio.Event()
-        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
 
-    def control(self, frame: bytes) -> None:
+    def _wakeup(self) -> None:
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def control(self, payload: bytes) -> None:
         """Queue a control frame (subscribed, snapshot, error...)."""
-        self.queue.append(frame)
-        self._wake.set()
+        self.queue.append(payload)
+        self._wakeup()
 
-    def push(self, frames: list[bytes], items: list[Item]) -> None:
-        """Queue a shared tick frame; conflate when the client lags past the limit."""
+    def push(self, frames: list[bytes], ticks: list[Tick]) -> None:
+        """Queue shared tick frames; conflate when the client lags past the limit."""
         lagging = self.pending_ticks > 0
-        self.queue.append(_Chunk(frames, items))
-        self.pending_ticks += len(items)
+        self.queue.append(_Chunk(frames, ticks))
+        self.pending_ticks += len(ticks)
         if lagging and self.pending_ticks > self.limit:
             self._conflate()
-        self._wake.set()
+        self._wakeup()
 
     def _conflate(self) -> None:
-        latest: dict[str, bytes] = {}
+        latest: dict[str, Tick] = {}
         kept: deque[bytes | _Chunk] = deque()
         total = 0
         for entry in self.queue:
             if isinstance(entry, _Chunk):
-                total += len(entry.items)
-                for inst, data in entry.items:
-                    latest.pop(inst, None)
-                    latest[inst] = data
+                total += len(entry.ticks)
+                for tick in entry.ticks:
+                    latest.pop(tick.instrument, None)
+                    latest[tick.instrument] = tick
             else:
                 kept.append(entry)
-        items = list(latest.items())
-        kept.append(_Chunk(None, items))
-        self.conflated += total - len(items)
-        self.pending_ticks = len(items)
+        ticks = list(latest.values())
+        kept.append(_Chunk(None, ticks))
+        self.conflated += total - len(ticks)
+        self.pending_ticks = len(ticks)
         self.queue = kept
 
     async def wait(self) -> None:
-        """Wait until something is queued."""
-        if not self.queue:
-            await self._wake.wait()
-        self._wake = anyio.Event()
+        """Wait until something is queued (asyncio: the server runs on websockets.asyncio)."""
+        if self.queue:
+            return
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
 
     def take(self) -> list[bytes]:
-        """Return every queued frame, in order, and empty the outbox."""
+        """Return every queued frame, in order (framed if :attr:`framed`), and empty the outbox."""
         out: list[bytes] = []
+        framed = self.framed
         for entry in self.queue:
             if isinstance(entry, _Chunk):
                 if entry.frames is not None:
                     out.extend(entry.frames)
                 else:
-                    n = self.max_per_frame
-                    for i in range(0, len(entry.items), n):
-                        out.append(ticks_frame(d for _, d in entry.items[i:i + n]))
-                self.sent_ticks += len(entry.items)
+                    out.extend(_frames(entry.ticks, self.max_per_frame, framed))
+                self.sent_ticks += len(entry.ticks)
             else:
-                out.append(entry)
+                out.append(text_header(len(entry)) + entry if framed else entry)
         self.queue.clear()
         self.pending_ticks = 0
         return out
@@ -122,13 +149,14 @@ class ClientOutbox:
 class Fanout:
     """Routes tick batches to the outboxes of the clients that want them."""
 
-    def __init__(self, max_per_frame: int = 1000) -> None:
+    def __init__(self, max_per_frame: int = 1000, *, framed: bool = False) -> None:
         self.max_per_frame = max_per_frame
+        #: Build frames with their WebSocket header (no permessage-deflate).
+        self.framed = framed
         # subscription set -> clients having exactly that set
         self._groups: dict[frozenset[str], set[ClientOutbox]] = {}
         # instrument -> subscription sets containing it
         self._by_instrument: dict[str, set[frozenset[str]]] = {}
-        self.encode: Callable[[Tick], bytes] = encode
         self.published = 0
 
     @property
@@ -167,22 +195,20 @@ class Fanout:
         by_instrument = self._by_instrument
         if not by_instrument:
             return
-        enc = self.encode
-        per_sig: dict[frozenset[str], list[Item]] = {}
+        per_sig: dict[frozenset[str], list[Tick]] = {}
         for tick in batch:
             sigs = by_instrument.get(tick.instrument)
             if not sigs:
                 continue
-            item = (tick.instrument, enc(tick))
             for sig in sigs:
                 lst = per_sig.get(sig)
                 if lst is None:
-                    per_sig[sig] = [item]
+                    per_sig[sig] = [tick]
                 else:
-                    lst.append(item)
-        n = self.max_per_frame
-        for sig, items in per_sig.items():
-            frames = [ticks_frame(d for _, d in items[i:i + n]) for i in range(0, len(items), n)]
+                    lst.append(tick)
+        n, framed = self.max_per_frame, self.framed
+        for sig, ticks in per_sig.items():
+            frames = _frames(ticks, n, framed)
             for client in self._groups[sig]:
-                client.push(frames, items)
-            self.published += len(items)
+                client.push(frames, ticks)
+            self.published += len(ticks)

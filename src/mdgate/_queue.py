@@ -6,13 +6,14 @@ room; the pipeline takes *everything* queued in one ``get_batch`` call, so
 batching across connections happens for free and the per-message cost is a
 list ``extend``. When the queue holds ``maxsize`` ticks, producers wait
 (TCP back-pressure on the provider socket) instead of growing memory.
+Wake-ups are plain asyncio futures (the daemon runs on anyio's asyncio
+backend): creating an ``anyio.Event`` per wake-up costs a backend look-up.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
-
-import anyio
 
 from mdgate.model import Tick
 
@@ -25,8 +26,8 @@ class TickQueue:
     def __init__(self, maxsize: int) -> None:
         self.maxsize = maxsize
         self._items: list[Tick] = []
-        self._ready: anyio.Event | None = None
-        self._space: anyio.Event | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._space: asyncio.Future[None] | None = None
         #: Times a producer had to wait for room.
         self.waits = 0
 
@@ -41,7 +42,8 @@ class TickQueue:
         ready = self._ready
         if ready is not None:
             self._ready = None
-            ready.set()
+            if not ready.done():
+                ready.set_result(None)
         return True
 
     async def put(self, ticks: Sequence[Tick]) -> None:
@@ -49,18 +51,19 @@ class TickQueue:
         while not self.put_nowait(ticks):
             self.waits += 1
             if self._space is None:
-                self._space = anyio.Event()
-            await self._space.wait()
+                self._space = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._space)
 
     async def get_batch(self) -> list[Tick]:
         """Return every queued tick (at least one), oldest first."""
         while not self._items:
             if self._ready is None:
-                self._ready = anyio.Event()
-            await self._ready.wait()
+                self._ready = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._ready)
         items, self._items = self._items, []
         space = self._space
         if space is not None:
             self._space = None
-            space.set()
+            if not space.done():
+                space.set_result(None)
         return items

@@ -29,6 +29,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from mdgate._fanout import ClientOutbox
 from mdgate.errors import InstrumentError, NoRouteError, SubscriptionRejected
@@ -44,6 +45,8 @@ log = structlog.get_logger(__name__)
 
 _json_decode: Final = msgspec.json.Decoder().decode
 _PUBLIC: Final = frozenset({"/healthz"})
+#: Bytes buffered in a client's socket transport before the writer waits for it to drain.
+_HIGH_WATER: Final = 64 * 1024
 
 
 def _json_response(status: int, body: Any) -> Response:
@@ -182,7 +185,7 @@ class ClientServer:
     async def _handle(self, ws: ServerConnection) -> None:
         gw = self.gw
         s = gw.settings.server
-        outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame)
+        outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame, framed=gw.fanout.framed)
         wanted: set[str] = set()
         self.clients += 1
         self._outboxes.add(outbox)
@@ -204,6 +207,37 @@ class ClientServer:
                 gw.subs.release(name)
 
     async def _writer(self, ws: ServerConnection, outbox: ClientOutbox, scope: anyio.CancelScope) -> None:
+        if not outbox.framed:
+            await self._writer_ws(ws, outbox, scope)
+            return
+        # Frames come pre-framed (unmasked, uncompressed text frames with their header) and
+        # shared by every client of a subscription set: write them straight to the socket.
+        # websockets itself writes only whole frames (ping, pong, close), so whole frames of
+        # ours interleave safely; nothing is written once the connection is closing.
+        timeout = self.gw.settings.server.drain_timeout
+        transport = ws.transport
+        while True:
+            await outbox.wait()
+            frames = outbox.take()
+            if ws.protocol.state is not State.OPEN or transport.is_closing():
+                scope.cancel()
+                return
+            transport.writelines(frames)
+            if transport.get_write_buffer_size() <= _HIGH_WATER:
+                continue
+            try:
+                with anyio.fail_after(timeout):
+                    while transport.get_write_buffer_size() > _HIGH_WATER:
+                        if transport.is_closing():
+                            scope.cancel()
+                            return
+                        await anyio.sleep(0.005)
+            except TimeoutError:
+                await self._too_slow(ws, outbox, scope)
+                return
+
+    async def _writer_ws(self, ws: ServerConnection, outbox: ClientOutbox, scope: anyio.CancelScope) -> None:
+        # With permessage-deflate, websockets must build (compress) every frame itself.
         timeout = self.gw.settings.server.drain_timeout
         while True:
             await outbox.wait()
@@ -213,15 +247,18 @@ class ClientServer:
                     for frame in frames:
                         await ws.send(frame, text=True)
             except TimeoutError:
-                log.warning("client_too_slow", remote=str(ws.remote_address), conflated=outbox.conflated)
-                with anyio.move_on_after(1.0):
-                    await ws.close(1008, "client too slow: socket not drained")
-                ws.transport.abort()
-                scope.cancel()
+                await self._too_slow(ws, outbox, scope)
                 return
             except ConnectionClosed:
                 scope.cancel()
                 return
+
+    async def _too_slow(self, ws: ServerConnection, outbox: ClientOutbox, scope: anyio.CancelScope) -> None:
+        log.warning("client_too_slow", remote=str(ws.remote_address), conflated=outbox.conflated)
+        with anyio.move_on_after(1.0):
+            await ws.close(1008, "client too slow: socket not drained")
+        ws.transport.abort()
+        scope.cancel()
 
     async def _on_message(self, outbox: ClientOutbox, wanted: set[str], message: str | bytes) -> None:
         try:

@@ -157,7 +157,7 @@ def test_fanout_encodes_once_shares_frame_between_same_subscriptions():
     f.set_instruments(c, frozenset({"X:A", "X:B"}))
     f.publish([tk(1, 1.0), tk(2, 2.0, name="X:B"), tk(3, 3.0, name="X:C")])
     fa, fb, fc = a.take(), b.take(), c.take()
-    assert fa[0] is fb[0]  # the very same bytes object
+    assert fa[0] is fb[0]  # the very same bytes object: encoded once for both
     assert [t["price"] for t in json.loads(fa[0])["ticks"]] == [1.0]
     assert [t["price"] for t in json.loads(fc[0])["ticks"]] == [1.0, 2.0]
     f.set_instruments(c, frozenset())
@@ -176,6 +176,20 @@ def test_outbox_conflates_lagging_client_to_latest_per_instrument():
     frames = o.take()
     assert frames[0] == b'{"type":"x"}'
     assert [t["price"] for t in json.loads(frames[1])["ticks"]] == [4.0, 5.0]
+
+
+def test_framed_frames_carry_rfc6455_text_header():
+    f = Fanout(framed=True)
+    o = ClientOutbox(100, 1000, framed=True)
+    f.set_instruments(o, frozenset({"X:A"}))
+    f.publish([tk(i, float(i)) for i in range(300)])
+    o.control(b'{"type":"x"}')
+    wire = o.take()
+    big, small = wire
+    assert big[0] == 0x81 and big[1] == 126  # FIN + text, 16-bit length
+    assert int.from_bytes(big[2:4], "big") == len(big) - 4
+    assert len(json.loads(big[4:])["ticks"]) == 300
+    assert small == bytes((0x81, 12)) + b'{"type":"x"}'
 
 
 def test_outbox_big_batch_to_idle_client_not_conflated():
