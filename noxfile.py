@@ -33,7 +33,10 @@ def typecheck(session: nox.Session) -> None:
 
 @nox.session(python="3.11")
 def bench(session: nox.Session) -> None:
-    """Decoder, store and end-to-end benchmarks (loopback only; prints markdown tables)."""
+    """Decoder, store, routing and end-to-end benchmarks (loopback only; prints markdown tables)."""
     session.install(*PACKAGES)
-    for script in ("bench_yahoo_decode.py", "bench_dhan_decode.py", "bench_redis_store.py", "bench_e2e.py"):
-        session.run("python", f"benchmarks/{script}", *session.posargs)
+    for script in ("bench_yahoo_decode.py", "bench_dhan_decode.py", "bench_redis_store.py",
+                   "bench_pg_routes.py"):
+        session.run("python", f"benchmarks/{script}")
+    # posargs go to the end-to-end run only, e.g. `nox -s bench -- --quick`
+    session.run("python", "benchmarks/bench_e2e.py", *session.posargs)

@@ -5,7 +5,8 @@ Needs a PostgreSQL server (trust auth); creates and drops a scratch database.
 
     .venv/bin/python benchmarks/bench_pg_routes.py [--dsn DSN] [--rows 100000]
 
-DSN defaults to $MDGATE_BENCH_PG_DSN, else postgresql://postgres@127.0.0.1:5432/postgres.
+Without --dsn (or $MDGATE_BENCH_PG_DSN) it starts a throw-away PostgreSQL on a free
+loopback port (mdgate.testing.postgres) and removes it afterwards.
 
 Prints a markdown table.
 """
@@ -37,23 +38,37 @@ def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument(
-        "--dsn",
-        default=os.environ.get("MDGATE_BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/postgres"),
-    )
+    parser.add_argument("--dsn", default=os.environ.get("MDGATE_BENCH_PG_DSN"),
+                        help="an admin DSN of an existing server (default: a throw-away one)")
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(40))
+    if args.dsn:
+        run(args.dsn, args.rows)
+        return
+    from mdgate.testing.postgres import init_pristine, new_server
+
+    pristine = init_pristine()
+    server = new_server(pristine)
+    try:
+        run(server.dsn(), args.rows)
+    finally:
+        server.remove()
+        pristine.remove()
+
+
+def run(admin_dsn: str, n_rows: int) -> None:
+    """Import ``n_rows`` mappings into a fresh database on ``admin_dsn``'s server; print a table."""
 
     name = f"mdgate_bench_{os.getpid()}"
-    admin = psycopg.connect(args.dsn, autocommit=True)
+    admin = psycopg.connect(admin_dsn, autocommit=True)
     admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = args.dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = admin_dsn.rsplit("/", 1)[0] + f"/{name}"
     try:
         with psycopg.connect(dsn, autocommit=True) as conn:
             upgrade(conn)
             seed(conn)
-        half = args.rows // 2
+        half = n_rows // 2
         mappings = [
             InstrumentMapping(
                 f"{'NSE' if i < half else 'BSE'}:SYM{i}",
@@ -66,7 +81,7 @@ def main() -> None:
                     "lot_size": "1",
                 },
             )
-            for i in range(args.rows)
+            for i in range(n_rows)
         ]
         rows: list[tuple[str, float, int]] = []
         t, n = _timed(lambda: upsert_instrument_mappings(dsn, mappings))
@@ -85,7 +100,7 @@ def main() -> None:
         admin.close()
 
     print(
-        f"PostgreSQL routing, {args.rows:,} mappings "
+        f"PostgreSQL routing, {n_rows:,} mappings "
         f"(Python {platform.python_version()}, {os.cpu_count()} CPUs)\n"
     )
     print("| operation | rows | seconds | rows/s |")
