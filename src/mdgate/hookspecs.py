@@ -66,7 +66,6 @@ def mdgate_providers() -> Sequence[ProviderSpec]:
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover - specification only
 
 
 # --------------------------------------------------------------------------
@@ -97,7 +96,6 @@ def mdgate_connect(provider: str, config: Any, connection: int) -> Endpoint | Co
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 @hookspec(firstresult=True)
@@ -119,7 +117,6 @@ def mdgate_subscribe(provider: str, config: Any, codes: Sequence[str]) -> Sequen
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 @hookspec(firstresult=True)
@@ -141,7 +138,6 @@ def mdgate_unsubscribe(
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 @hookspec(firstresult=True)
@@ -157,7 +153,6 @@ def mdgate_heartbeat(provider: str, config: Any, codes: Sequence[str]) -> Sequen
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 @hookspec(firstresult=True)
@@ -174,7 +169,6 @@ def mdgate_normalize(provider: str, config: Any) -> Decoder | None:
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 @hookspec(firstresult=True)
@@ -193,7 +187,6 @@ def mdgate_backfill(
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 # --------------------------------------------------------------------------
@@ -215,7 +208,6 @@ def mdgate_instrument_code(provider: str, config: Any, exchange: str, symbol: st
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 @hookspec(firstresult=True)
@@ -228,7 +220,6 @@ def mdgate_route_source(settings: Settings) -> RouteSource | None:
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 # --------------------------------------------------------------------------
@@ -247,7 +238,6 @@ def mdgate_store(settings: Settings) -> Store | None:
 
     .. versionadded:: 0.1
     """
-    raise NotImplementedError  # pragma: no cover
 
 
 # --------------------------------------------------------------------------
