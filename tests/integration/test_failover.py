@@ -42,6 +42,13 @@ class TwoProviders:
         return symbol if provider in ("alpha", "beta") else None
 
 
+def duo_gateway(settings):
+    """A running gateway with only the two test providers (alpha primary, beta backup) installed."""
+    return running_gateway(
+        settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
+    )
+
+
 async def test_failover_to_backup_and_failback_to_primary(tmp_path):
     async with ExampleFeed() as beta:
         alpha = ExampleFeed()
@@ -63,9 +70,7 @@ url = "{beta.url}"
             tmp_path,
         )
         async with (
-            running_gateway(
-                settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
-            ) as gw,
+            duo_gateway(settings) as gw,
             GatewayClient.connect(gw.ws_url) as c,
         ):
             await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")
@@ -117,9 +122,7 @@ url = "{beta.url}"
             tmp_path,
         )
         async with (
-            running_gateway(
-                settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
-            ) as gw,
+            duo_gateway(settings) as gw,
             GatewayClient.connect(gw.ws_url) as c,
         ):
             await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")

@@ -6,21 +6,12 @@ tables (NOTIFY → reload → reroute), with provider servers on loopback.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import psycopg
 import pytest
-
-# installed by tests/conftest.py for the test run only
-from mdgate_example.plugin import ExampleConfig, parse_config  # type: ignore[import-not-found]
-from mdgate_example.protocol import (  # type: ignore[import-not-found]
-    ExampleDecoder,
-    encode_subscribe,
-    encode_unsubscribe,
-)
 from tests.conftest import ExampleFeed
+from tests.integration.test_failover import duo_gateway
 
-from mdgate import Endpoint, ProviderSpec, hookimpl
 from mdgate.db.instruments import upsert_instrument_mappings
 from mdgate.db.migrations import SCHEMA_VERSION, current_version, upgrade
 from mdgate.db.routes import set_exchange_route
@@ -29,39 +20,6 @@ from mdgate.routing import InstrumentMapping
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
 
 pytestmark = pytest.mark.integration
-
-NAMES = ("alpha", "beta")
-
-
-class TwoProviders:
-    """alpha (code A) and beta (code B) both can serve exchange DUO; symbols map 1:1."""
-
-    @hookimpl
-    def mdgate_providers(self) -> list[ProviderSpec]:
-        return [ProviderSpec(n, n[0].upper(), ("DUO",), parse_config=parse_config) for n in NAMES]
-
-    @hookimpl
-    def mdgate_connect(self, provider: str, config: ExampleConfig, connection: int) -> Endpoint | None:
-        return Endpoint(url=config.url, display_url=config.url) if provider in NAMES else None
-
-    @hookimpl
-    def mdgate_subscribe(self, provider: str, config: Any, codes: list[str]) -> list[str] | None:
-        return [encode_subscribe(codes)] if provider in NAMES else None
-
-    @hookimpl
-    def mdgate_unsubscribe(
-        self, provider: str, config: Any, codes: list[str], remaining: list[str]
-    ) -> list[str] | None:
-        return [encode_unsubscribe(codes)] if provider in NAMES else None
-
-    @hookimpl
-    def mdgate_normalize(self, provider: str, config: Any) -> ExampleDecoder | None:
-        return ExampleDecoder(provider, provider[0].upper()) if provider in NAMES else None
-
-    @hookimpl
-    def mdgate_instrument_code(self, provider: str, config: Any, exchange: str, symbol: str) -> str | None:
-        return symbol if provider in NAMES else None
-
 
 def _prepare(dsn: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -93,9 +51,7 @@ url = "{beta.url}"
             tmp_path,
         )
         async with (
-            running_gateway(
-                settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
-            ) as gw,
+            duo_gateway(settings) as gw,
             GatewayClient.connect(gw.ws_url) as client,
         ):
             assert gw.status()["routing"]["source"] == "postgresql"
