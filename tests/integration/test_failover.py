@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
+
 import anyio
 import pytest
 from mdgate_example.plugin import ExampleConfig, parse_config
 from mdgate_example.protocol import ExampleDecoder, encode_subscribe, encode_unsubscribe
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
-from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
+from mdgate.config import Settings
+from mdgate.testing import GatewayClient, GatewayHandle, running_gateway, settings_from_toml
 from tests.conftest import ExampleFeed
 
 pytestmark = pytest.mark.anyio
@@ -42,7 +45,7 @@ class TwoProviders:
         return symbol if provider in ("alpha", "beta") else None
 
 
-def duo_gateway(settings):
+def duo_gateway(settings: Settings) -> AbstractAsyncContextManager[GatewayHandle]:
     """A running gateway with only the two test providers (alpha primary, beta backup) installed."""
     return running_gateway(
         settings, extra_plugins=[("duo", TwoProviders())], environ={"MDGATE_LOAD_PLUGINS": ""}
