@@ -127,6 +127,9 @@ _HEADER_FROM: Final = HEADER.unpack_from
 _QUOTE_FROM: Final = QUOTE_BODY.unpack_from
 _FULL_TOP_FROM: Final = _FULL_TOP.unpack_from
 _TICKER_FROM: Final = TICKER_BODY.unpack_from
+# Whole single-packet frames (header + body) in one call: the commonest frames.
+_TICKER_WHOLE: Final = struct.Struct("<BHBIfI").unpack
+_QUOTE_WHOLE: Final = struct.Struct("<BHBIfHIfIIIffff").unpack
 _DEPTH_LEVELS: Final = 5
 
 #: Disconnect reason (annexure "Data API Error") -> meaning.
@@ -432,6 +435,35 @@ class DhanDecoder:
             ProviderError: the typed error of a disconnect packet (see
                 :func:`disconnect_error`), with the ticks before it.
         """
+        states = self._by_key
+        offset = self._offset
+        n = len(frame)
+        # Fast paths: a frame holding exactly one ticker or quote packet of a tracked
+        # instrument (what the feed sends most), read with one unpack. Anything else
+        # (stacked packets, other codes, faults) takes the general loop below.
+        if n == 16 and frame[0] == 2:
+            _code, length, segment, sid, ltp, ltt = _TICKER_WHOLE(frame)
+            st = states.get((sid << 8) | segment)
+            if st is not None and length == 16 and 0.0 < ltp < 1e9:
+                sc = st.scale
+                return [Tick(st.name, int(ltp * sc + 0.5) / sc,
+                             (ltt - offset) * 1000 if ltt else recv_ts, recv_ts, self._provider,
+                             None, st.volume, None, None, None, None,
+                             st.open, st.high, st.low, st.prev_close, st.oi)]
+        elif n == 50 and frame[0] == 4:
+            (_code, length, segment, sid, ltp, ltq, ltt, _a, vol, _s, _b, o, _c, h,
+             lo) = _QUOTE_WHOLE(frame)
+            st = states.get((sid << 8) | segment)
+            if st is not None and length == 50 and 0.0 < ltp < 1e9:
+                sc = st.scale
+                st.volume = vol
+                if o != st.raw_open or h != st.raw_high or lo != st.raw_low:
+                    st.day_stats(o, h, lo)
+                return [Tick(st.name, int(ltp * sc + 0.5) / sc,
+                             (ltt - offset) * 1000 if ltt else recv_ts, recv_ts, self._provider,
+                             ltq, vol, None, None, None, None,
+                             st.open, st.high, st.low, st.prev_close, st.oi)]
+        # (a text frame never passes the fast paths: its items are str, not 2 or 4)
         if type(frame) is not bytes and not isinstance(frame, bytes):
             raise DecodeError(
                 PROVIDER,
@@ -440,9 +472,6 @@ class DhanDecoder:
                 excerpt=str(frame)[:64],
             )
         ticks: list[Tick] = []
-        states = self._by_key
-        offset = self._offset
-        n = len(frame)
         pos = 0
         errors: list[tuple[str, str, int]] | None = None
         while pos < n:
