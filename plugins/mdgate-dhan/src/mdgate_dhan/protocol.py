@@ -442,7 +442,7 @@ class DhanDecoder:
         # instrument (what the feed sends most), read with one unpack. Anything else
         # (stacked packets, other codes, faults) takes the general loop below.
         if n == 16 and frame[0] == 2:
-            _code, length, segment, sid, ltp, ltt = _TICKER_WHOLE(frame)
+            _code, length, segment, sid, ltp, ltt = _TICKER_WHOLE(frame)  # type: ignore[arg-type]  # bytes here
             st = states.get((sid << 8) | segment)
             if st is not None and length == 16 and 0.0 < ltp < 1e9:
                 sc = st.scale
@@ -452,7 +452,7 @@ class DhanDecoder:
                              st.open, st.high, st.low, st.prev_close, st.oi)]
         elif n == 50 and frame[0] == 4:
             (_code, length, segment, sid, ltp, ltq, ltt, _a, vol, _s, _b, o, _c, h,
-             lo) = _QUOTE_WHOLE(frame)
+             lo) = _QUOTE_WHOLE(frame)  # type: ignore[arg-type]  # bytes: str items are never 4
             st = states.get((sid << 8) | segment)
             if st is not None and length == 50 and 0.0 < ltp < 1e9:
                 sc = st.scale
