@@ -266,6 +266,7 @@ class Gateway:
             "clients": self.server.clients,
             "routing": {"source": self.router.table.source, **self.subs.status()},
             "pipeline": {"ticks": self.ticks_in, "batches": self.batches, "queued": len(self.queue),
+                         "backpressure_waits": self.queue.waits,
                          "errors": self.pipeline_errors, "fanout_ticks": self.fanout.published,
                          "conflated": self.server.conflated},
             "uptime_s": int(time.time() - self.started_at),

@@ -77,7 +77,6 @@ class ClientOutbox:
         self.queue: deque[bytes | _Chunk] = deque()
         self.pending_ticks = 0
         self.conflated = 0
-        self.sent_ticks = 0
         self.instruments: frozenset[str] = frozenset()
         self._waiter: asyncio.Future[None] | None = None
 
@@ -138,7 +137,6 @@ class ClientOutbox:
                     out.extend(entry.frames)
                 else:
                     out.extend(_frames(entry.ticks, self.max_per_frame, framed))
-                self.sent_ticks += len(entry.ticks)
             else:
                 out.append(text_header(len(entry)) + entry if framed else entry)
         self.queue.clear()
@@ -158,11 +156,6 @@ class Fanout:
         # instrument -> subscription sets containing it
         self._by_instrument: dict[str, set[frozenset[str]]] = {}
         self.published = 0
-
-    @property
-    def clients(self) -> int:
-        """Number of clients with at least one subscription."""
-        return sum(len(c) for c in self._groups.values())
 
     def set_instruments(self, client: ClientOutbox, instruments: frozenset[str]) -> None:
         """Change the set of instruments ``client`` receives."""

@@ -44,7 +44,6 @@ __all__ = ["ClientServer"]
 log = structlog.get_logger(__name__)
 
 _json_decode: Final = msgspec.json.Decoder().decode
-_PUBLIC: Final = frozenset({"/healthz"})
 #: Bytes buffered in a client's socket transport before the writer waits for it to drain.
 _HIGH_WATER: Final = 64 * 1024
 

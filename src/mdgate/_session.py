@@ -394,7 +394,6 @@ class ProviderSession:
         now = time.monotonic()
         self.down_since: float | None = now
         self.healthy_since: float | None = None
-        self._on_state: list[Callable[[ProviderSession], None]] = []
 
     # -- configuration -----------------------------------------------------
 
@@ -434,10 +433,6 @@ class ProviderSession:
     def capacity(self) -> int:
         """Most instruments this provider can carry."""
         return self.spec.max_per_connection * self.spec.max_connections
-
-    def carries(self, code: str) -> bool:
-        """True when ``code`` is subscribed (or being subscribed)."""
-        return code in self._where
 
     def add(self, code: str, instrument: str) -> None:
         """
@@ -510,12 +505,6 @@ class ProviderSession:
         elif self.state == "connected" or self.down_since is None:
             self.down_since, self.healthy_since = now, None
         self.state = state
-        for cb in self._on_state:
-            cb(self)
-
-    def on_state_change(self, callback: Callable[[ProviderSession], None]) -> None:
-        """Call ``callback(session)`` whenever the provider's state changes."""
-        self._on_state.append(callback)
 
     def is_down(self, after: float) -> bool:
         """Down: fatal state now, or not connected for ``after`` seconds."""

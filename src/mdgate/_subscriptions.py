@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,8 +75,6 @@ class SubscriptionManager:
     linger: float = 30.0
     active: dict[str, Active] = field(default_factory=dict)
     switches: deque[_Switch] = field(default_factory=lambda: deque(maxlen=50))
-    #: Called with (instrument, provider or None) after every switch.
-    on_switch: list[Callable[[str, str | None], None]] = field(default_factory=list)
 
     # -- interest ----------------------------------------------------------
 
@@ -214,8 +212,6 @@ class SubscriptionManager:
             log.warning("route_switched", instrument=act.instrument, from_provider=old.provider,
                         to_provider=route.provider, reason=reason)
         act.current = route
-        for cb in self.on_switch:
-            cb(act.instrument, route.provider)
 
     def check(self) -> None:
         """Expire lingering instruments and apply failover / fail-back decisions."""
