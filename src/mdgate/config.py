@@ -111,6 +111,20 @@ class ServerSettings:
     drain_timeout: float = 60.0
     #: Largest number of ticks per frame sent to a client.
     max_ticks_per_frame: int = 1000
+    #: Browser ``Origin`` values accepted on ``/ws`` besides same-host ones; ``"*"`` = any.
+    #: A client that sends no ``Origin`` (not a browser) is always accepted.
+    allowed_origins: tuple[str, ...] = ()
+    #: Client connections in all; over it the handshake is answered HTTP 503.
+    max_clients: int = 10_000
+    #: Client connections per remote address; over it the handshake is answered HTTP 503.
+    max_clients_per_address: int = 1000
+    #: Instruments one client may be subscribed to at once.
+    max_instruments_per_client: int = 5000
+    #: Instruments one subscribe/unsubscribe request may name.
+    max_instruments_per_request: int = 1000
+    #: Bytes queued in user space for one client (control frames included); past it the
+    #: client's ticks are conflated, and if control frames alone exceed it, it is closed (1008).
+    client_buffer_bytes: int = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +193,9 @@ class RuntimeSettings:
     stats_interval: float = 60.0
     #: Seconds allowed for graceful shutdown.
     shutdown_timeout: float = 5.0
+    #: Seconds a tick's ``ts`` may lead its ``recv_ts``; a tick further ahead is dropped
+    #: (counted as decode error kind ``bad_ts``).
+    max_clock_skew: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,5 +414,9 @@ def _check(s: Settings) -> None:
             raise ConfigError(f"redis.{key}", "must be at least 1")
     if s.runtime.queue_size < 1:
         raise ConfigError("runtime.queue_size", "must be at least 1")
-    if s.server.client_queue < 1:
-        raise ConfigError("server.client_queue", "must be at least 1")
+    for key in ("client_queue", "max_clients", "max_clients_per_address", "max_instruments_per_client",
+                "max_instruments_per_request"):
+        if getattr(s.server, key) < 1:
+            raise ConfigError(f"server.{key}", "must be at least 1")
+    if s.server.client_buffer_bytes < 64 * 1024:
+        raise ConfigError("server.client_buffer_bytes", "must be at least 65536")
