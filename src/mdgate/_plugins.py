@@ -27,6 +27,7 @@ import pluggy
 import structlog
 
 from mdgate import hookspecs
+from mdgate._faults import PluginFaults
 from mdgate.errors import PluginLoadError, ProviderNotFound
 from mdgate.provider import ProviderSpec
 
@@ -187,6 +188,8 @@ class Registry:
     pm: pluggy.PluginManager
     plugins: list[PluginInfo]
     providers: dict[str, ProviderHooks]
+    #: Every fault of a plugin after loading (hooks raising, wrong results, decoders).
+    faults: PluginFaults = field(default_factory=PluginFaults)
 
     def declared(self) -> list[tuple[str, tuple[str, ...]]]:
         """``(provider, exchanges it can serve)`` for every provider, in load order."""
