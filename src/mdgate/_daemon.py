@@ -28,16 +28,18 @@ import anyio.abc
 import structlog
 
 from mdgate._fanout import Fanout
+from mdgate._plugin_calls import select_route_source, select_store
 from mdgate._plugins import Registry, load_registry
 from mdgate._queue import TickQueue
 from mdgate._router import Router, parse_provider_configs
 from mdgate._server import ClientServer, merge_latest
 from mdgate._session import ProviderSession
+from mdgate._session_checks import EveryLog, screen
 from mdgate._subscriptions import SubscriptionManager
 from mdgate.config import Settings, load_settings
-from mdgate.errors import ConfigError, MdgateError, PluginError
+from mdgate.errors import ConfigError, MdgateError
 from mdgate.model import Tick
-from mdgate.routing import RouteSource, RouteTable, default_table
+from mdgate.routing import SEED_HINT, RouteSource, RouteTable, default_table, routing_health
 from mdgate.store import Store
 
 __all__ = ["Gateway"]
@@ -57,16 +59,16 @@ class Gateway:
         self.config_path = config_path
         self.registry = registry or load_registry(settings.environ)
         configs = parse_provider_configs(self.registry, settings)
-        store = self.registry.pm.hook.mdgate_store(settings=settings)
-        if store is None:
-            raise PluginError("no plugin provided a tick store")
-        self.store: Store = store
-        self.route_source: RouteSource | None = self.registry.pm.hook.mdgate_route_source(settings=settings)
+        # a faulty store or route-source plugin is contained: memory store / built-in routes, degraded
+        self.store: Store = select_store(self.registry, settings)
+        self.route_source: RouteSource | None
+        self.route_source, self.route_source_plugin = select_route_source(self.registry, settings)
         self.router = Router(self.registry, configs, default_table(settings, self.registry.declared()))
         self.queue = TickQueue(settings.runtime.queue_size)
         self.sessions = {
             name: ProviderSession(
                 hooks, configs.configs.get(name), configs.disabled.get(name), self.queue, settings.runtime,
+                faults=self.registry.faults,
             )
             for name, hooks in self.registry.providers.items()
         }
@@ -100,21 +102,36 @@ class Gateway:
         if src is None:
             return
         try:
-            table = await src.load()
+            table: object = await src.load()  # checked: a plugin's object
         except ConfigError:
             raise
         except MdgateError as exc:
             log.error("routes_unavailable", source=src.description, error=str(exc),
                       using="built-in defaults until the database answers")
             return
+        except Exception as exc:  # a route-source plugin bug: built-in defaults, the fault recorded
+            self._route_source_fault("load", exc)
+            return
+        if not isinstance(table, RouteTable):
+            self._route_source_fault("load", f"returned {type(table).__name__}, not a RouteTable")
+            return
         self.router.table = table
         log.info("routes_loaded", source=table.source, exchanges=len(table.exchanges),
                  instruments=len(table.codes))
+        _warn_if_empty(table)
 
-    def _on_routes(self, table: RouteTable) -> None:
+    def _route_source_fault(self, method: str, exc: BaseException | str) -> None:
+        self.registry.faults.record(self.route_source_plugin or "route_source", f"route_source.{method}", exc,
+                                    using="the routes in use")
+
+    def _on_routes(self, table: object) -> None:
+        if not isinstance(table, RouteTable):
+            self._route_source_fault("watch", f"delivered {type(table).__name__}, not a RouteTable")
+            return
         self.router.table = table
         log.info("route_table_reloaded", source=table.source, exchanges=len(table.exchanges),
                  instruments=len(table.codes))
+        _warn_if_empty(table)
         self.subs.reroute()
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -194,8 +211,10 @@ class Gateway:
         while True:
             try:
                 await src.watch(self._on_routes, task_status=anyio.TASK_STATUS_IGNORED)
-            except Exception as exc:  # the source must not take the daemon down
+            except MdgateError as exc:  # the source must not take the daemon down
                 log.error("route_watch_failed", source=src.description, error=str(exc))
+            except Exception as exc:  # nor may a bug in its plugin
+                self._route_source_fault("watch", exc)
             await anyio.sleep(5)
 
     async def _pipeline(self) -> None:
@@ -203,18 +222,34 @@ class Gateway:
         latest = self.latest
         store_write = self.store.write
         publish = self.fanout.publish
+        every = EveryLog()
         while True:
             batch = await get()
-            for t in batch:
-                prev = latest.get(t.instrument)
-                if prev is None or t.ts >= prev.ts:
-                    latest[t.instrument] = t
+            try:
+                # "latest" only moves forward: an older tick (smaller ts) never replaces a newer one
+                for t in batch:
+                    prev = latest.get(t.instrument)
+                    if prev is None or t.ts >= prev.ts:
+                        latest[t.instrument] = t
+            except Exception as exc:  # a malformed tick that got past the reader's check
+                batch, bad, _ = screen(batch, float("inf"))  # the reader dropped future ticks
+                self.pipeline_errors += 1
+                every.log("bad_tick", log.error, "pipeline_bad_tick", error=repr(exc)[:200],
+                          dropped=bad[0] if bad else 0)
+                for t in batch:
+                    prev = latest.get(t.instrument)
+                    if prev is None or t.ts >= prev.ts:
+                        latest[t.instrument] = t
             try:
                 store_write(batch)
             except Exception as exc:  # a store bug must not stop the feed
                 self.pipeline_errors += 1
                 log.error("store_write_failed", error=repr(exc))
-            publish(batch)
+            try:
+                publish(batch)
+            except Exception as exc:  # neither may a fan-out bug
+                self.pipeline_errors += 1
+                every.log("fanout", log.error, "fanout_publish_failed", error=repr(exc)[:200])
             self.ticks_in += len(batch)
             self.batches += 1
 
@@ -258,13 +293,19 @@ class Gateway:
         """The ``/status`` document (no secrets)."""
         providers = {name: s.status() for name, s in self.sessions.items()}
         store = self.store.status()
+        routing = routing_health(self.router.table, self.route_source)
         degraded = store.get("state") != "ok" or any(p["state"] in _BAD_STATES for p in providers.values())
+        degraded = degraded or routing["state"] != "ok"
+        # a plugin that failed (to load; its store or routes replaced) or faulted in the last minute
+        degraded = degraded or self.registry.faults.degraded()
         return {
             "status": "degraded" if degraded else "ok",
             "providers": providers,
             "store": store,
             "clients": self.server.clients,
-            "routing": {"source": self.router.table.source, **self.subs.status()},
+            "server": self.server.status(),
+            "routing": {**routing, **self.subs.status()},
+            "plugins": self.registry.faults.status(),
             "pipeline": {"ticks": self.ticks_in, "batches": self.batches, "queued": len(self.queue),
                          "backpressure_waits": self.queue.waits,
                          "errors": self.pipeline_errors, "fanout_ticks": self.fanout.published,
@@ -278,7 +319,7 @@ class Gateway:
         """Re-read the configuration (SIGHUP); keep clients. Returns success."""
         try:
             new = load_settings(self.config_path, os.environ)
-            configs = parse_provider_configs(self.registry, new)
+            configs = parse_provider_configs(self.registry, new, self.router.configs)
         except ConfigError as exc:
             log.error("config_reload_failed", key=exc.key, error=exc.message)
             return False
@@ -301,3 +342,10 @@ class Gateway:
             log.error("always_subscription_failed", error=err)
         log.info("config_reloaded", source=new.source)
         return True
+
+
+def _warn_if_empty(table: RouteTable) -> None:
+    """An empty routing table refuses every instrument: say so loudly."""
+    if not table.exchanges:
+        log.error("route_table_empty", source=table.source, hint=SEED_HINT,
+                  effect="every subscription is refused with no_route")

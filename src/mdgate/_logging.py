@@ -4,18 +4,38 @@ Logging configuration: called once, by the CLI only.
 structlog renders JSON lines (one event per line; for machines) unless the
 output is a terminal, where it uses the console renderer. Standard-library
 loggers (websockets, redis, psycopg) go through the same pipeline at WARNING.
+
+Tracebacks never carry frame locals, in either format: a local may hold a
+token, a password or a client's message, and a log line is not the place for
+them. JSON logs get structlog's dict tracebacks with ``show_locals=False``;
+the console gets a plain standard-library traceback (no rich/better-exceptions
+locals, even when those packages are installed).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+import traceback
+from typing import Final, TextIO
 
 import structlog
+from structlog.tracebacks import ExceptionDictTransformer
+from structlog.typing import ExcInfo
 
 from mdgate.config import LoggingSettings
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "plain_traceback"]
+
+#: Frames kept per traceback (the first and last halves of a deeper stack).
+MAX_FRAMES: Final = 50
+
+
+def plain_traceback(sio: TextIO, exc_info: ExcInfo) -> None:
+    """Write ``exc_info``'s traceback to ``sio`` without frame locals (console renderer)."""
+    sio.write("\n")
+    exc = traceback.TracebackException(*exc_info, capture_locals=False)
+    sio.write("".join(exc.format()).rstrip("\n"))
 
 
 def configure_logging(settings: LoggingSettings, *, stream: object = None) -> None:
@@ -33,9 +53,13 @@ def configure_logging(settings: LoggingSettings, *, stream: object = None) -> No
     renderer: structlog.types.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()
-        shared.append(structlog.processors.dict_tracebacks)
+        shared.append(structlog.processors.ExceptionRenderer(
+            ExceptionDictTransformer(show_locals=False, max_frames=MAX_FRAMES, use_rich=False)
+        ))
     else:
-        renderer = structlog.dev.ConsoleRenderer(colors=getattr(out, "isatty", lambda: False)())
+        renderer = structlog.dev.ConsoleRenderer(
+            colors=getattr(out, "isatty", lambda: False)(), exception_formatter=plain_traceback,
+        )
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -19,9 +19,12 @@ from mdgate.config import Settings
 from mdgate.errors import ConfigError, ProviderDisabled
 from mdgate.routing import Route, RouteTable, default_table
 
-__all__ = ["ProviderConfigs", "Router", "parse_provider_configs"]
+__all__ = ["MAX_CODE", "ProviderConfigs", "Router", "parse_provider_configs"]
 
 log = structlog.get_logger(__name__)
+
+#: Longest provider code ``mdgate_instrument_code`` may return.
+MAX_CODE: Final = 128
 
 
 @dataclass(frozen=True)
@@ -32,25 +35,49 @@ class ProviderConfigs:
     disabled: Mapping[str, str]
 
 
-def parse_provider_configs(registry: Registry, settings: Settings) -> ProviderConfigs:
+def parse_provider_configs(
+    registry: Registry, settings: Settings, previous: ProviderConfigs | None = None,
+) -> ProviderConfigs:
     """
     Validate every installed provider's table with its ``parse_config``.
+
+    A ``parse_config`` that raises anything but :class:`ConfigError` or
+    :class:`ProviderDisabled` is a plugin fault, not a configuration error:
+    it is recorded under the plugin's name and that provider alone is
+    disabled (reason: the fault), or, on a reload (``previous`` given), keeps
+    the configuration it was running with. The other providers go on.
+
+    Args:
+        registry: the loaded plugins.
+        settings: the configuration to validate.
+        previous: the configurations in use (a reload), kept for a provider
+            whose ``parse_config`` faults.
 
     Raises:
         ConfigError: a provider table is invalid (names the key path).
     """
     configs: dict[str, Any] = {}
     disabled: dict[str, str] = {}
+    faults = registry.faults
     for name, hooks in registry.providers.items():
         table = settings.providers.get(name, {})
+        part = f"parse_config({name})"
         try:
             configs[name] = hooks.spec.parse_config(table, settings.environ)
         except ProviderDisabled as exc:
             disabled[name] = exc.message
-        except ConfigError:
+        except (ConfigError, KeyboardInterrupt):
             raise
-        except Exception as exc:
-            raise ConfigError(f"providers.{name}", f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:  # a plugin bug: this provider only
+            if previous is not None and name in previous.configs:
+                configs[name] = previous.configs[name]
+                faults.record(hooks.plugin, "parse_config", exc, provider=name,
+                              kept="the configuration in use before the reload")
+            else:
+                disabled[name] = f"plugin {hooks.plugin!r} faulted in parse_config: {faults.describe(exc)}"
+                faults.record(hooks.plugin, "parse_config", exc, lasting=True, part=part, provider=name)
+            continue
+        faults.recover(hooks.plugin, part)
     for name in settings.providers:
         if name not in registry.providers:
             log.warning("provider_table_unused", provider=name, reason="no loaded plugin provides it")
@@ -65,6 +92,7 @@ class Router:
         self.configs = configs
         self.table = table
         self._providers = frozenset(registry.providers)
+        self._tables = frozenset(n for n, h in registry.providers.items() if h.spec.instrument_table)
 
     @classmethod
     def from_settings(cls, registry: Registry, settings: Settings) -> Router:
@@ -74,18 +102,38 @@ class Router:
         )
 
     def derive(self, provider: str, exchange: str, symbol: str) -> str | None:
-        """Apply ``provider``'s derivation rule (``mdgate_instrument_code``)."""
+        """
+        Apply ``provider``'s derivation rule (``mdgate_instrument_code``).
+
+        A rule that raises, or returns anything but ``None`` or a code (a
+        non-empty string of at most :data:`MAX_CODE` characters), is a plugin
+        fault: recorded under the plugin's name, and that provider has no
+        code for the instrument this time (the others are still asked).
+        """
         hooks = self.registry.providers.get(provider)
         if hooks is None:
             return None
-        code: str | None = hooks.instrument_code(
+        try:
+            code: object = hooks.instrument_code(
+                provider=provider,
+                config=self.configs.configs.get(provider),
+                exchange=exchange,
+                symbol=symbol,
+            )
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # a plugin bug must not fail the route, nor the daemon
+            self.registry.faults.record(hooks.plugin, "mdgate_instrument_code", exc, provider=provider)
+            return None
+        if code is None or (isinstance(code, str) and 0 < len(code) <= MAX_CODE):
+            return code
+        self.registry.faults.record(
+            hooks.plugin, "mdgate_instrument_code",
+            f"returned {type(code).__name__}, not a code (a non-empty str of at most {MAX_CODE} characters)",
             provider=provider,
-            config=self.configs.configs.get(provider),
-            exchange=exchange,
-            symbol=symbol,
         )
-        return code
+        return None
 
     def resolve(self, instrument: str) -> list[Route]:
         """Return the candidates for ``instrument``, best first (raises NoRouteError)."""
-        return self.table.resolve(instrument, self.derive, self._providers)
+        return self.table.resolve(instrument, self.derive, self._providers, self._tables)

@@ -8,29 +8,43 @@ Each connection loop, written once for every provider:
 2. opens the WebSocket (or the plugin's own transport), sends the handshake;
 3. builds a fresh decoder (``mdgate_normalize``), tracks every code, and
    subscribes them all in batches of ``max_per_message``;
-4. reads frames, decodes them with no pluggy call in between, and hands the
+4. reads frames, decodes them with no pluggy call in between, checks the
+   decoder's output in the same pass (a list of :class:`~mdgate.model.Tick`,
+   none dated more than ``max_clock_skew`` ahead of its receipt) and hands the
    ticks to the pipeline's :class:`~mdgate._queue.TickQueue`;
 5. meanwhile sends subscription changes and heartbeats, and a watchdog
    reconnects a subscribed connection that received nothing for
    ``stall_timeout`` seconds;
-6. on failure, backs off (capped exponential, full jitter) and goes to 1;
+6. on failure, backs off (:class:`~mdgate._backoff.Backoff`: capped
+   exponential, full jitter, reset once a connection was live) and goes to 1;
    an authentication failure waits ``auth_retry`` seconds, or until the
    configuration brings new credentials.
+
+Whatever the plugin raises or returns wrongly (a hook, its decoder) is
+contained here and recorded in the plugin-fault ledger
+(:class:`~mdgate._faults.PluginFaults`) under the hook's name. Every time rule
+reads and waits on the session's :class:`~mdgate._clock.Clock`, which tests
+replace with a :class:`~mdgate._clock.ManualClock`.
 """
 
 from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, Final
 
 import anyio
 import anyio.abc
 import structlog
 
+from mdgate import _session_checks as _checks
+from mdgate._backoff import Backoff
+from mdgate._clock import MONOTONIC, Clock
+from mdgate._faults import PluginFaults
 from mdgate._plugins import ProviderHooks
 from mdgate._queue import TickQueue
+from mdgate._session_checks import CONTAINED, BadTicks, EveryLog, PluginFault, call_hook, chunks, frames_of
 from mdgate._transport import open_websocket
 from mdgate.config import RuntimeSettings
 from mdgate.errors import (
@@ -42,6 +56,7 @@ from mdgate.errors import (
     RateLimitedError,
     SubscriptionRejected,
 )
+from mdgate.model import Tick
 from mdgate.provider import Connector, Decoder, Endpoint, Frame, Transport
 
 __all__ = ["STATES", "Connection", "ProviderSession"]
@@ -54,29 +69,8 @@ _RANK: Final = {s: i for i, s in enumerate(STATES)}
 _FATAL: Final = frozenset({"auth_failed", "failed", "disabled"})
 
 
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
-    return [items[i:i + size] for i in range(0, len(items), max(size, 1))]
-
-
 class _Stalled(ProviderConnectionError):
     pass
-
-
-class _EveryLog:
-    """Log an event at most once per ``interval`` seconds per key, with a count."""
-
-    def __init__(self, interval: float = 10.0) -> None:
-        self.interval = interval
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def __call__(self, key: str, emit: Callable[[int], None]) -> None:
-        now = time.monotonic()
-        last, suppressed = self._last.get(key, (0.0, 0))
-        if now - last >= self.interval:
-            emit(suppressed)
-            self._last[key] = (now, 0)
-        else:
-            self._last[key] = (last, suppressed + 1)
 
 
 class Connection:
@@ -93,7 +87,10 @@ class Connection:
         self._has_codes = anyio.Event()
         self.state = "connecting"
         self.connected_since: int | None = None
-        self.last_rx = time.monotonic()
+        self.last_rx = session.clock.now()
+        #: Failed attempts since the last live connection, and the delays between them.
+        self.backoff = Backoff(session.runtime.backoff_initial, session.runtime.backoff_max,
+                               random=session.random)
         self._live = False
         self._fault: BaseException | None = None
         self._handshake: list[Frame] = []
@@ -103,7 +100,7 @@ class Connection:
     def add(self, code: str, instrument: str) -> None:
         """Carry ``code`` on this connection (subscribed at once when connected)."""
         if not self.codes:
-            self.last_rx = time.monotonic()
+            self.last_rx = self.session.clock.now()
         self.codes[code] = instrument
         self._to_unsub.discard(code)
         self._to_sub[code] = instrument
@@ -127,7 +124,7 @@ class Connection:
     async def run(self) -> None:
         """Connect, serve and reconnect until cancelled."""
         s = self.session
-        attempt = 0
+        backoff = self.backoff
         first = True
         while True:
             if s.disabled_reason is not None:
@@ -150,9 +147,8 @@ class Connection:
                 s.last_error, s.hint = exc.message, exc.hint
                 log.error("provider_auth_failed", provider=s.name, connection=self.index,
                           error=exc.message, code=exc.code, retry_in=s.runtime.auth_retry)
-                with anyio.move_on_after(s.runtime.auth_retry):
-                    await s.config_changed()
-                attempt = 0
+                await s.clock.wait(s.config_changed, s.runtime.auth_retry)
+                backoff.reset()
                 continue
             except ProviderDisabled as exc:
                 self._set_state("disabled")
@@ -164,25 +160,21 @@ class Connection:
                 self._set_state("stalled" if stalled else "reconnecting")
                 s.last_error, s.hint = exc.message, None
                 if self._live:
-                    attempt = 0
-                if isinstance(exc, RateLimitedError):
-                    delay = s.runtime.backoff_max * (0.5 + random.random() / 2)
-                else:
-                    cap = min(s.runtime.backoff_max, s.runtime.backoff_initial * 2 ** attempt)
-                    delay = random.uniform(0, cap)
-                attempt += 1
+                    backoff.reset()
+                delay = backoff.hard() if isinstance(exc, RateLimitedError) else backoff.next()
                 self._log_disconnect(exc, delay)
             except Exception as exc:  # a plugin bug: report it, keep everything else running
                 self._set_state("failed")
-                s.last_error = f"plugin {s.plugin!r} raised {type(exc).__name__}: {exc}"
+                hook, error = (exc.hook, exc.error) if isinstance(exc, PluginFault) else ("transport", exc)
+                s.last_error = f"plugin {s.plugin!r}: {hook}: {s.faults.describe(error)}"
                 s.hint = None
-                cap = min(s.runtime.backoff_max, s.runtime.backoff_initial * 2 ** attempt)
-                delay = random.uniform(0, cap)
-                attempt += 1
-                self._log_failure(exc)
+                s.faults.record(s.plugin, hook, error, provider=s.name, connection=self.index)
+                if self._live:
+                    backoff.reset()
+                delay = backoff.next()
+                self._log_failure(hook, s.last_error)
             self.connected_since = None
-            with anyio.move_on_after(delay):
-                await s.config_changed()
+            await s.clock.wait(s.config_changed, delay)
 
     def _log_disconnect(self, exc: ProviderError, delay: float) -> None:
         s = self.session
@@ -193,25 +185,31 @@ class Connection:
 
         s._log_every(f"disconnect:{self.index}", emit)
 
-    def _log_failure(self, exc: Exception) -> None:
+    def _log_failure(self, hook: str, error: str) -> None:
         s = self.session
 
         def emit(suppressed: int) -> None:
             log.error("provider_failed", provider=s.name, connection=self.index,
-                      plugin=s.plugin, error=repr(exc), suppressed=suppressed)
+                      plugin=s.plugin, hook=hook, error=error, suppressed=suppressed)
 
         s._log_every(f"failed:{self.index}", emit)
 
     async def _open(self) -> tuple[Transport, Endpoint | Connector]:
         s = self.session
-        ep = s.hooks.connect(provider=s.name, config=s.config, connection=self.index)
+        ep = call_hook("mdgate_connect", s.hooks.connect, provider=s.name, config=s.config,
+                       connection=self.index)
         if isinstance(ep, Endpoint):
             s.display_url = ep.display_url
             return await open_websocket(s.name, ep), ep
         if isinstance(ep, Connector):
-            s.display_url = ep.display_url
-            return await ep.open(), ep
-        raise ProviderError(s.name, f"plugin {s.plugin!r}: mdgate_connect returned {type(ep).__name__}")
+            s.display_url = str(ep.display_url)
+            try:
+                return await ep.open(), ep
+            except ProviderError:
+                raise
+            except Exception as exc:
+                raise PluginFault("connector", exc) from exc
+        raise PluginFault("mdgate_connect", f"returned {type(ep).__name__}, not an Endpoint or a Connector")
 
     async def _connect_and_serve(self) -> None:
         s = self.session
@@ -219,9 +217,10 @@ class Connection:
         self._fault = None
         transport, ep = await self._open()
         try:
-            decoder: Decoder | None = s.hooks.normalize(provider=s.name, config=s.config)
+            decoder: Decoder | None = call_hook(
+                "mdgate_normalize", s.hooks.normalize, provider=s.name, config=s.config)
             if decoder is None:
-                raise ProviderError(s.name, f"plugin {s.plugin!r}: mdgate_normalize returned None")
+                raise PluginFault("mdgate_normalize", "returned None, not a decoder")
             # The handshake and the initial subscribe are sent by the writer task, so that the
             # reader runs from the start: if the provider refuses us (a disconnect packet, then a
             # close), the reader decodes why, even when a send fails first.
@@ -230,7 +229,7 @@ class Connection:
             self._to_sub = dict(self.codes)
             self._wake.set()
             self.connected_since = time.time_ns() // 1_000_000
-            self.last_rx = time.monotonic()
+            self.last_rx = s.clock.now()
             self._set_state("connected")
             log.info("provider_connected", provider=s.name, connection=self.index,
                      url=s.display_url, subscriptions=len(self._to_sub))
@@ -263,7 +262,7 @@ class Connection:
                 return
             # A send failed because the connection is closing: let the reader drain what was
             # already received (it ends by itself on the close), but not for ever.
-            await anyio.sleep(2.0)
+            await self.session.clock.sleep(2.0)
             scope.cancel()
 
     async def _reader(self, transport: Transport, decoder: Decoder) -> None:
@@ -272,26 +271,44 @@ class Connection:
         feed = decoder.feed
         queue = s.queue
         put_nowait = queue.put_nowait
-        monotonic = time.monotonic
+        monotonic = s.clock.now
         time_ns = time.time_ns
+        skew = int(s.runtime.max_clock_skew * 1000)
+        tick_type = Tick
+        ticks: Any
         while True:
             frame = await recv()
             self.last_rx = monotonic()
             self._live = True
             s.frames += 1
+            recv_ts = time_ns() // 1_000_000
             try:
-                ticks = feed(frame, time_ns() // 1_000_000)
+                ticks = feed(frame, recv_ts)
             except DecodeError as exc:
                 s._decode_error(exc.kind, exc)
-                ticks = list(exc.ticks)
+                ticks = exc.ticks
             except ProviderError as exc:
-                if exc.ticks:
-                    s.ticks += len(exc.ticks)
-                    await queue.put(exc.ticks)
+                good = s.screen(exc.ticks, recv_ts + skew) if exc.ticks else ()
+                if good:
+                    s.ticks += len(good)
+                    await queue.put(good)
                 raise
-            except Exception as exc:  # a decoder bug must not kill the stream
+            except CONTAINED as exc:  # a decoder bug must not kill the stream
                 s._decode_error("decoder_error", exc)
+                s.faults.record(s.plugin, "decoder", exc, provider=s.name)
                 continue
+            # One pass over the frame's ticks checks them all (a Tick, dated no further than
+            # max_clock_skew ahead of its receipt); any doubt takes the slow path, which keeps
+            # the good ones and counts the rest.
+            limit = recv_ts + skew
+            try:
+                if ticks.__class__ is not list:
+                    raise BadTicks
+                for t in ticks:
+                    if not (t.__class__ is tick_type and t.ts <= limit):
+                        raise BadTicks
+            except Exception:
+                ticks = s.screen(ticks, limit)
             if ticks:
                 s.ticks += len(ticks)
                 if not put_nowait(ticks):
@@ -299,8 +316,9 @@ class Connection:
 
     async def _send_subscribe(self, transport: Transport, codes: list[str]) -> None:
         s = self.session
-        for batch in _chunks(codes, s.spec.max_per_message):
-            frames = s.hooks.subscribe(provider=s.name, config=s.config, codes=list(batch)) or ()
+        for batch in chunks(codes, s.spec.max_per_message):
+            frames = frames_of("mdgate_subscribe", s.hooks.subscribe, provider=s.name, config=s.config,
+                               codes=list(batch))
             for frame in frames:
                 await transport.send(frame)
         if codes:
@@ -308,21 +326,20 @@ class Connection:
 
     async def _send_unsubscribe(self, transport: Transport, codes: list[str], remaining: list[str]) -> None:
         s = self.session
-        for batch in _chunks(codes, s.spec.max_per_message):
-            frames = s.hooks.unsubscribe(
-                provider=s.name, config=s.config, codes=list(batch), remaining=remaining
-            ) or ()
+        for batch in chunks(codes, s.spec.max_per_message):
+            frames = frames_of("mdgate_unsubscribe", s.hooks.unsubscribe, provider=s.name,
+                               config=s.config, codes=list(batch), remaining=remaining)
             for frame in frames:
                 await transport.send(frame)
 
     async def _writer(self, transport: Transport, decoder: Decoder) -> None:
         s = self.session
+        clock = s.clock
         interval = s.heartbeat_interval
-        next_beat = time.monotonic() + interval if interval else None
+        next_beat = clock.now() + interval if interval else None
         while True:
-            timeout = None if next_beat is None else max(0.0, next_beat - time.monotonic())
-            with anyio.move_on_after(timeout):
-                await self._wake.wait()
+            timeout = None if next_beat is None else max(0.0, next_beat - clock.now())
+            await clock.wait(self._wake.wait, timeout)
             self._wake = anyio.Event()
             if self._handshake:
                 handshake, self._handshake = self._handshake, []
@@ -331,22 +348,28 @@ class Connection:
             if self._to_unsub:
                 gone = [c for c in self._to_unsub if c not in self.codes]
                 self._to_unsub.clear()
-                for code in gone:
-                    decoder.untrack(code)
+                try:
+                    for code in gone:
+                        decoder.untrack(code)
+                except CONTAINED as exc:
+                    raise PluginFault("decoder", exc) from exc
                 await self._send_unsubscribe(transport, gone, list(self.codes))
             if self._to_sub:
                 new = dict(self._to_sub)
                 self._to_sub.clear()
-                for code, instrument in new.items():
-                    decoder.track(code, instrument)
+                try:
+                    for code, instrument in new.items():
+                        decoder.track(code, instrument)
+                except CONTAINED as exc:
+                    raise PluginFault("decoder", exc) from exc
                 await self._send_subscribe(transport, list(new))
-            if next_beat is not None and time.monotonic() >= next_beat:
+            if next_beat is not None and clock.now() >= next_beat:
                 if self.codes:
-                    frames: Sequence[Frame] = s.hooks.heartbeat(
-                        provider=s.name, config=s.config, codes=list(self.codes)) or ()
+                    frames = frames_of("mdgate_heartbeat", s.hooks.heartbeat, provider=s.name,
+                                       config=s.config, codes=list(self.codes))
                     for frame in frames:
                         await transport.send(frame)
-                next_beat = time.monotonic() + (interval or 0)
+                next_beat = clock.now() + (interval or 0)
 
     async def _watchdog(self, transport: Transport, decoder: Decoder) -> None:
         s = self.session
@@ -355,9 +378,10 @@ class Connection:
             await anyio.sleep_forever()
             return
         step = min(1.0, stall / 4)
+        clock = s.clock
         while True:
-            await anyio.sleep(step)
-            if self.codes and time.monotonic() - self.last_rx > stall:
+            await clock.sleep(step)
+            if self.codes and clock.now() - self.last_rx > stall:
                 raise _Stalled(s.name, f"stalled: no data for {stall:g} s while subscribed")
 
 
@@ -366,9 +390,14 @@ class ProviderSession:
 
     def __init__(
         self, hooks: ProviderHooks, config: Any, disabled_reason: str | None,
-        queue: TickQueue, runtime: RuntimeSettings,
+        queue: TickQueue, runtime: RuntimeSettings, *, faults: PluginFaults | None = None,
+        clock: Clock = MONOTONIC, random: Callable[[], float] = random.random,
     ) -> None:
+        """``faults``: the registry's plugin-fault ledger; ``clock``, ``random``: for tests."""
         self.hooks = hooks
+        self.faults = faults if faults is not None else PluginFaults()
+        self.clock = clock
+        self.random = random
         self.spec = hooks.spec
         self.name = hooks.spec.name
         self.plugin = hooks.plugin
@@ -381,7 +410,7 @@ class ProviderSession:
         self._where: dict[str, Connection] = {}
         self._tg: anyio.abc.TaskGroup | None = None
         self._config_event = anyio.Event()
-        self._log_every = _EveryLog()
+        self._log_every = EveryLog(clock=clock.now)
         # status
         self.display_url = ""
         self.last_error: str | None = disabled_reason
@@ -391,8 +420,7 @@ class ProviderSession:
         self.ticks = 0
         self.decode_errors: dict[str, int] = {}
         self.state = "disabled" if disabled_reason else "connecting"
-        now = time.monotonic()
-        self.down_since: float | None = now
+        self.down_since: float | None = clock.now()
         self.healthy_since: float | None = None
 
     # -- configuration -----------------------------------------------------
@@ -485,6 +513,27 @@ class ProviderSession:
                 tg.start_soon(conn.run)
             task_status.started()
 
+    # -- plugin calls and decoder output -----------------------------------
+
+    def screen(self, items: object, limit: int) -> list[Tick]:
+        """
+        The reader's slow path: the valid ticks of a decoder's result. Bad
+        items are counted (``bad_tick``, and a plugin fault of the decoder),
+        ticks dated after ``limit`` (epoch ms) too (``bad_ts``).
+        """
+        good, bad_items, bad_ts = _checks.screen(items, limit)
+        if bad_items:
+            self.decode_errors["bad_tick"] = self.decode_errors.get("bad_tick", 0) + bad_items[0]
+            self.faults.record(self.plugin, "decoder", bad_items[1], provider=self.name)
+        if bad_ts:
+            n, first = len(bad_ts), bad_ts[0]
+            self.decode_errors["bad_ts"] = self.decode_errors.get("bad_ts", 0) + n
+            self._log_every("bad_ts", lambda suppressed: log.warning(
+                "tick_bad_ts", provider=self.name, instrument=str(first.instrument)[:64],
+                ts=first.ts, recv_ts=first.recv_ts, max_clock_skew=self.runtime.max_clock_skew,
+                dropped=n, suppressed=suppressed))
+        return good
+
     # -- status ------------------------------------------------------------
 
     def _decode_error(self, kind: str, exc: BaseException) -> None:
@@ -499,22 +548,28 @@ class ProviderSession:
         state = min(relevant, key=_RANK.__getitem__) if relevant else "connecting"
         if state == self.state:
             return
-        now = time.monotonic()
+        now = self.clock.now()
         if state == "connected":
             self.healthy_since, self.down_since = now, None
         elif self.state == "connected" or self.down_since is None:
             self.down_since, self.healthy_since = now, None
         self.state = state
 
+    @property
+    def attempts(self) -> int:
+        """Failed attempts in a row of the worst connection not connected now (0 when all are)."""
+        return max((c.backoff.attempts for c in self.conns
+                    if (c.index == 0 or c.codes) and c.state != "connected"), default=0)
+
     def is_down(self, after: float) -> bool:
         """Down: fatal state now, or not connected for ``after`` seconds."""
         if self.state in _FATAL:
             return True
-        return self.down_since is not None and time.monotonic() - self.down_since >= after
+        return self.down_since is not None and self.clock.now() - self.down_since >= after
 
     def healthy_for(self, seconds: float) -> bool:
         """Connected without interruption for at least ``seconds``."""
-        return self.healthy_since is not None and time.monotonic() - self.healthy_since >= seconds
+        return self.healthy_since is not None and self.clock.now() - self.healthy_since >= seconds
 
     def status(self) -> dict[str, Any]:
         """The provider's ``/status`` entry (no secrets)."""
@@ -526,10 +581,11 @@ class ProviderSession:
             "connections": len(connected),
             "connected_since": since,
             "last_message_age_ms": (
-                int((time.monotonic() - last_rx) * 1000) if last_rx is not None else None
+                int((self.clock.now() - last_rx) * 1000) if last_rx is not None else None
             ),
             "subscriptions": self.subscriptions,
             "reconnects": self.reconnects,
+            "attempts": self.attempts,
             "last_error": self.last_error,
             "hint": self.hint,
             "frames": self.frames,

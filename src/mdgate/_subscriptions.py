@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,8 @@ class SubscriptionManager:
     linger: float = 30.0
     active: dict[str, Active] = field(default_factory=dict)
     switches: deque[_Switch] = field(default_factory=lambda: deque(maxlen=50))
+    #: Monotonic seconds for linger (the sessions' clock decides failover and fail-back).
+    clock: Callable[[], float] = time.monotonic
 
     # -- interest ----------------------------------------------------------
 
@@ -110,7 +112,7 @@ class SubscriptionManager:
             if self.linger <= 0:
                 self._deactivate(act)
             else:
-                act.release_at = time.monotonic() + self.linger
+                act.release_at = self.clock() + self.linger
 
     def set_always(self, instruments: Iterable[str]) -> list[str]:
         """Make exactly ``instruments`` always-on; return the ones that failed, with why."""
@@ -127,7 +129,7 @@ class SubscriptionManager:
             if act.always and act.instrument not in wanted:
                 act.always = False
                 if act.refs == 0:
-                    act.release_at = time.monotonic() + self.linger
+                    act.release_at = self.clock() + self.linger
         for name in wanted:
             try:
                 act = self.active.get(name) or self._activate(name)
@@ -215,7 +217,7 @@ class SubscriptionManager:
 
     def check(self) -> None:
         """Expire lingering instruments and apply failover / fail-back decisions."""
-        now = time.monotonic()
+        now = self.clock()
         for act in list(self.active.values()):
             if act.release_at is not None and now >= act.release_at and act.refs == 0 and not act.always:
                 self._deactivate(act)

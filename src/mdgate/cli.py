@@ -26,11 +26,17 @@ from typing import Any
 import anyio
 
 from mdgate import __version__
+from mdgate._frontdoor import (
+    CONFIG_HELP,
+    EXIT_CONFIG,
+    EXIT_RUNTIME,
+    add_config_option,
+    check_listen,
+    one_error,
+)
 from mdgate.errors import ConfigError, MdgateError
 
 __all__ = ["build_parser", "main"]
-
-EXIT_CONFIG = 2
 
 
 def _err(message: str) -> None:
@@ -84,6 +90,9 @@ def cmd_run(args: argparse.Namespace) -> int:
             port=settings.server.port if args.port is None else args.port,
         )
         settings = dataclasses.replace(settings, server=server)
+    host, port = settings.server.host, settings.server.port
+    # before any log line or provider connection: a bad or busy address is one line, not a start
+    check_listen(host, port)
     configure_logging(settings.logging)
     log = structlog.get_logger("mdgate")
     gateway = Gateway(settings, config_path=settings.source)
@@ -106,19 +115,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     try:
         anyio.run(main)
-    except BaseExceptionGroup as group:
-        # a ConfigError raised inside the task tree (e.g. the database schema is behind)
-        # is still a one-line config error, not a traceback
-        found, _ = group.split(ConfigError)
-        if found is None:
+    except (BaseExceptionGroup, OSError) as exc:
+        # a ConfigError raised inside the task tree (e.g. the database schema is behind), or the
+        # listen socket taken in the meantime, is still one line, not a traceback
+        error = one_error(exc, host, port)
+        if error is None:
             raise
-        first: BaseException = found
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from None
-    except OSError as exc:
-        _err(f"cannot serve on {settings.server.host}:{settings.server.port}: {exc.strerror or exc}")
-        return 1
+        raise error from None
     return 0
 
 
@@ -126,10 +129,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    """List plugins: name, distribution, version, providers, hooks, load status."""
+    """List plugins: name, distribution, version, providers, hooks, load status (a failed one with why)."""
     from mdgate._plugins import load_registry
 
-    reg = load_registry(os.environ)
+    reg = load_registry(os.environ)  # contains every plugin fault: always prints the table
+    faults = reg.faults.status()
     rows: list[dict[str, Any]] = []
     for info in reg.plugins:
         providers = []
@@ -156,12 +160,13 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 "builtin": info.builtin,
                 "status": info.status,
                 "error": info.error,
+                "failed_in": sorted(faults.get(info.name, {}).get("failed", {})),
                 "hooks": info.hooks,
                 "providers": providers,
             }
         )
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2, default=str))
         return 0
     print(f"{'PLUGIN':<14} {'STATUS':<11} {'DISTRIBUTION':<22} {'PROVIDERS':<22} HOOKS")
     for r in rows:
@@ -391,6 +396,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     """Fetch one-minute bars from a provider's REST backfill (``mdgate_backfill``)."""
     import msgspec
 
+    from mdgate._plugin_calls import backfill
     from mdgate._plugins import load_registry
     from mdgate._router import Router
 
@@ -406,12 +412,11 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     since = _parse_time(args.since) or int((time.time() - 3600) * 1000)
     until = _parse_time(args.until) or int(time.time() * 1000)
     for route in routes:
-        hooks = registry.provider(route.provider)
         config = router.configs.configs.get(route.provider)
         if config is None:
             continue
-        pending = hooks.backfill(provider=route.provider, config=config, instrument=route.instrument,
-                                 code=route.code, start_ms=since, end_ms=until)
+        pending = backfill(registry, route.provider, config=config, instrument=route.instrument,
+                           code=route.code, start_ms=since, end_ms=until)  # plugin faults contained
         if pending is None:
             continue
 
@@ -437,9 +442,7 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         description="mdgate: market-data gateway. Many providers in, one normalized tick stream out.",
     )
     parser.add_argument("--version", action="version", version=f"mdgate {__version__}")
-    parser.add_argument(
-        "--config", "-c", metavar="PATH", help="TOML configuration file (default: ./mdgate.toml when present)"
-    )
+    parser.add_argument("--config", "-c", metavar="PATH", help=CONFIG_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser(
@@ -489,14 +492,11 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_backfill)
 
     if with_plugins:
+        from mdgate._plugin_calls import add_commands
         from mdgate._plugins import load_registry
 
-        reg = load_registry(os.environ)
-        for impl in reg.pm.hook.mdgate_add_commands.get_hookimpls():
-            try:
-                impl.function(subparsers=sub)
-            except Exception as exc:
-                _err(f"plugin {impl.plugin_name!r} failed to add its commands: {exc}")
+        add_commands(load_registry(os.environ), sub)  # a faulty plugin's commands are left out, logged
+    add_config_option(parser)  # `mdgate run --config PATH` as well as `mdgate --config PATH run`
     return parser
 
 
@@ -521,6 +521,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     except MdgateError as exc:
         _err(str(exc))
-        return 1
+        return EXIT_RUNTIME
     except KeyboardInterrupt:
         return 130

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import urlsplit, urlunsplit
 
+from mdgate._redact import mask_url
 from mdgate.errors import ConfigError, InstrumentError
 from mdgate.model import parse_instrument
 
@@ -74,23 +74,6 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
-
-
-def mask_url(url: str) -> str:
-    """Return ``url`` with any password and query-string values masked."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "***"
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
-        user = userinfo.split(":", 1)[0]
-        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
-    query = "&".join(
-        f"{kv.split('=', 1)[0]}=***" if "=" in kv else kv for kv in parts.query.split("&") if kv
-    )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +208,21 @@ class Settings:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     #: The file the settings came from, if any.
     source: str | None = None
+
+    def __repr__(self) -> str:
+        # Provider tables are raw TOML (they may hold tokens): only their keys are shown.
+        # Every other section holds its secrets in Secret, whose repr is masked.
+        parts = []
+        for f in dataclasses.fields(self):
+            if not f.repr:
+                continue
+            value = getattr(self, f.name)
+            if f.name == "providers":
+                keys = {name: sorted(map(str, table)) for name, table in value.items()}
+                parts.append(f"providers=<keys {keys!r}>")
+            else:
+                parts.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(parts)})"
 
 
 _SECTIONS: Final[dict[str, type]] = {
@@ -370,6 +368,8 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
             raise ConfigError("--config", f"file not found: {path}") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError("--config", f"{path}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError("--config", f"{path}: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError("--config", f"{path}: {exc.strerror}") from None
     known = {*_SECTIONS, "providers", "instruments"}

@@ -20,6 +20,14 @@ its own, so one plugin may ship several providers and several plugins can
 coexist. ``config`` is whatever that provider's
 ``ProviderSpec.parse_config`` returned for its ``[providers.<name>]`` table.
 
+Faults are contained: whatever an implementation raises (anything but
+``KeyboardInterrupt``; ``SystemExit`` included) or returns with the wrong
+type is recorded under the plugin's name (``/status`` ``plugins``, the
+``plugin_fault`` log line) and the daemon and the other providers go on; each
+hook's docstring says what happens then. A :class:`~mdgate.errors.ConfigError`
+keeps its meaning (the operator's configuration is wrong). See "What happens
+when your plugin faults" in docs/writing-a-provider.md.
+
 Hooks are grouped: Registration, Provider lifecycle, Routing,
 Storage, Command line.
 """
@@ -62,7 +70,10 @@ def mdgate_providers() -> Sequence[ProviderSpec]:
         plugins are collected; a provider name declared twice is an error
         reported against the second plugin.
 
-    Called once, when the daemon (or ``mdgate plugins``) starts.
+    Called once, when the daemon (or ``mdgate plugins``) starts. Every spec
+    is checked field by field; if this hook raises, returns something that is
+    not a sequence of valid specs, or declares more than 64, the plugin is
+    marked ``failed`` and unregistered (none of its providers is declared).
 
     .. versionadded:: 0.1
     """
@@ -92,7 +103,8 @@ def mdgate_connect(provider: str, config: Any, connection: int) -> Endpoint | Co
         own. Stops at first non-None result.
 
     Called before every connection attempt, including reconnects, so a new
-    token from a configuration reload is picked up.
+    token from a configuration reload is picked up. Raising, or returning
+    anything else, fails that attempt (retried with backoff).
 
     .. versionadded:: 0.1
     """
@@ -163,7 +175,10 @@ def mdgate_normalize(provider: str, config: Any) -> Decoder | None:
     The decoder turns the provider's frames into normalized ticks. It is
     called once per connection (and again after every reconnect, so decoder
     state never outlives a connection); the core then calls the decoder's
-    ``feed`` per frame with no pluggy dispatch in between.
+    ``feed`` per frame with no pluggy dispatch in between. Returning ``None``
+    for your own provider fails the connection (retried with backoff). A
+    ``feed`` that raises (not a ``DecodeError``) loses that frame; items it
+    returns that are not ticks are dropped and counted (``bad_tick``).
 
     Stops at first non-None result.
 
@@ -202,7 +217,9 @@ def mdgate_instrument_code(provider: str, config: Any, exchange: str, symbol: st
     Used only when the routing tables hold no explicit mapping (explicit
     mappings always win). Yahoo, for instance, derives ``RELIANCE.NS`` from
     ``NSE:RELIANCE``; a provider that needs a lookup table returns ``None``.
-    Called when a route is resolved, never per tick.
+    Called when a route is resolved, never per tick. Raising, or returning
+    anything but ``None`` or a non-empty string of at most 128 characters,
+    counts as "no code" from this provider for that call.
 
     Stops at first non-None result.
 
@@ -216,7 +233,9 @@ def mdgate_route_source(settings: Settings) -> RouteSource | None:
     Return the source of routing tables (e.g. PostgreSQL), or ``None``.
 
     When no plugin returns one, the built-in defaults plus the
-    configuration file are used. Stops at first non-None result.
+    configuration file are used; also when a plugin raises or returns
+    something that is not a ``RouteSource`` (the next plugin is asked
+    first). Stops at first non-None result.
 
     .. versionadded:: 0.1
     """
@@ -234,6 +253,8 @@ def mdgate_store(settings: Settings) -> Store | None:
 
     Built-in plugins provide Redis (when ``[redis] url`` or
     ``MDGATE_REDIS_URL`` is set) and an in-memory store (the fallback).
+    A plugin that raises or returns something that is not a ``Store`` is
+    skipped (the next is asked; failing all, the in-memory store is used).
     Stops at first non-None result.
 
     .. versionadded:: 0.1
@@ -252,7 +273,7 @@ def mdgate_add_commands(subparsers: argparse._SubParsersAction[argparse.Argument
 
     Each added parser must set ``func`` with ``set_defaults(func=...)``: a
     callable taking the parsed ``argparse.Namespace`` and returning an exit
-    code.
+    code. If this hook raises, the commands it added are removed again.
 
     .. versionadded:: 0.1
     """

@@ -21,6 +21,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from mdgate._redact import MASK, mask_url
+
 if TYPE_CHECKING:
     from mdgate.model import Bar, Tick
 
@@ -76,6 +78,13 @@ class ProviderSpec:
             ``config``. Raises :class:`~mdgate.errors.ConfigError` naming the
             key for a bad table, :class:`~mdgate.errors.ProviderDisabled` when
             the provider cannot run (missing credentials).
+        instrument_table: the provider knows its instruments from an explicit
+            table only (its own built-in list, ``[instruments]`` codes,
+            ``provider_instrument_mappings``), never derives codes by a rule.
+            On an exchange where such a provider is primary, a symbol none of
+            those tables know is refused with ``no_route``, even when a
+            backup's derivation rule would produce a code for it (so a typo
+            is an error, not a silent wait).
     """
 
     name: str
@@ -89,13 +98,15 @@ class ProviderSpec:
     heartbeat_interval: float | None = None
     stall_timeout: float = 30.0
     parse_config: Callable[[Mapping[str, Any], Mapping[str, str]], Any] = default_parse_config
+    instrument_table: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
     """
     Where and how the core's WebSocket loop connects, returned by
-    ``mdgate_connect`` once per connection attempt.
+    ``mdgate_connect`` once per connection attempt. Its ``repr`` masks the
+    URL's credentials, header values and handshake frames.
 
     Attributes:
         url: the full URL, secrets included (never logged).
@@ -114,6 +125,16 @@ class Endpoint:
     open_timeout: float = 10.0
     ping_interval: float | None = 20.0
     max_size: int = 4 * 1024 * 1024
+
+    def __repr__(self) -> str:
+        # Plugin tracing and tracebacks show this repr: the URL may carry a token, headers
+        # an Authorization value, handshake frames a login. None of them is shown.
+        return (
+            f"Endpoint(url={mask_url(self.url)!r}, display_url={mask_url(self.display_url)!r}, "
+            f"headers={dict.fromkeys(self.headers, MASK)!r}, handshake=<{len(self.handshake)} frame(s)>, "
+            f"open_timeout={self.open_timeout!r}, ping_interval={self.ping_interval!r}, "
+            f"max_size={self.max_size!r})"
+        )
 
 
 @runtime_checkable
@@ -136,6 +157,10 @@ class Connector(Protocol):
     """Escape hatch: ``mdgate_connect`` may return this instead of an Endpoint."""
 
     display_url: str
+
+    def __repr__(self) -> str:
+        # inherited by connectors that subclass Connector: never more than the masked URL
+        return f"<{type(self).__name__} {mask_url(getattr(self, 'display_url', ''))!r}>"
 
     async def open(self) -> Transport:
         """Open one connection."""

@@ -12,6 +12,16 @@ the rules, in order:
 3. nothing else: no guessing. A provider with no code for the instrument is
    skipped; when none is left the instrument has no route.
 
+One rule comes before these: on an exchange whose primary provider keeps an
+instrument table (``ProviderSpec.instrument_table``, e.g. Dhan), an
+instrument must be listed: by an explicit mapping of any of the exchange's
+providers, or by the primary's own table (its ``mdgate_instrument_code``).
+A symbol nobody lists is refused, even when a backup's derivation rule (Yahoo's
+``.NS`` suffix) would make up a code for it: a typo is an error, not a
+subscription that never ticks. This holds whether or not the primary can run
+right now (no credentials, switched off): its table is data, not a
+connection.
+
 Tables come from the built-in defaults plus the config file
 (:func:`default_table`) or from a :class:`RouteSource` plugin such as the
 PostgreSQL one.
@@ -19,9 +29,9 @@ PostgreSQL one.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
 from mdgate.errors import NoRouteError
 from mdgate.model import parse_instrument
@@ -33,13 +43,21 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_EXCHANGES",
+    "SEED_HINT",
     "ExchangeRoute",
     "InstrumentMapping",
     "Route",
     "RouteSource",
     "RouteTable",
     "default_table",
+    "routing_health",
 ]
+
+#: Why a code found by a table-keeping provider's hook was used.
+_OWN_TABLE: Final = "in the provider's own table"
+
+#: Ends every ``no_route`` error while the routing table is empty.
+SEED_HINT: Final = "run `mdgate db seed` to add the default routes"
 
 #: ``derive(provider, exchange, symbol) -> code | None``
 Deriver = Callable[[str, str, str], "str | None"]
@@ -104,10 +122,17 @@ class RouteTable:
     codes: Mapping[tuple[str, str], str] = field(default_factory=dict)
     #: Where the table came from (``defaults``, ``postgresql``, ``cache:PATH``).
     source: str = "defaults"
+    #: Instruments explicitly mapped for a provider that is switched off: not
+    #: routable through it, but still known to exist (see the listing rule).
+    listed: frozenset[str] = frozenset()
 
     @classmethod
     def build(
-        cls, rows: list[ExchangeRoute], codes: Mapping[tuple[str, str], str], source: str
+        cls,
+        rows: list[ExchangeRoute],
+        codes: Mapping[tuple[str, str], str],
+        source: str,
+        listed: Iterable[str] = (),
     ) -> RouteTable:
         """Build a table from unordered rows (later duplicate rows win)."""
         by_key: dict[tuple[str, str], ExchangeRoute] = {}
@@ -120,10 +145,14 @@ class RouteTable:
             ex: tuple(sorted(rs, key=lambda r: (r.priority, not r.primary, r.provider)))
             for ex, rs in exchanges.items()
         }
-        return cls(ordered, dict(codes), source)
+        return cls(ordered, dict(codes), source, frozenset(listed))
 
     def resolve(
-        self, instrument: str, derive: Deriver, providers: frozenset[str] | None = None
+        self,
+        instrument: str,
+        derive: Deriver,
+        providers: frozenset[str] | None = None,
+        tables: frozenset[str] = frozenset(),
     ) -> list[Route]:
         """
         Return the candidates for ``instrument``, best first.
@@ -132,15 +161,24 @@ class RouteTable:
             instrument: ``EXCHANGE:SYMBOL`` (any case).
             derive: the provider derivation rule (``mdgate_instrument_code``).
             providers: names of the providers that are loaded; others are skipped.
+            tables: loaded providers that keep an instrument table
+                (``ProviderSpec.instrument_table``); when one is an exchange's
+                primary, only listed instruments resolve.
 
         Raises:
             InstrumentError: the name is malformed.
-            NoRouteError: no active, loaded provider has a code for it.
+            NoRouteError: no active, loaded provider has a code for it, or the
+                exchange's primary keeps an instrument table that does not list it.
         """
         name, exchange, symbol = parse_instrument(instrument)
+        if not self.exchanges:
+            empty = f"no route for {name}: the routing table ({self.source}) is empty; {SEED_HINT}"
+            raise NoRouteError(name, exchange, empty)
         rows = self.exchanges.get(exchange)
         if not rows:
             raise NoRouteError(name, exchange)
+        if tables:
+            self._check_listed(name, exchange, symbol, rows, derive, tables)
         routes: list[Route] = []
         skipped: list[str] = []
         for row in rows:
@@ -154,7 +192,7 @@ class RouteTable:
             reason = "explicit mapping"
             if code is None:
                 code = derive(row.provider, exchange, symbol)
-                reason = "derived by the provider's rule"
+                reason = _OWN_TABLE if row.provider in tables else "derived by the provider's rule"
             if code is None:
                 skipped.append(f"{row.provider} has no code for {name}")
                 continue
@@ -164,6 +202,31 @@ class RouteTable:
             why = "; ".join(skipped) or "no mapping"
             raise NoRouteError(name, exchange, f"no provider can serve {name} on {exchange}: {why}")
         return routes
+
+    def _check_listed(
+        self,
+        name: str,
+        exchange: str,
+        symbol: str,
+        rows: tuple[ExchangeRoute, ...],
+        derive: Deriver,
+        tables: frozenset[str],
+    ) -> None:
+        """Refuse ``name`` when the exchange's primary keeps a table and nothing lists it."""
+        primary = next((r for r in rows if r.primary), rows[0])
+        if primary.provider not in tables:
+            return
+        if name in self.listed or any((r.provider, name) in self.codes for r in rows):
+            return
+        if derive(primary.provider, exchange, symbol) is not None:
+            return
+        raise NoRouteError(
+            name,
+            exchange,
+            f"unknown instrument {name}: {primary.provider}, the primary provider of {exchange}, "
+            "does not list it and no explicit mapping names it (add one with `mdgate instruments add` "
+            "or [instruments] if it exists)",
+        )
 
 
 def default_table(settings: Settings, declared: Sequence[tuple[str, Sequence[str]]] = ()) -> RouteTable:
@@ -196,9 +259,40 @@ def default_table(settings: Settings, declared: Sequence[tuple[str, Sequence[str
     return RouteTable.build(rows, codes, "defaults")
 
 
+def routing_health(table: RouteTable, source: RouteSource | None) -> dict[str, Any]:
+    """
+    The ``routing`` part of ``/status`` that says whether routing is sound.
+
+    Returns ``{"source": ..., "state": "ok" | "degraded", "problems": [...]}``
+    plus, when the route source reports on itself (an optional ``status()``
+    method, as :class:`mdgate.db.source.PgRouteSource` has), that report under
+    ``database``. Problems: the source is not ``ok`` (unreachable, unreadable),
+    or the table is empty (every instrument would be refused).
+    """
+    doc: dict[str, Any] = {"source": table.source}
+    problems: list[str] = []
+    report = getattr(source, "status", None)
+    if source is not None and callable(report):
+        db: dict[str, Any] = report()
+        doc["database"] = db
+        if db.get("state") != "ok":
+            problems.append(f"route source {source.description} is {db.get('state')}: {db.get('last_error')}")
+    if not table.exchanges:
+        problems.append(f"the routing table ({table.source}) is empty: {SEED_HINT}")
+    doc["state"] = "degraded" if problems else "ok"
+    doc["problems"] = problems
+    return doc
+
+
 @runtime_checkable
 class RouteSource(Protocol):
-    """A live source of routing tables (PostgreSQL), from ``mdgate_route_source``."""
+    """
+    A live source of routing tables (PostgreSQL), from ``mdgate_route_source``.
+
+    A source may also have a ``status() -> dict`` method reporting on itself
+    (at least ``state``, ``"ok"`` when healthy, and ``last_error``); the
+    gateway shows it in ``/status`` and is ``degraded`` while it is not ok.
+    """
 
     #: Where tables come from, secrets masked (for logs and ``mdgate routes``).
     description: str

@@ -35,6 +35,7 @@ def test_load_route_table_inactive_provider_rows_inactive_codes_skipped(dsn: str
             table = load_route_table(conn)
     assert [(r.provider, r.active) for r in table.exchanges["NSE"]] == [("dhan", False), ("yahoo", True)]
     assert table.codes == {}
+    assert table.listed == {"NSE:TCS"}  # not routable through dhan, but still a known instrument
     skipped = [e for e in logs if e["event"] == "route_rows_skipped"]
     assert [(e["reason"], e["count"]) for e in skipped] == [("provider inactive", 1)]
     assert skipped[0]["examples"] == ["NSE:TCS -> dhan:NSE_EQ:11536"]

@@ -12,11 +12,12 @@ from structlog.testing import capture_logs
 
 from mdgate._plugins import load_registry
 from mdgate.config import Settings, load_settings
+from mdgate.db.cache import write_cache
 from mdgate.db.migrations import SCHEMA_VERSION, current_version, upgrade
 from mdgate.db.seed import seed
 from mdgate.db.source import PgRouteSource
 from mdgate.errors import ConfigError, RoutingError
-from mdgate.routing import RouteSource, RouteTable
+from mdgate.routing import DEFAULT_EXCHANGES, RouteSource, RouteTable
 
 pytestmark = pytest.mark.integration
 
@@ -87,17 +88,34 @@ async def test_pg_route_source_schema_behind_refuses_to_start(empty_dsn: str, tm
     )
 
 
-async def test_pg_route_source_auto_upgrade_migrates_then_loads(empty_dsn: str, tmp_path: Path) -> None:
+async def test_pg_route_source_auto_upgrade_migrates_seeds_then_loads(empty_dsn: str, tmp_path: Path) -> None:
     settings = make_settings(empty_dsn, tmp_path, MDGATE_DATABASE__AUTO_UPGRADE="true")
     with capture_logs() as logs:
         table = await PgRouteSource(settings).load()
-    assert table.source == "postgresql" and dict(table.exchanges) == {}
+    # A database without the schema is created AND seeded: a first run routes like the defaults.
+    assert table.source == "postgresql"
+    assert table.exchanges == RouteTable.build(list(DEFAULT_EXCHANGES), {}, "x").exchanges
     with psycopg.connect(empty_dsn) as conn:
         assert current_version(conn) == SCHEMA_VERSION
     assert any(e["event"] == "schema_upgraded" and e["from_version"] == 0 for e in logs)
+    seeded = [(e["providers"], e["exchanges"], e["mappings"]) for e in logs if e["event"] == "routes_seeded"]
+    assert seeded == [(2, 4, 6)]
 
 
-async def test_pg_route_source_database_down_with_cache_returns_cached_table(
+async def test_pg_route_source_auto_upgrade_of_existing_schema_does_not_seed(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    # The schema exists (version 1) with the operator's rows: upgrading must not add defaults.
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        upgrade(conn, target=1)
+    settings = make_settings(empty_dsn, tmp_path, MDGATE_DATABASE__AUTO_UPGRADE="true")
+    with capture_logs() as logs:
+        table = await PgRouteSource(settings).load()
+    assert dict(table.exchanges) == {}
+    assert not [e for e in logs if e["event"] == "routes_seeded"]
+
+
+async def test_pg_route_source_database_down_with_its_own_cache_returns_cached_table(
     dsn: str, unused_dsn: str, tmp_path: Path
 ) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
@@ -109,6 +127,8 @@ async def test_pg_route_source_database_down_with_cache_returns_cached_table(
                          WHERE p.name = 'dhan'""")
     fresh = await PgRouteSource(make_settings(dsn, tmp_path)).load()
     down = PgRouteSource(make_settings(unused_dsn, tmp_path))
+    # The table the unreachable database served last time, cached under its own identity.
+    write_cache(down.cache_path, fresh, down.database)
     with capture_logs() as logs:
         table = await down.load()
     assert table.source == f"cache:{down.cache_path}"
@@ -117,6 +137,27 @@ async def test_pg_route_source_database_down_with_cache_returns_cached_table(
     events = [e["event"] for e in logs]
     assert events == ["route_source_unavailable", "route_table_from_cache"]
     assert all("s3cret" not in str(e) for e in logs)
+    assert down.status()["state"] == "down" and "Connection refused" in down.status()["last_error"]
+
+
+async def test_pg_route_source_never_starts_on_another_databases_cache(
+    dsn: str, unused_dsn: str, tmp_path: Path
+) -> None:
+    # One cache_path shared by two configurations: the identity inside the file refuses it.
+    await PgRouteSource(make_settings(dsn, tmp_path)).load()
+    down = PgRouteSource(make_settings(unused_dsn, tmp_path))
+    with capture_logs(), pytest.raises(RoutingError) as info:
+        await down.load()
+    assert "route cache belongs to another database (127.0.0.1:" in str(info.value)
+    assert "s3cret" not in str(info.value)
+    # Default paths: one file per database (named by a hash of host, port and name).
+    mine = PgRouteSource(make_settings(dsn, tmp_path, MDGATE_DATABASE__CACHE_PATH=""))
+    await mine.load()
+    other = PgRouteSource(make_settings(unused_dsn, tmp_path, MDGATE_DATABASE__CACHE_PATH=""))
+    assert mine.cache_path.parent == other.cache_path.parent
+    assert mine.cache_path.name == f"routes-{mine.database.key}.json" != other.cache_path.name
+    with capture_logs(), pytest.raises(RoutingError, match=r"no route cache at .*routes-[0-9a-f]{16}\.json"):
+        await other.load()
 
 
 async def test_pg_route_source_database_down_without_cache_raises_routing_error(
@@ -289,3 +330,40 @@ async def test_pg_routes_plugin_hook_returns_source_only_with_database(dsn: str,
     assert isinstance(source, PgRouteSource)
     assert hook(settings=load_settings(None, {})) is None
     assert not math.isnan(source._timeout)
+
+
+async def test_pg_route_source_status_down_while_database_stopped_then_ok(
+    pg_factory: Any, tmp_path: Path
+) -> None:
+    server = pg_factory()
+    db = server.create_database()
+    with psycopg.connect(db, autocommit=True) as conn:
+        upgrade(conn)
+        seed(conn)
+    now = [1_000]
+    source = PgRouteSource(make_settings(db, tmp_path), clock=lambda: now[0])
+    assert source.status()["state"] == "starting"
+    await source.load()
+    assert (source.status()["state"], source.status()["since"]) == ("ok", 1_000)
+    changes = Changes()
+    with capture_logs():
+        async with anyio.create_task_group() as tg:
+            await tg.start(source.watch, changes)
+            now[0] = 2_000
+            await anyio.to_thread.run_sync(server.stop)
+            with anyio.fail_after(5):
+                while source.status()["attempts"] < 2:  # noticed, and still failing
+                    await anyio.sleep(0.02)
+            now[0] = 2_500  # more failed attempts do not move `since`
+            with anyio.fail_after(5):
+                while source.status()["attempts"] < 3:
+                    await anyio.sleep(0.02)
+            st = source.status()
+            assert (st["state"], st["since"]) == ("down", 2_000)
+            assert st["last_error"].startswith("cannot reach the database at postgresql://postgres@127.0.0.1:")
+            now[0] = 3_000
+            await anyio.to_thread.run_sync(server.start)
+            await changes.wait(10.0)
+            tg.cancel_scope.cancel()
+    st = source.status()
+    assert (st["state"], st["since"], st["attempts"]) == ("ok", 3_000, 0)

@@ -10,7 +10,10 @@ Rules when building:
 * an explicit instrument code is skipped (and reported once per reason via
   structlog) when its provider is inactive, its instrument name is not
   ``EXCHANGE:SYMBOL``, or its provider does not serve the instrument's
-  exchange (the code could never be used).
+  exchange (the code could never be used);
+* the instrument of a code skipped only because its provider is inactive
+  stays *listed* (``RouteTable.listed``): switching a provider off does not
+  make its instruments unknown.
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def build_route_table(
         routes.append(ExchangeRoute(exchange, provider, priority, primary, active and provider_active))
         served.add((provider, exchange))
     codes: dict[tuple[str, str], str] = {}
+    listed: set[str] = set()
     skipped: dict[str, list[str]] = {}
     for provider, provider_active, instrument, code in code_rows:
         reason: str | None = None
@@ -87,6 +91,8 @@ def build_route_table(
         else:
             if not provider_active:
                 reason = "provider inactive"
+                if (provider, exchange) in served:
+                    listed.add(name)
             elif (provider, exchange) not in served:
                 reason = "provider does not serve the exchange"
         if reason is not None:
@@ -100,7 +106,7 @@ def build_route_table(
             count=len(rows),
             examples=rows[:_EXAMPLES],
         )
-    return RouteTable.build(routes, codes, source)
+    return RouteTable.build(routes, codes, source, listed)
 
 
 def load_route_table(conn: psycopg.Connection) -> RouteTable:

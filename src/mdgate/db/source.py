@@ -2,34 +2,42 @@
 :class:`PgRouteSource`: routing tables from PostgreSQL, reloaded live.
 
 ``load()`` reads the tables once (checking the schema version first, and
-upgrading it when ``[database] auto_upgrade`` is on) and caches the result
-on disk; when the database is unreachable it falls back to that cache.
+upgrading it when ``[database] auto_upgrade`` is on; a database that had no
+schema at all is also seeded with the default routes) and caches the result
+on disk, in a file of this database's own; when the database is unreachable
+it falls back to that cache, never to another database's.
 ``watch()`` LISTENs on ``mdgate_routes`` (the migrations' triggers NOTIFY
 on every change), reloads after a short debounce and hands the new table
 to the runtime; it survives the database going away, reconnecting with
 capped, jittered backoff and reloading once back.
+
+:meth:`PgRouteSource.status` says whether the database answers (``ok``),
+cannot be reached (``down``) or can be reached but not read (``error``),
+since when and why, for ``/status``.
 """
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import psycopg
 import structlog
 from psycopg import sql
 
+from mdgate._backoff import Backoff
 from mdgate.config import mask_url
 from mdgate.db._connect import aconnect, connect
-from mdgate.db.cache import default_cache_path, read_cache, write_cache
+from mdgate.db.cache import ForeignCacheError, database_identity, default_cache_path, read_cache, write_cache
 from mdgate.db.errors import DatabaseUnavailable, SchemaError
 from mdgate.db.migrations import SCHEMA_VERSION, Migration, upgrade
 from mdgate.db.routes import CODE_ROWS_SQL, EXCHANGE_ROWS_SQL, build_route_table
+from mdgate.db.seed import SeedResult, seed
 from mdgate.errors import ConfigError, RoutingError
+from mdgate.model import now_ms
 
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
@@ -46,6 +54,8 @@ CHANNEL: Final = "mdgate_routes"
 
 #: Seconds allowed for reading the tables, on top of the connect timeout.
 _QUERY_TIMEOUT: Final = 60.0
+#: Shortest wait between reconnection attempts (the database is never hammered).
+_MIN_DELAY: Final = 0.05
 
 _VERSION_SQL: Final = "SELECT coalesce(max(version), 0) FROM schema_migrations"
 
@@ -60,6 +70,7 @@ class PgRouteSource:
         debounce: seconds to gather further notifications before reloading.
         health_interval: seconds of silence after which the LISTEN connection
             is probed (so a dead peer is noticed).
+        clock: wall clock in epoch ms, for the ``since`` of :meth:`status`.
     """
 
     def __init__(
@@ -68,21 +79,58 @@ class PgRouteSource:
         *,
         debounce: float = 0.1,
         health_interval: float = 10.0,
+        clock: Callable[[], int] = now_ms,
     ) -> None:
         db = settings.database
         if db.url is None:
             raise ConfigError("database.url", "not set")
         self._dsn = db.url.reveal()
         self.description = f"postgresql {mask_url(self._dsn)}"
-        self.cache_path: Path = default_cache_path(db.cache_path, settings.environ)
+        #: Which database this is: names the cache file and is checked when reading it.
+        self.database = database_identity(self._dsn, settings.environ)
+        self.cache_path: Path = default_cache_path(db.cache_path, settings.environ, self.database.key)
         self._timeout = db.connect_timeout
         self._auto_upgrade = db.auto_upgrade
-        self._backoff_initial = max(settings.runtime.backoff_initial, 0.05)
+        self._backoff_initial = max(settings.runtime.backoff_initial, _MIN_DELAY)
         self._backoff_max = max(settings.runtime.backoff_max, self._backoff_initial)
         self._debounce = debounce
         self._health_interval = health_interval
         #: The last table handed out (by ``load`` or ``watch``).
         self.table: RouteTable | None = None
+        self._clock = clock
+        self._state = "starting"
+        self._since = clock()
+        self._last_error: str | None = None
+        self._attempts = 0
+
+    # ---------------------------------------------------------------- status
+
+    def _set(self, state: str, error: str | None = None) -> None:
+        """Record the database's state; ``since`` moves only when the state changes."""
+        if state != self._state:
+            self._state, self._since = state, self._clock()
+        if state == "ok":
+            self._attempts = 0
+        else:
+            self._last_error = error
+            self._attempts += 1
+
+    def status(self) -> dict[str, Any]:
+        """
+        The database as ``/status`` shows it: ``state`` (``starting``, ``ok``,
+        ``down``: unreachable, ``error``: reachable but the tables cannot be
+        read), ``since`` (epoch ms of the last change of state), ``last_error``
+        (password masked), ``attempts`` (failures since it last answered) and the
+        ``database`` the route cache belongs to.
+        """
+        return {
+            "state": self._state,
+            "since": self._since,
+            "last_error": self._last_error,
+            "attempts": self._attempts,
+            "database": self.database.name,
+            "cache_path": str(self.cache_path),
+        }
 
     # ------------------------------------------------------------------ load
 
@@ -97,19 +145,25 @@ class PgRouteSource:
         try:
             table = await self._fetch(check_schema=True)
         except RoutingError as exc:
+            self._set("down" if isinstance(exc, DatabaseUnavailable) else "error", str(exc))
             log.warning("route_source_unavailable", source=self.description, error=str(exc))
             try:
-                table = read_cache(self.cache_path)
+                table = read_cache(self.cache_path, self.database)
             except FileNotFoundError:
                 raise RoutingError(f"{exc}; no route cache at {self.cache_path} to start from") from exc
+            except ForeignCacheError as cexc:
+                raise RoutingError(f"{exc}; route cache {self.cache_path} not used: {cexc}") from exc
             except (OSError, ValueError) as cexc:
                 raise RoutingError(f"{exc}; route cache {self.cache_path} unusable: {cexc}") from exc
             log.warning(
                 "route_table_from_cache",
                 path=str(self.cache_path),
+                database=self.database.name,
                 exchanges=len(table.exchanges),
                 codes=len(table.codes),
             )
+        else:
+            self._set("ok")
         self.table = table
         return table
 
@@ -166,7 +220,7 @@ class PgRouteSource:
             return
         if not self._auto_upgrade:
             raise ConfigError("database.url", str(SchemaError(version, SCHEMA_VERSION)))
-        applied = await anyio.to_thread.run_sync(self._upgrade)
+        applied, seeded = await anyio.to_thread.run_sync(self._upgrade)
         log.info(
             "schema_upgraded",
             source=self.description,
@@ -174,14 +228,30 @@ class PgRouteSource:
             to_version=SCHEMA_VERSION,
             applied=[m.version for m in applied],
         )
+        if seeded is not None:
+            log.info(
+                "routes_seeded",
+                source=self.description,
+                providers=seeded.providers,
+                exchanges=seeded.exchanges,
+                mappings=seeded.mappings,
+            )
 
-    def _upgrade(self) -> list[Migration]:
+    def _upgrade(self) -> tuple[list[Migration], SeedResult | None]:
+        """
+        Apply pending migrations; when this call created the schema (it applied
+        migration 1: the database had none), also seed the default routes, so a
+        first run works end to end. An existing schema is never seeded: its rows
+        are the operator's.
+        """
         with connect(self._dsn, self._timeout, autocommit=True) as conn:
-            return list(upgrade(conn))
+            applied = list(upgrade(conn))
+            created = any(m.version == 1 for m in applied)
+            return applied, seed(conn) if created else None
 
     def _write_cache(self, table: RouteTable) -> None:
         try:
-            write_cache(self.cache_path, table)
+            write_cache(self.cache_path, table, self.database)
         except OSError as exc:
             log.warning("route_cache_write_failed", path=str(self.cache_path), error=str(exc))
 
@@ -201,21 +271,21 @@ class PgRouteSource:
         After every reconnection the table is reloaded and handed over.
         """
         started = False
-        attempt = 0
+        backoff = Backoff(self._backoff_initial, self._backoff_max, floor=_MIN_DELAY)
         outage_since: float | None = None
         connected_once = False
         while True:
             try:
                 conn = await aconnect(self._dsn, self._timeout, autocommit=True, keepalives=True)
             except DatabaseUnavailable as exc:
+                self._set("down", str(exc))
                 if outage_since is None:
                     outage_since = time.monotonic()
                     log.warning("route_source_lost", source=self.description, error=str(exc))
                 if not started:
                     task_status.started()
                     started = True
-                await anyio.sleep(self._delay(attempt))
-                attempt += 1
+                await anyio.sleep(backoff.next())
                 continue
             try:
                 async with conn:
@@ -228,13 +298,20 @@ class PgRouteSource:
                             "route_source_reconnected",
                             source=self.description,
                             down_s=round(time.monotonic() - outage_since, 1),
-                            attempts=attempt,
+                            attempts=backoff.attempts,
                         )
                     # Catch up on whatever changed while we were not listening.
                     await self._reload(on_change, force=outage_since is not None or connected_once)
-                    outage_since, attempt, connected_once = None, 0, True
+                    outage_since, connected_once = None, True
+                    backoff.reset()
                     await self._listen(conn, on_change)
             except (psycopg.OperationalError, DatabaseUnavailable, TimeoutError) as exc:
+                self._set(
+                    "down",
+                    str(exc)
+                    if isinstance(exc, DatabaseUnavailable)
+                    else f"lost the database at {mask_url(self._dsn)}: {_first_line(exc)}",
+                )
                 if outage_since is None:
                     outage_since = time.monotonic()
                     log.warning(
@@ -242,12 +319,7 @@ class PgRouteSource:
                         source=self.description,
                         error=_first_line(exc),
                     )
-                await anyio.sleep(self._delay(attempt))
-                attempt += 1
-
-    def _delay(self, attempt: int) -> float:
-        cap = min(self._backoff_max, self._backoff_initial * 2 ** min(attempt, 30))
-        return max(0.05, random.uniform(0, cap))
+                await anyio.sleep(backoff.next())
 
     async def _listen(self, conn: psycopg.AsyncConnection, on_change: Callable[[RouteTable], None]) -> None:
         while True:
@@ -265,8 +337,10 @@ class PgRouteSource:
         except DatabaseUnavailable:
             raise
         except RoutingError as exc:
+            self._set("error", str(exc))
             log.error("route_table_reload_failed", source=self.description, error=str(exc))
             return
+        self._set("ok")
         if not force and table == self.table:
             return
         self.table = table

@@ -18,7 +18,6 @@ counted in :meth:`RedisStore.status` and logged.
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
@@ -35,6 +34,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError
 
+from mdgate._backoff import Backoff
 from mdgate._redis_codec import (
     FEED_KEY,
     BatchPacker,
@@ -245,7 +245,7 @@ class RedisStore:
 
     async def _writer(self) -> None:
         rt = self._runtime
-        attempt = 0
+        backoff = Backoff(rt.backoff_initial, rt.backoff_max)
         while not self._closed:
             try:
                 if not self._has_work():
@@ -253,12 +253,12 @@ class RedisStore:
                         await self._wait(IDLE_PING)
                     if not self._has_work():
                         await self._ping()
-                        attempt = 0
+                        backoff.reset()
                         continue
                 if not self._inflight and len(self._buf) < self._settings.batch_max:
                     await self._wait(self._settings.batch_interval)
                 await self._flush()
-                attempt = 0
+                backoff.reset()
             except Exception as exc:
                 # Redis errors, OS errors and timeouts are expected; anything
                 # else is a bug, but the store keeps its buffer and retries
@@ -267,9 +267,7 @@ class RedisStore:
                     log.exception("redis_store_error")
                 self._failed(exc)
                 # Full jitter, capped: the first retry comes within backoff_initial.
-                delay = min(rt.backoff_max, rt.backoff_initial * 2 ** min(attempt, 16))
-                attempt += 1
-                await anyio.sleep(random.uniform(0, delay))
+                await anyio.sleep(backoff.next())
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
@@ -608,19 +606,17 @@ class RedisStore:
             socket_connect_timeout=5.0,
             retry=Retry(NoBackoff(), 0),
         )
-        attempt = 0
+        backoff = Backoff(rt.backoff_initial, rt.backoff_max)
         try:
             while True:
                 try:
                     with anyio.fail_after(block_ms / 1000 + self._io_timeout):
                         rows = await reader.xread({FEED_KEY: last_id}, count=count, block=block_ms)
                     resp = cast("list[tuple[str, list[tuple[str, dict[str, str]]]]]", rows or [])
-                    attempt = 0
+                    backoff.reset()
                 except (RedisError, OSError, TimeoutError) as exc:
                     log.warning("redis_follow_failed", error=self._clean(str(exc)))
-                    delay = min(rt.backoff_max, rt.backoff_initial * 2 ** min(attempt, 16))
-                    attempt += 1
-                    await anyio.sleep(random.uniform(0, delay))
+                    await anyio.sleep(backoff.next())
                     continue
                 for _key, entries in resp:
                     ticks: list[Tick] = []

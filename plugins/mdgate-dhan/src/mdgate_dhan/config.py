@@ -3,12 +3,20 @@
 
 Credentials come from the table (``client_id``, ``access_token``) or from the
 environment (``DHAN_CLIENT_ID``, ``DHAN_ACCESS_TOKEN``); the environment wins.
-Both are held in :class:`mdgate.config.Secret` so that neither shows in a
-``repr``, a log line or an error message.
+The access token can also come from a file (``access_token_file``, or the
+``DHAN_ACCESS_TOKEN_FILE`` variable naming one; the variable wins), which
+``SIGHUP`` re-reads: that is how a token is rotated without a restart. A token
+file, wherever it is configured, wins over a token given as a value, since a
+value in the process environment cannot change while the process runs.
+
+Both credentials are held in :class:`mdgate.config.Secret` so that neither
+shows in a ``repr``, a log line or an error message.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,6 +29,7 @@ from mdgate_dhan.protocol import MODE_CODES
 __all__ = [
     "DEFAULT_REST_URL",
     "DEFAULT_URL",
+    "MAX_TOKEN_FILE_BYTES",
     "MODES",
     "SETTINGS",
     "DhanConfig",
@@ -36,6 +45,9 @@ IST_OFFSET_SECONDS: Final = 19_800
 MODES: Final[Mapping[str, int]] = MODE_CODES
 ENV_CLIENT_ID: Final = "DHAN_CLIENT_ID"
 ENV_ACCESS_TOKEN: Final = "DHAN_ACCESS_TOKEN"
+ENV_ACCESS_TOKEN_FILE: Final = "DHAN_ACCESS_TOKEN_FILE"
+#: Largest access token file read (a Dhan token is a JWT of about 1 KB).
+MAX_TOKEN_FILE_BYTES: Final = 64 * 1024
 
 #: The keys of ``[providers.dhan]``, with a one-line description each.
 SETTINGS: Final[Mapping[str, str]] = {
@@ -43,6 +55,8 @@ SETTINGS: Final[Mapping[str, str]] = {
     "version=2, token, clientId and authType=2",
     "client_id": f"Dhan client id ({ENV_CLIENT_ID} wins when set)",
     "access_token": f"Dhan access token, a JWT ({ENV_ACCESS_TOKEN} wins when set)",
+    "access_token_file": f"file holding the access token, re-read on SIGHUP ({ENV_ACCESS_TOKEN_FILE} "
+    f"wins when set; a token file wins over access_token and {ENV_ACCESS_TOKEN})",
     "mode": "ticker | quote | full (default quote)",
     "ltt_offset_seconds": "seconds subtracted from the feed's LTT to get UTC "
     "(default 19800 = IST; 0 disables the correction)",
@@ -60,6 +74,8 @@ class DhanConfig:
     Attributes:
         client_id: Dhan client id (secret: masked in repr and logs).
         access_token: the access token JWT (secret).
+        access_token_file: the file the token was read from (``None``: the
+            token was given as a value); a reload re-reads it.
         url: feed base URL without the query string.
         mode: ``ticker``, ``quote`` or ``full``.
         ltt_offset_seconds: subtracted from the feed's last-trade time (LTT)
@@ -77,6 +93,7 @@ class DhanConfig:
     rest_url: str = DEFAULT_REST_URL
     stall_timeout: float | None = None
     heartbeat_interval: float | None = None
+    access_token_file: str | None = None
 
     @property
     def request_code(self) -> int:
@@ -119,16 +136,63 @@ def _secret(name: str, table: Mapping[str, Any], environ: Mapping[str, str], env
     return Secret(value) if value else None
 
 
+def _read_token_file(key: str, path: str) -> Secret:
+    """Read one token from ``path`` (bounded; never echoes the content)."""
+    try:
+        fd = os.open(os.path.expanduser(path), os.O_RDONLY | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(key, f"token file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ConfigError(key, f"{path} is not a regular file")
+        with os.fdopen(fd, "rb", closefd=False) as fh:
+            data = fh.read(MAX_TOKEN_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(key, f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+    if len(data) > MAX_TOKEN_FILE_BYTES:
+        raise ConfigError(key, f"{path} is larger than {MAX_TOKEN_FILE_BYTES} bytes (expected one token)")
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(key, f"{path} is not UTF-8 text") from None
+    if not text:
+        raise ConfigError(key, f"the token file {path} is empty")
+    if any(c.isspace() for c in text):
+        raise ConfigError(key, f"{path} holds more than one word (expected one token)")
+    return Secret(text)
+
+
+def _access_token(table: Mapping[str, Any], environ: Mapping[str, str]) -> tuple[Secret | None, str | None]:
+    """Return (token, the file it came from) by the documented precedence."""
+    if "access_token" in table and "access_token_file" in table:
+        raise ConfigError(_key("access_token_file"), "set access_token or access_token_file, not both")
+    env_file = (environ.get(ENV_ACCESS_TOKEN_FILE) or "").strip()
+    if env_file:
+        return _read_token_file(ENV_ACCESS_TOKEN_FILE, env_file), env_file
+    table_file = table.get("access_token_file")
+    if table_file is not None:
+        if not isinstance(table_file, str) or not table_file.strip():
+            raise ConfigError(_key("access_token_file"), "expected a non-empty path")
+        return _read_token_file(_key("access_token_file"), table_file.strip()), table_file.strip()
+    return _secret("access_token", table, environ, ENV_ACCESS_TOKEN), None
+
+
 def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanConfig:
     """
     Validate ``[providers.dhan]`` (and the environment) into a :class:`DhanConfig`.
 
     Args:
         table: the raw ``[providers.dhan]`` table.
-        environ: the process environment (``DHAN_CLIENT_ID``, ``DHAN_ACCESS_TOKEN``).
+        environ: the process environment (``DHAN_CLIENT_ID``, ``DHAN_ACCESS_TOKEN``,
+            ``DHAN_ACCESS_TOKEN_FILE``).
 
     Raises:
-        ConfigError: an unknown key or a bad value, naming ``providers.dhan.<key>``.
+        ConfigError: an unknown key or a bad value, naming ``providers.dhan.<key>``;
+            a token file that cannot be read, is empty or holds more than a token.
         ProviderDisabled: the client id or the access token is missing; the
             rest of the daemon keeps running without Dhan.
     """
@@ -149,7 +213,7 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanCo
     stall = _positive("stall_timeout", table.get("stall_timeout"))
     heartbeat = _positive("heartbeat_interval", table.get("heartbeat_interval"))
     client_id = _secret("client_id", table, environ, ENV_CLIENT_ID)
-    token = _secret("access_token", table, environ, ENV_ACCESS_TOKEN)
+    token, token_file = _access_token(table, environ)
     missing = [
         name for name, value in ((ENV_CLIENT_ID, client_id), (ENV_ACCESS_TOKEN, token)) if value is None
     ]
@@ -157,8 +221,8 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanCo
         raise ProviderDisabled(
             PROVIDER,
             f"missing credentials ({', '.join(missing)}): set {ENV_CLIENT_ID} and "
-            f"{ENV_ACCESS_TOKEN} in the environment (or client_id / access_token "
-            "in [providers.dhan])",
+            f"{ENV_ACCESS_TOKEN} (or {ENV_ACCESS_TOKEN_FILE}) in the environment, or client_id "
+            "and access_token (or access_token_file) in [providers.dhan]",
         )
     return DhanConfig(
         client_id=client_id,
@@ -169,4 +233,5 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanCo
         rest_url=rest_url.rstrip("/"),
         stall_timeout=stall,
         heartbeat_interval=heartbeat,
+        access_token_file=token_file,
     )

@@ -32,6 +32,9 @@ SPEC = ProviderSpec(
     heartbeat_interval=None,  # the server pings every 10 s; websockets answers
     stall_timeout=30.0,
     parse_config=parse_config,
+    # Codes come only from KNOWN_INSTRUMENTS, [instruments] and the database:
+    # NSE/BSE symbols Dhan does not list are refused, not left to Yahoo's suffix rule.
+    instrument_table=True,
 )
 
 

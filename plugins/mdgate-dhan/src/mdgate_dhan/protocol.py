@@ -36,6 +36,7 @@ from mdgate.errors import (
     SubscriptionRejected,
 )
 from mdgate.model import Tick
+from mdgate_dhan.hints import AUTH_HINTS as _AUTH_HINTS
 
 __all__ = [
     "DISCONNECT_REASONS",
@@ -146,14 +147,6 @@ DISCONNECT_REASONS: Final[Mapping[int, str]] = {
     812: "invalid date format",
     813: "invalid SecurityId",
     814: "invalid request",
-}
-_TOKEN_HINT: Final = "set a new DHAN_ACCESS_TOKEN and send SIGHUP (mdgate reloads it)"
-_AUTH_HINTS: Final[Mapping[int, str]] = {
-    806: "activate the Data API plan on web.dhan.co, then send SIGHUP or wait for the next retry",
-    807: "token expired: " + _TOKEN_HINT,
-    808: "check DHAN_CLIENT_ID and DHAN_ACCESS_TOKEN belong together, then send SIGHUP",
-    809: "token invalid: " + _TOKEN_HINT,
-    810: "client id invalid: fix DHAN_CLIENT_ID, then send SIGHUP",
 }
 _REQUEST_ERRORS: Final = frozenset({804, 811, 812, 813, 814})
 

@@ -35,6 +35,7 @@ from mdgate.errors import (
 )
 from mdgate.model import Bar
 from mdgate_dhan.config import DhanConfig
+from mdgate_dhan.hints import TOKEN_HINT
 from mdgate_dhan.protocol import parse_code, price_decimals
 
 __all__ = [
@@ -126,7 +127,7 @@ def rest_error(status: int, body: Any, secrets: Sequence[str] = ()) -> ProviderE
             PROVIDER,
             message,
             code=status,
-            hint="access token invalid or expired: set a new DHAN_ACCESS_TOKEN and send SIGHUP",
+            hint="access token invalid or expired: " + TOKEN_HINT,
         )
     if code in ("DH-902", "DH-903"):
         return AuthenticationError(

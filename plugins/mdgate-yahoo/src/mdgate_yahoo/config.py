@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from mdgate.config import mask_url
 from mdgate.errors import ConfigError
 
 __all__ = ["DEFAULT_URL", "SETTINGS", "YahooConfig", "parse_config"]
@@ -63,6 +64,14 @@ class YahooConfig:
     backfill_prepost: bool = False
     backfill_timeout: float = 30.0
 
+    def __repr__(self) -> str:
+        # hooks receive this object and plugin tracing logs it: a URL may carry a credential
+        return (
+            f"YahooConfig(url={mask_url(self.url)!r}, heartbeat_interval={self.heartbeat_interval!r}, "
+            f"stall_timeout={self.stall_timeout!r}, backfill={self.backfill!r}, "
+            f"backfill_prepost={self.backfill_prepost!r}, backfill_timeout={self.backfill_timeout!r})"
+        )
+
 
 def _positive(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -99,7 +108,8 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> YahooC
             )
         if key == "url":
             if not isinstance(value, str) or not value.startswith(("ws://", "wss://")):
-                raise ConfigError(f"{_PREFIX}.url", f"expected a ws:// or wss:// URL, got {value!r}")
+                shown = mask_url(value) if isinstance(value, str) else type(value).__name__
+                raise ConfigError(f"{_PREFIX}.url", f"expected a ws:// or wss:// URL, got {shown!r}")
             kwargs[key] = value
         elif key in ("backfill", "backfill_prepost"):
             kwargs[key] = _bool(key, value)

@@ -1,0 +1,1 @@
+"""Deliberately faulty mdgate plugins (mdgate's own tests only)."""

@@ -1,0 +1,75 @@
+"""The CLI front door's pieces: the listen check, the error dug out of task groups, --config anywhere."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from mdgate._frontdoor import ListenError, add_config_option, check_listen, one_error
+from mdgate.cli import build_parser
+from mdgate.errors import ConfigError, MdgateError
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
+
+
+def test_check_listen(taken_port: int) -> None:
+    check_listen("127.0.0.1", 0)  # free: nothing raised, nothing left bound
+    with pytest.raises(ListenError, match=f"127.0.0.1:{taken_port}: address already in use"):
+        check_listen("127.0.0.1", taken_port)
+    with pytest.raises(ConfigError, match="not an address of this machine") as info:
+        check_listen("192.0.2.1", 0)
+    assert info.value.key == "server.host"
+    with pytest.raises(ConfigError, match=r"cannot resolve 'nosuch\.invalid'"):
+        check_listen("nosuch.invalid", 0)
+
+
+def test_one_error_finds_the_cause_in_nested_groups(taken_port: int) -> None:
+    with socket.socket() as sock, pytest.raises(OSError, match="in use") as bind_failure:
+        sock.bind(("127.0.0.1", taken_port))
+    assert bind_failure.value.errno == errno.EADDRINUSE
+    nested = BaseExceptionGroup("outer", [
+        ExceptionGroup("inner", [RuntimeError("cancelled sibling"), bind_failure.value]),
+    ])
+    err = one_error(nested, "127.0.0.1", taken_port)
+    assert isinstance(err, ListenError) and "already in use" in str(err)
+    # a ConfigError anywhere wins (it says what to fix)
+    config = ConfigError("database", "schema is behind")
+    group = ExceptionGroup("g", [bind_failure.value, ExceptionGroup("h", [config])])
+    assert one_error(group, "h", 1) is config
+    gai = socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+    assert isinstance(one_error(ExceptionGroup("g", [gai]), "bad.invalid", 1), ConfigError)
+    other = one_error(OSError(errno.EMFILE, "Too many open files"), "h", 1)
+    assert isinstance(other, MdgateError) and str(other) == "cannot start: too many open files"
+    # anything else is a bug: shown with its traceback, not hidden behind one line
+    assert one_error(ExceptionGroup("g", [KeyError("x")]), "h", 1) is None
+
+
+def test_config_option_is_accepted_after_any_subcommand() -> None:
+    parser = build_parser()  # with the plugins' commands (db, routes, dhan...)
+    assert parser.parse_args(["run", "--config", "a.toml"]).config == "a.toml"
+    assert parser.parse_args(["--config", "a.toml", "run"]).config == "a.toml"
+    assert parser.parse_args(["-c", "a.toml", "status", "-c", "b.toml"]).config == "b.toml"
+    assert parser.parse_args(["status"]).config is None
+    assert parser.parse_args(["db", "status", "--config", "c.toml"]).config == "c.toml"
+    assert parser.parse_args(["tail", "NSE:X", "--config", "d.toml"]).config == "d.toml"
+    assert parser.parse_args(["history", "NSE:X", "-c", "e.toml"]).config == "e.toml"
+
+
+def test_add_config_option_keeps_a_commands_own_c_flag() -> None:
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    own = sub.add_parser("own")
+    own.add_argument("-c", dest="count", type=int)
+    add_config_option(parser)
+    args = parser.parse_args(["own", "-c", "3", "--config", "x.toml"])
+    assert (args.count, args.config) == (3, "x.toml")
