@@ -144,6 +144,10 @@ class ClientOutbox:
     def _relieve(self) -> None:
         if self.pending_ticks > self.limit or self.nbytes + self.in_flight > self.budget:
             self._conflate()
+        if self.nbytes + self.in_flight > self.budget:
+            self.dropped += self.pending_ticks
+            self.drop()
+            self.over_budget = True
 
     def _conflate(self) -> None:
         latest: dict[str, Tick] = {}
@@ -194,30 +198,33 @@ class ClientOutbox:
         or dropped.
         """
         out: list[bytes] = []
-        framed = self.framed
+        framed, per_frame = self.framed, self.max_per_frame
         queue = self.queue
+        if max_bytes is None or self.nbytes <= max_bytes:  # everything (the usual case)
+            for entry in queue:
+                if isinstance(entry, _Chunk):
+                    frames = entry.frames
+                    out.extend(frames if frames is not None else _frames(entry.ticks, per_frame, framed))
+                else:
+                    out.append(text_header(len(entry)) + entry if framed else entry)
+            queue.clear()
+            self.nbytes = 0
+            self.pending_ticks = 0
+            return out
         taken = 0
         ticks = 0
-        while queue:
+        while queue and taken < max_bytes:
             entry = queue.popleft()
             if isinstance(entry, _Chunk):
-                if entry.frames is not None:
-                    out.extend(entry.frames)
-                else:
-                    out.extend(_frames(entry.ticks, self.max_per_frame, framed))
+                frames = entry.frames
+                out.extend(frames if frames is not None else _frames(entry.ticks, per_frame, framed))
                 taken += entry.nbytes
                 ticks += len(entry.ticks)
             else:
                 out.append(text_header(len(entry)) + entry if framed else entry)
                 taken += len(entry)
-            if max_bytes is not None and taken >= max_bytes:
-                break
-        if queue:
-            self.nbytes -= taken
-            self.pending_ticks -= ticks
-        else:
-            self.nbytes = 0
-            self.pending_ticks = 0
+        self.nbytes -= taken
+        self.pending_ticks -= ticks
         return out
 
 

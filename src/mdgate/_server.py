@@ -185,16 +185,16 @@ class ClientServer:
             return json_response(200, self.gw.status())
         if path == "/history":
             return await history(self.gw.store, parse_qs(url.query))
-        s = self.gw.settings.server
-        self.limits.max_per_address = s.max_clients_per_address
+        lim = self.limits
+        lim.max_per_address = self.gw.settings.server.max_clients_per_address
         address = _address(connection)
-        reason = self.limits.admit(connection, address)
+        reason = lim.admit(connection, address)
         if reason is not None:
-            self.ratelog.warning("client_refused", reason=reason, remote=address, clients=self.limits.clients,
-                                 limit=getattr(self.limits, "max_per_address" if "address" in reason
-                                               else "max_clients"))
+            limit = lim.max_per_address if reason == "max_clients_per_address" else lim.max_clients
+            self.ratelog.warning("client_refused", reason=reason, limit=limit, remote=address,
+                                 clients=lim.clients)
             return text_response(503, f"too many clients ({reason}); try again later\n",
-                                  [("Retry-After", "5")])
+                                 [("Retry-After", "5")])
         return None
 
     # -- sockets ---------------------------------------------------------------

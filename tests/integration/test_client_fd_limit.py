@@ -15,7 +15,6 @@ import sys
 import time
 
 import httpx
-import pytest
 
 NOFILE = 256
 

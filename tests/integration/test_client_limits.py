@@ -6,11 +6,13 @@ import json
 import socket
 
 import anyio
+import anyio.lowlevel
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from mdgate._fanout import ClientOutbox
 from mdgate._limits import MAX_LABEL, MAX_NAMED
 from mdgate.testing import GatewayClient, running_gateway
 
@@ -78,6 +80,50 @@ async def test_nested_items_named_by_type_not_repr(feed, make_settings):
         await c.send('{"op": ' + deep + ', "instruments": ["EXAMPLE:ACME"]}')
         err = await c.recv()
         assert err["code"] == "bad_request" and "<list>" in err["message"]
+
+
+async def test_request_failing_inside_gateway_gets_internal_error_and_connection_stays(
+    feed, make_settings, monkeypatch,
+):
+    async with running_gateway(make_settings(feed.url)) as gw, GatewayClient.connect(gw.ws_url) as c:
+        subs = gw.gateway.subs
+        real = subs.acquire
+
+        def broken(name: str) -> bool:
+            if name == "EXAMPLE:BOOM":
+                raise RuntimeError("a bug " + "x" * 10_000)
+            return real(name)
+
+        monkeypatch.setattr(subs, "acquire", broken)
+        await c.send({"op": "subscribe", "instruments": ["EXAMPLE:BOOM"]})
+        err = await c.recv()
+        assert err["code"] == "internal" and "x" * 100 not in json.dumps(err)
+        sub, _ = await c.subscribe("EXAMPLE:ACME")
+        assert sub["instruments"] == ["EXAMPLE:ACME"]
+        assert gw.status()["server"]["internal_errors"] == 1
+
+
+async def test_big_request_yields_to_the_event_loop(feed, make_settings):
+    # a 1,000-instrument request must not hold up the feed and the other clients while it is served
+    async with running_gateway(make_settings(feed.url)) as gw:
+        spins = 0
+        done = False
+
+        async def spin() -> None:
+            nonlocal spins
+            while not done:
+                spins += 1
+                await anyio.lowlevel.checkpoint()
+
+        message = json.dumps({"op": "subscribe", "instruments": [f"MARS:R{i:04d}" for i in range(1000)]})
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(spin)
+            await anyio.lowlevel.checkpoint()
+            before = spins
+            await gw.gateway.server._on_message(ClientOutbox(100, 1000), set(), message)
+            during = spins - before
+            done = True
+        assert during >= 1000 // 16 - 1
 
 
 # -- instruments per request and per client --------------------------------------------
