@@ -130,6 +130,8 @@ async def test_e2e_150_instruments_use_batches_of_at_most_100(make: Make) -> Non
 async def test_e2e_more_than_5000_instruments_open_a_second_connection(make: Make) -> None:
     n = 5001
     table = "\n".join(f'[instruments."NSE:S{i}"]\ndhan = "NSE_EQ:{10_000 + i}"' for i in range(n))
+    # one client takes them all: above the default per-client budget of 5,000 instruments
+    table = "[server]\nmax_instruments_per_client = 6000\n" + table
     async with (
         fake() as server,
         running_gateway(make(server, extra=table)) as gw,
