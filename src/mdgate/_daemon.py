@@ -16,6 +16,7 @@ Task tree (anyio)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gc
 import os
@@ -28,7 +29,7 @@ import anyio.abc
 import structlog
 
 from mdgate._fanout import Fanout
-from mdgate._plugin_calls import select_route_source, select_store
+from mdgate._plugin_calls import select_route_source, select_store_and_plugin
 from mdgate._plugins import Registry, load_registry
 from mdgate._queue import TickQueue
 from mdgate._router import Router, parse_provider_configs
@@ -60,7 +61,9 @@ class Gateway:
         self.registry = registry or load_registry(settings.environ)
         configs = parse_provider_configs(self.registry, settings)
         # a faulty store or route-source plugin is contained: memory store / built-in routes, degraded
-        self.store: Store = select_store(self.registry, settings)
+        self.store: Store
+        self.store, self._store_plugin = select_store_and_plugin(self.registry, settings)
+        self._store_fault: str | None = None
         self.route_source: RouteSource | None
         self.route_source, self.route_source_plugin = select_route_source(self.registry, settings)
         self.router = Router(self.registry, configs, default_table(settings, self.registry.declared()))
@@ -150,7 +153,7 @@ class Gateway:
                     finally:
                         done[key].set()
 
-                await tg.start(scoped, "store", self.store.run)
+                await tg.start(scoped, "store", self._run_store)
                 await tg.start(scoped, "providers", self._run_providers)
                 await tg.start(scoped, "work", self._run_work)
                 port: int = await tg.start(scoped, "server", self.server.run)
@@ -184,13 +187,41 @@ class Gateway:
             scopes["work"].cancel()
             await done["work"].wait()
             rest = list(self.queue._items)
-            if rest:
-                self.queue._items.clear()
-                self.store.write(rest)
-            await self.store.aclose()
+            try:
+                if rest:
+                    self.queue._items.clear()
+                    self.store.write(rest)
+                await self.store.aclose()
+            except Exception as exc:  # a store plugin's bug must not spoil the shutdown
+                self.registry.faults.record(self._store_plugin, "store.aclose", exc)
             scopes["store"].cancel()
         log.info("gateway_stopped", seconds=round(time.monotonic() - t0, 3),
                  timed_out=scope.cancelled_caught)
+
+    async def _run_store(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        # A store plugin whose background task raises is a plugin fault: recorded, the store shows
+        # `down`, and live ticks keep flowing to clients; the daemon stays up.
+        try:
+            await self.store.run(task_status=task_status)
+        except Exception as exc:
+            self._store_fault = self.registry.faults.describe(exc)
+            self.registry.faults.record(self._store_plugin, "store.run", exc, lasting=True,
+                                        consequence="ticks are no longer stored until a restart")
+            with contextlib.suppress(RuntimeError):  # it may have reported itself started already
+                task_status.started()
+            await anyio.sleep_forever()
+
+    def _store_status(self) -> dict[str, Any]:
+        if self._store_fault is not None:
+            return {"kind": self.store.kind, "state": "down", "error": self._store_fault}
+        try:
+            status = self.store.status()
+            if not isinstance(status, dict):
+                raise TypeError(f"status() returned {type(status).__name__}, not a dict")
+            return status
+        except Exception as exc:
+            self.registry.faults.record(self._store_plugin, "store.status", exc)
+            return {"kind": self.store.kind, "state": "down", "error": self.registry.faults.describe(exc)}
 
     async def _run_providers(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
@@ -292,7 +323,7 @@ class Gateway:
     def status(self) -> dict[str, Any]:
         """The ``/status`` document (no secrets)."""
         providers = {name: s.status() for name, s in self.sessions.items()}
-        store = self.store.status()
+        store = self._store_status()
         routing = routing_health(self.router.table, self.route_source)
         degraded = store.get("state") != "ok" or any(p["state"] in _BAD_STATES for p in providers.values())
         degraded = degraded or routing["state"] != "ok"

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from mdgate.config import Settings
 
-__all__ = ["add_commands", "backfill", "select_route_source", "select_store"]
+__all__ = ["add_commands", "backfill", "select_route_source", "select_store", "select_store_and_plugin"]
 
 log = structlog.get_logger(__name__)
 
@@ -53,19 +53,24 @@ def select_store(registry: Registry, settings: Settings) -> Store:
         ConfigError: a store plugin refused the configuration.
         PluginError: no plugin provides a store (the memory store is blocked) and none faulted.
     """
+    return select_store_and_plugin(registry, settings)[0]
+
+
+def select_store_and_plugin(registry: Registry, settings: Settings) -> tuple[Store, str]:
+    """:func:`select_store`, with the name of the plugin the store came from (for its faults)."""
     answer = registry.first("mdgate_store", lambda v: isinstance(v, Store), lasting=True, settings=settings)
     if answer.value is not None:
         store: Store = answer.value
         if answer.faulted:
             log.error("store_fallback", store=store.kind, provided_by=answer.plugin,
                       faulted=list(answer.faulted))
-        return store
+        return store, answer.plugin or f"store:{store.kind}"
     if answer.faulted:
         from mdgate.plugins.memory_store import MemoryStore
 
         log.error("store_fallback", store="memory", faulted=list(answer.faulted),
                   consequence="ticks are kept in memory only: not persisted, lost on restart")
-        return MemoryStore()
+        return MemoryStore(), "memory_store"
     raise PluginError("no plugin provided a tick store")
 
 

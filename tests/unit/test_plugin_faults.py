@@ -505,3 +505,55 @@ def test_parse_config_config_errors_keep_their_meaning(exc):
     else:
         assert parse_provider_configs(reg, _settings(1)).disabled == {"cf": "no token"}
     assert reg.faults.count() == 0
+
+
+# -- a store object that faults after it was chosen ---------------------------------
+
+
+class _BrokenStoreModule:
+    """A store plugin whose store's background task and status() raise."""
+
+    __name__ = "tests.broken_store"
+
+    class Store:
+        kind = "broken"
+
+        def __init__(self) -> None:
+            from mdgate.plugins.memory_store import MemoryStore
+
+            self.inner = MemoryStore()
+
+        async def run(self, *, task_status: Any) -> None:
+            task_status.started()
+            await anyio.sleep(0.01)
+            raise RuntimeError("store task bug")
+
+        def status(self) -> dict[str, Any]:
+            raise RuntimeError("status bug")
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    @hookimpl(tryfirst=True)
+    def mdgate_store(self, settings: Any) -> Any:
+        return _BrokenStoreModule.Store()
+
+
+async def test_store_task_and_status_faults_keep_the_daemon_up_and_degraded():
+    from mdgate.testing import running_gateway
+
+    plugin = _BrokenStoreModule()
+    async with running_gateway(Settings(), extra_plugins=[("broken_store", plugin)],
+                               environ=EXAMPLE_ONLY) as gw:
+        with anyio.fail_after(5):
+            while "store.run" not in gw.gateway.registry.faults.status().get("broken_store", {}).get(
+                    "by_hook", {}):
+                await anyio.sleep(0.01)
+        st = gw.gateway.status()
+        assert st["status"] == "degraded"
+        assert st["store"]["state"] == "down" and "store task bug" in st["store"]["error"]
+        assert st["plugins"]["broken_store"]["state"] == "failed"
+        gw.gateway._store_fault = None  # now only status() itself raises
+        st = gw.gateway.status()
+        assert st["store"]["state"] == "down" and "status bug" in st["store"]["error"]
+        assert st["plugins"]["broken_store"]["by_hook"]["store.status"] == 1
