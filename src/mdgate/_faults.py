@@ -25,6 +25,7 @@ declare).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import time
 from collections.abc import Callable, Iterable
@@ -33,9 +34,9 @@ from typing import Any, Final
 
 import structlog
 
-from mdgate.config import mask_url
+from mdgate.config import Secret, mask_url
 
-__all__ = ["PluginFaults", "describe", "scrub"]
+__all__ = ["PluginFaults", "describe", "scrub", "secret_values"]
 
 log = structlog.get_logger(__name__)
 
@@ -92,6 +93,28 @@ class _Ledger:
     last_clock: float | None = None
     #: part (a hook name, or e.g. ``parse_config(provider)``) -> why it is out of service
     failed: dict[str, str] = field(default_factory=dict)
+
+
+def secret_values(config: object) -> list[str]:
+    """
+    The values of the :class:`~mdgate.config.Secret` objects a provider's
+    parsed configuration holds (its fields, one level deep, and tuples of
+    them), so that they can be masked in fault texts: a token read from a
+    file is as secret as one from the environment.
+    """
+    if isinstance(config, dict):
+        values: list[object] = list(config.values())
+    elif dataclasses.is_dataclass(config) and not isinstance(config, type):
+        values = [getattr(config, f.name, None) for f in dataclasses.fields(config)]
+    elif hasattr(config, "__dict__"):
+        values = list(vars(config).values())
+    else:
+        values = []
+    found: list[str] = []
+    for value in values:
+        items = value if isinstance(value, tuple | list) else (value,)
+        found.extend(v.reveal() for v in items if isinstance(v, Secret))
+    return found
 
 
 class PluginFaults:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 import structlog
 
+from mdgate._faults import secret_values
 from mdgate._plugins import Registry
 from mdgate.config import Settings
 from mdgate.errors import ConfigError, ProviderDisabled
@@ -77,6 +78,8 @@ def parse_provider_configs(
                 disabled[name] = f"plugin {hooks.plugin!r} faulted in parse_config: {faults.describe(exc)}"
                 faults.record(hooks.plugin, "parse_config", exc, lasting=True, part=part, provider=name)
             continue
+        if name in configs:
+            faults.hide(secret_values(configs[name]))
         faults.recover(hooks.plugin, part)
     for name in settings.providers:
         if name not in registry.providers:

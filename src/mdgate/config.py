@@ -412,6 +412,12 @@ def _check(s: Settings) -> None:
     for key in ("batch_max", "buffer_max", "stream_maxlen"):
         if getattr(s.redis, key) < 1:
             raise ConfigError(f"redis.{key}", "must be at least 1")
+    # a zero delay would turn every retry loop into a busy loop against a dead endpoint
+    for key in ("backoff_initial", "backoff_max", "auth_retry"):
+        if getattr(s.runtime, key) <= 0:
+            raise ConfigError(f"runtime.{key}", "must be greater than 0 (seconds)")
+    if s.runtime.backoff_max < s.runtime.backoff_initial:
+        raise ConfigError("runtime.backoff_max", "must be at least runtime.backoff_initial")
     if s.runtime.queue_size < 1:
         raise ConfigError("runtime.queue_size", "must be at least 1")
     for key in ("client_queue", "max_clients", "max_clients_per_address", "max_instruments_per_client",

@@ -34,7 +34,7 @@ def test_spec_declares_dhan_limits_and_secrets() -> None:
     )
     assert spec.heartbeat_interval is None
     assert spec.stall_timeout == 30
-    assert spec.secrets == ("DHAN_CLIENT_ID", "DHAN_ACCESS_TOKEN")
+    assert spec.secrets == ("DHAN_CLIENT_ID", "DHAN_ACCESS_TOKEN", "DHAN_ACCESS_TOKEN_FILE")
     assert spec.parse_config is parse_config
     assert "ltt_offset_seconds" in spec.settings
 

@@ -155,3 +155,20 @@ def test_hints_say_what_works() -> None:
     assert "token file" in TOKEN_HINT and "SIGHUP" in TOKEN_HINT and "restart" in TOKEN_HINT
     # SIGHUP with an unchanged config retries nothing: the plan hint does not promise it
     assert "SIGHUP" not in hints["feed 806"]
+
+
+def test_token_from_a_file_is_masked_in_plugin_fault_texts(tmp_path):
+    """A token read from a file is hidden in every fault text, like one from the environment."""
+    from mdgate._plugins import load_registry
+    from mdgate._router import parse_provider_configs
+    from mdgate.config import load_settings
+
+    token = "file-token-0123456789abcdef"
+    path = tmp_path / "token"
+    path.write_text(token + "\n")
+    env = {"MDGATE_LOAD_PLUGINS": "dhan", "DHAN_CLIENT_ID": "1100998877", "DHAN_ACCESS_TOKEN_FILE": str(path)}
+    registry = load_registry(env)
+    parse_provider_configs(registry, load_settings(None, env))
+    registry.faults.record("dhan", "mdgate_connect", RuntimeError(f"refused token {token}"))
+    text = registry.faults.status()["dhan"]["last_error"]
+    assert token not in text and "refused token" in text
