@@ -237,6 +237,16 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(
                 f"  switch {sw['instrument']}: {sw['from_provider']} -> {sw['to_provider']} ({sw['reason']})"
             )
+        for problem in routing.get("problems", []):
+            print(f"  problem: {problem}")
+    for name, p in doc.get("plugins", {}).items():
+        if p.get("state", "ok") != "ok" or p.get("faults"):
+            print(f"plugin {name}: {p.get('state')}, {p.get('faults')} faults; last in "
+                  f"{p.get('last_hook')}: {p.get('last_error')}")
+    server = doc.get("server", {})
+    refused, closed = server.get("refused") or {}, server.get("closed") or {}
+    if refused or closed:
+        print(f"clients refused: {refused or '-'}; closed: {closed or '-'}")
     return 0
 
 
@@ -266,6 +276,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
         try:
             async with connect(base + "/ws", additional_headers=headers, open_timeout=5) as ws:
                 await ws.send(json.dumps({"op": "subscribe", "instruments": args.instruments}))
+                subscribed = False
                 deadline = time.monotonic() + args.seconds if args.seconds else None
                 while True:
                     timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
@@ -275,6 +286,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
                         return 0
                     msg = json.loads(raw)
                     kind = msg.get("type")
+                    subscribed = subscribed or kind == "subscribed"
                     if args.json:
                         print(json.dumps(msg), flush=True)
                     elif kind in ("ticks", "snapshot"):
@@ -282,6 +294,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
                             print(("snap " if kind == "snapshot" else "") + _fmt_tick(t), flush=True)
                     elif kind == "error":
                         print(f"error {msg['code']}: {msg['message']}", file=sys.stderr, flush=True)
+                        if not subscribed:  # every instrument was refused: nothing will come
+                            return 1
                     else:
                         print(f"{kind}: {', '.join(msg.get('instruments', []))}", flush=True)
                     if kind in ("ticks", "snapshot"):

@@ -112,6 +112,21 @@ async def test_tail_prints_ticks_and_status_shows_table(daemon, feed):
     assert json.loads(st.stdout)["providers"]["example"]["ticks"] == 2
 
 
+async def test_tail_of_refused_instruments_exits_1_and_status_names_what_is_wrong(daemon, feed):
+    url = f"http://127.0.0.1:{daemon.port}"
+    with anyio.fail_after(15):
+        res = await anyio.run_process([*MDGATE, "tail", "NOWHERE:ACME", "--url", url], env=env(), check=False)
+    assert res.returncode == 1 and "error no_route" in res.stderr.decode()
+    # a refused handshake (Origin not allowed) is counted, and `mdgate status` says so
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{url}/ws", headers={"Origin": "http://evil.example", "Connection": "Upgrade",
+                                                 "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                                 "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="})
+    assert r.status_code == 403
+    st = await anyio.run_process([*MDGATE, "status", "--url", url], env=env(), check=False)
+    assert st.returncode == 0 and "clients refused:" in st.stdout.decode()
+
+
 async def test_history_via_running_daemon(daemon, feed):
     url = f"http://127.0.0.1:{daemon.port}"
     async with connect(f"ws://127.0.0.1:{daemon.port}/ws") as ws:
