@@ -132,7 +132,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     """List plugins: name, distribution, version, providers, hooks, load status (a failed one with why)."""
     from mdgate._plugins import load_registry
 
-    reg = load_registry(os.environ)  # contains every plugin fault: always prints the table
+    # contains every plugin fault: always prints the table
+    reg = getattr(args, "registry", None) or load_registry(os.environ)
     faults = reg.faults.status()
     rows: list[dict[str, Any]] = []
     for info in reg.plugins:
@@ -509,7 +510,9 @@ def build_parser(with_plugins: bool = True) -> argparse.ArgumentParser:
         from mdgate._plugin_calls import add_commands
         from mdgate._plugins import load_registry
 
-        add_commands(load_registry(os.environ), sub)  # a faulty plugin's commands are left out, logged
+        registry = load_registry(os.environ)
+        parser.set_defaults(registry=registry)  # loaded once per command: each load failure logged once
+        add_commands(registry, sub)  # a faulty plugin's commands are left out, logged
     add_config_option(parser)  # `mdgate run --config PATH` as well as `mdgate --config PATH run`
     return parser
 

@@ -182,6 +182,8 @@ async def test_mdgate_plugins_lists_failed_plugins_and_exits_0(faulty_site):
     out = res.stdout.decode()
     assert res.returncode == 0 and out.startswith("PLUGIN")
     assert "faulty_import_exit failed" in " ".join(out.split()) and "example" in out
+    # the plugins are loaded once per command: each failure is logged once
+    assert res.stderr.decode().count("faulty_import_exit") == 1, res.stderr.decode()
 
 
 # -- in-process: the gateway's own use of the ledger ----------------------------------
