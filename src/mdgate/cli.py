@@ -245,9 +245,11 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"plugin {name}: {p.get('state')}, {p.get('faults')} faults; last in "
                   f"{p.get('last_hook')}: {p.get('last_error')}")
     server = doc.get("server", {})
-    refused, closed = server.get("refused") or {}, server.get("closed") or {}
+    refused = {k: v for k, v in (server.get("refused") or {}).items() if v}
+    closed = {k: v for k, v in (server.get("closed") or {}).items() if v}
     if refused or closed:
-        print(f"clients refused: {refused or '-'}; closed: {closed or '-'}")
+        print("clients refused: " + (", ".join(f"{k} {v}" for k, v in refused.items()) or "-")
+              + "; closed: " + (", ".join(f"{k} {v}" for k, v in closed.items()) or "-"))
     return 0
 
 
