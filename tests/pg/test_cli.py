@@ -65,6 +65,13 @@ def test_cli_db_upgrade_then_status_then_rerun(run: Run, empty_dsn: str) -> None
     assert "up to date" in r.out and "pending" not in r.out.split("\n", 2)[2]
 
 
+def test_cli_db_upgrade_of_a_missing_database_says_how_to_create_it(run: Run, empty_dsn: str) -> None:
+    missing = empty_dsn.rsplit("/", 1)[0] + "/mdgate_not_created_yet"
+    r = run("db", "upgrade", "--database-url", missing)
+    assert r.code == 1 and r.err.count("\n") == 1
+    assert 'database "mdgate_not_created_yet" does not exist; create it first (createdb ' in r.err
+
+
 def test_cli_db_seed_twice_same_row_counts(run: Run, empty_dsn: str) -> None:
     run("db", "upgrade", "--database-url", empty_dsn)
     r = run("db", "seed", "--database-url", empty_dsn)

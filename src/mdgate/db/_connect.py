@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Final
 
 import anyio
@@ -21,7 +22,13 @@ def describe_error(dsn: str, exc: BaseException) -> str:
     # libpq prefixes "connection to server at ... failed:"; keep what follows.
     if "failed: " in reason:
         reason = reason.rsplit("failed: ", 1)[1]
+    missing = _MISSING_DB.search(reason)
+    if missing:  # the server answers, the database is not there yet: say how to make it
+        reason += f"; create it first (createdb {missing.group(1)}, or CREATE DATABASE {missing.group(1)})"
     return f"cannot reach the database at {mask_url(dsn)}: {reason}"
+
+
+_MISSING_DB: Final = re.compile(r'database "([^"]{1,63})" does not exist')
 
 
 def _timeout(seconds: float) -> int:
