@@ -7,7 +7,8 @@ the decoded messages); ``python benchmarks/_e2e_sdk.py dhanhq URL CODES``
 runs dhanhq 2.3.0's ``MarketFeed`` (its own event loop, synchronous
 ``run()``, ``on_message`` counting parsed packets). Nothing is stored or
 forwarded. The process never closes its connection cleanly (yfinance spins
-on a clean server close, protocols.md §1.8): it exits with ``os._exit``.
+on a clean server close, docs/protocols/yahoo.md#the-yfinance-client): it
+exits with ``os._exit``.
 
 Protocol on stdin/stdout (a reader thread; the SDK owns the main thread)::
 

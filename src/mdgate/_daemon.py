@@ -32,7 +32,7 @@ from mdgate._fanout import Fanout
 from mdgate._plugin_calls import select_route_source, select_store_and_plugin
 from mdgate._plugins import Registry, load_registry
 from mdgate._queue import TickQueue
-from mdgate._router import Router, parse_provider_configs
+from mdgate._router import Router, config_table, parse_provider_configs
 from mdgate._server import ClientServer, merge_latest
 from mdgate._session import ProviderSession
 from mdgate._session_checks import EveryLog, screen
@@ -40,7 +40,7 @@ from mdgate._subscriptions import SubscriptionManager
 from mdgate.config import Settings, load_settings
 from mdgate.errors import ConfigError, MdgateError
 from mdgate.model import Tick
-from mdgate.routing import SEED_HINT, RouteSource, RouteTable, default_table, routing_health
+from mdgate.routing import RouteSource, RouteTable, empty_hint, routing_health
 from mdgate.store import Store
 
 __all__ = ["Gateway"]
@@ -66,7 +66,7 @@ class Gateway:
         self._store_fault: str | None = None
         self.route_source: RouteSource | None
         self.route_source, self.route_source_plugin = select_route_source(self.registry, settings)
-        self.router = Router(self.registry, configs, default_table(settings, self.registry.declared()))
+        self.router = Router(self.registry, configs, config_table(self.registry, settings, self.route_source))
         self.queue = TickQueue(settings.runtime.queue_size)
         self.sessions = {
             name: ProviderSession(
@@ -367,7 +367,7 @@ class Gateway:
             s.update_config(configs.configs.get(name), configs.disabled.get(name))
         self.subs.linger = new.subscriptions.linger
         if self.route_source is None:
-            self.router.table = default_table(new, self.registry.declared())
+            self.router.table = config_table(self.registry, new)
             self.subs.reroute()
         for err in self.subs.set_always(new.subscriptions.always):
             log.error("always_subscription_failed", error=err)
@@ -378,5 +378,5 @@ class Gateway:
 def _warn_if_empty(table: RouteTable) -> None:
     """An empty routing table refuses every instrument: say so loudly."""
     if not table.exchanges:
-        log.error("route_table_empty", source=table.source, hint=SEED_HINT,
+        log.error("route_table_empty", source=table.source, hint=empty_hint(table.source),
                   effect="every subscription is refused with no_route")

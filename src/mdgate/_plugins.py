@@ -227,6 +227,10 @@ def check_spec(spec: object) -> ProviderSpec:
         isinstance(e, str) and _EXCHANGE_RE.match(e) for e in ex
     ):
         problems.append("exchanges must be a sequence of EXCHANGE names (A-Z, 0-9, _; at most 16)")
+    elif isinstance(s.backup_for, str | bytes) or not all(e in ex for e in s.backup_for):
+        problems.append("backup_for must be a sequence of names listed in exchanges")
+    if not isinstance(s.display_name, str):
+        problems.append("display_name must be a string")
     if not isinstance(s.settings, Mapping) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in s.settings.items()
     ):

@@ -20,7 +20,7 @@ from mdgate.config import Settings
 from mdgate.errors import ConfigError, ProviderDisabled
 from mdgate.routing import Route, RouteTable, default_table
 
-__all__ = ["MAX_CODE", "ProviderConfigs", "Router", "parse_provider_configs"]
+__all__ = ["MAX_CODE", "ProviderConfigs", "Router", "config_table", "parse_provider_configs"]
 
 log = structlog.get_logger(__name__)
 
@@ -87,6 +87,31 @@ def parse_provider_configs(
     return ProviderConfigs(configs, disabled)
 
 
+def config_table(registry: Registry, settings: Settings, source: object | None = None) -> RouteTable:
+    """
+    The table routing uses without a route source: the loaded providers'
+    specs, then ``[exchanges]`` (:func:`mdgate.routing.default_table`).
+
+    Says what it cannot honour, once per call (start, reload, a command):
+    ``exchange_provider_not_installed`` for an ``[exchanges]`` entry naming a
+    provider no loaded plugin declares (the entry is kept; the provider is
+    skipped when resolving, like a database row naming it), and
+    ``exchanges_not_live`` when ``source`` (a route source, e.g. PostgreSQL)
+    is given: the source is the routing table then, and ``[exchanges]``
+    only seeds a fresh database.
+    """
+    if settings.exchanges and source is not None:
+        log.warning("exchanges_not_live", source=getattr(source, "description", repr(source)),
+                    effect="[exchanges] is not used while routes come from the route source; "
+                           "it only seeds a fresh database (mdgate db seed)")
+    for exchange, providers in settings.exchanges.items():
+        for name in providers:
+            if name not in registry.providers:
+                log.warning("exchange_provider_not_installed", key=f"exchanges.{exchange}", provider=name,
+                            effect="skipped when resolving until a plugin provides it")
+    return default_table(settings, [hooks.spec for hooks in registry.providers.values()])
+
+
 class Router:
     """Resolves instruments to provider routes using the installed providers' rules."""
 
@@ -99,10 +124,8 @@ class Router:
 
     @classmethod
     def from_settings(cls, registry: Registry, settings: Settings) -> Router:
-        """A router on the built-in defaults plus the config file's instruments."""
-        return cls(
-            registry, parse_provider_configs(registry, settings), default_table(settings, registry.declared())
-        )
+        """A router on the specs' routes plus the config file's ``[exchanges]`` and ``[instruments]``."""
+        return cls(registry, parse_provider_configs(registry, settings), config_table(registry, settings))
 
     def derive(self, provider: str, exchange: str, symbol: str) -> str | None:
         """

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 import types
 import typing
@@ -204,6 +205,8 @@ class Settings:
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``[instruments."EXCH:SYM"]``: provider name -> provider code.
     instruments: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: ``[exchanges]``: exchange -> its providers, primary first (replaces the specs' defaults).
+    exchanges: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: The environment the settings were read with (providers read secrets here).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     #: The file the settings came from, if any.
@@ -234,6 +237,11 @@ _SECTIONS: Final[dict[str, type]] = {
     "logging": LoggingSettings,
 }
 _LEVELS: Final = ("debug", "info", "warning", "error")
+#: ``[exchanges]`` bounds: exchanges named, providers per exchange.
+MAX_EXCHANGES: Final = 1000
+MAX_EXCHANGE_PROVIDERS: Final = 16
+_EXCHANGE_RE: Final = re.compile(r"^[A-Z][A-Z0-9_]{0,15}$")
+_PROVIDER_RE: Final = re.compile(r"^[A-Za-z][A-Za-z0-9_.\-]{0,63}$")
 _FORMATS: Final = ("auto", "console", "json")
 
 
@@ -343,6 +351,33 @@ def _instruments(table: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+def _exchanges(table: Any) -> dict[str, tuple[str, ...]]:
+    """``[exchanges]``: ``NSE = ["dhan", "yahoo"]`` (exchange names in any case, answered upper)."""
+    if not isinstance(table, dict):
+        raise ConfigError("exchanges", 'expected a table of EXCHANGE = ["provider", ...]')
+    if len(table) > MAX_EXCHANGES:
+        raise ConfigError("exchanges", f"at most {MAX_EXCHANGES} exchanges")
+    out: dict[str, tuple[str, ...]] = {}
+    for raw, providers in table.items():
+        exchange = raw.strip().upper()
+        key = f"exchanges.{raw}"
+        if not _EXCHANGE_RE.match(exchange):
+            raise ConfigError(key, "not an exchange name (a letter, then A-Z, 0-9, _; at most 16)")
+        if exchange in out:
+            raise ConfigError(key, f"{exchange} is named twice")
+        if not isinstance(providers, list) or not providers:
+            raise ConfigError(key, 'expected a non-empty list of provider names, primary first: ["a", "b"]')
+        if len(providers) > MAX_EXCHANGE_PROVIDERS:
+            raise ConfigError(key, f"at most {MAX_EXCHANGE_PROVIDERS} providers")
+        for i, name in enumerate(providers):
+            if not isinstance(name, str) or not _PROVIDER_RE.match(name):
+                raise ConfigError(f"{key}[{i}]", f"not a provider name: {name!r:.80}")
+            if name in providers[:i]:
+                raise ConfigError(f"{key}[{i}]", f"{name} is listed twice")
+        out[exchange] = tuple(providers)
+    return out
+
+
 def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | None = None) -> Settings:
     """
     Read and validate the configuration.
@@ -372,7 +407,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
             raise ConfigError("--config", f"{path}: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError("--config", f"{path}: {exc.strerror}") from None
-    known = {*_SECTIONS, "providers", "instruments"}
+    known = {*_SECTIONS, "providers", "instruments", "exchanges"}
     for key in data:
         if key not in known:
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -390,6 +425,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         **sections,
         providers=providers,
         instruments=_instruments(data.get("instruments", {})),
+        exchanges=_exchanges(data.get("exchanges", {})),
         environ=env,
         source=source,
     )

@@ -58,7 +58,16 @@ class ProviderSpec:
         name: provider id, as in ``[providers.<name>]`` and routing tables
             (``yahoo``, ``dhan``).
         code: provider code stored with every tick (``YF``, ``DHAN``).
-        exchanges: exchanges the provider can serve (``NASDAQ``, ``NSE``...).
+        exchanges: every exchange the provider can serve (``NASDAQ``,
+            ``NSE``...). By default it serves each one as a primary provider.
+        backup_for: those of ``exchanges`` on which it should serve only as
+            a backup (Yahoo on ``NSE``/``BSE``): in the built-in routes it
+            ranks after every provider that declares the exchange as primary.
+            Must be a subset of ``exchanges``. With neither ``[exchanges]``
+            in the config file nor a database, these two fields are the
+            routing table (see :func:`mdgate.routing.spec_routes`).
+        display_name: a human name (``Yahoo Finance``), stored by
+            ``mdgate db seed``; empty means ``name``.
         settings: the keys of ``[providers.<name>]`` it reads, each with a
             one-line description (shown by ``mdgate plugins``). ``url`` is
             always accepted.
@@ -99,6 +108,14 @@ class ProviderSpec:
     stall_timeout: float = 30.0
     parse_config: Callable[[Mapping[str, Any], Mapping[str, str]], Any] = default_parse_config
     instrument_table: bool = False
+    backup_for: tuple[str, ...] = ()
+    display_name: str = ""
+
+    def role(self, exchange: str) -> str | None:
+        """``"primary"``, ``"backup"`` or ``None`` (it does not serve ``exchange``)."""
+        if exchange not in self.exchanges:
+            return None
+        return "backup" if exchange in self.backup_for else "primary"
 
 
 @dataclass(frozen=True, slots=True)

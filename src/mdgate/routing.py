@@ -22,9 +22,10 @@ subscription that never ticks. This holds whether or not the primary can run
 right now (no credentials, switched off): its table is data, not a
 connection.
 
-Tables come from the built-in defaults plus the config file
-(:func:`default_table`) or from a :class:`RouteSource` plugin such as the
-PostgreSQL one.
+Tables come from a :class:`RouteSource` plugin such as the PostgreSQL one,
+or, without one, from the loaded providers' specs (each declares the
+exchanges it serves and in which role) overridden by the config file's
+``[exchanges]`` (:func:`default_table`). The core names no provider.
 """
 
 from __future__ import annotations
@@ -40,9 +41,11 @@ if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
     from mdgate.config import Settings
+    from mdgate.provider import ProviderSpec
 
 __all__ = [
-    "DEFAULT_EXCHANGES",
+    "NO_PROVIDER_HINT",
+    "PRIORITY_STEP",
     "SEED_HINT",
     "ExchangeRoute",
     "InstrumentMapping",
@@ -50,7 +53,10 @@ __all__ = [
     "RouteSource",
     "RouteTable",
     "default_table",
+    "empty_hint",
+    "ranked",
     "routing_health",
+    "spec_routes",
 ]
 
 #: Why a code found by a table-keeping provider's hook was used.
@@ -58,6 +64,16 @@ _OWN_TABLE: Final = "in the provider's own table"
 
 #: Ends every ``no_route`` error while the routing table is empty.
 SEED_HINT: Final = "run `mdgate db seed` to add the default routes"
+#: Ends them instead when the table is built without a route source.
+NO_PROVIDER_HINT: Final = (
+    "no loaded provider declares an exchange and [exchanges] names none; "
+    "install a provider plugin (see `mdgate plugins`) or add an [exchanges] entry"
+)
+
+
+def empty_hint(source: str) -> str:
+    """What to do about an empty table from ``source`` (:attr:`RouteTable.source`)."""
+    return NO_PROVIDER_HINT if source.startswith("defaults") else SEED_HINT
 
 #: ``derive(provider, exchange, symbol) -> code | None``
 Deriver = Callable[[str, str, str], "str | None"]
@@ -101,15 +117,38 @@ class InstrumentMapping:
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
-#: Built-in defaults: NASDAQ/NYSE → Yahoo; NSE/BSE → Dhan, Yahoo as backup.
-DEFAULT_EXCHANGES: tuple[ExchangeRoute, ...] = (
-    ExchangeRoute("NASDAQ", "yahoo", 0, True),
-    ExchangeRoute("NYSE", "yahoo", 0, True),
-    ExchangeRoute("NSE", "dhan", 0, True),
-    ExchangeRoute("NSE", "yahoo", 10, False),
-    ExchangeRoute("BSE", "dhan", 0, True),
-    ExchangeRoute("BSE", "yahoo", 10, False),
-)
+#: Priority step between ranks of one exchange: rank ``i`` gets ``i * PRIORITY_STEP``
+#: (0 for the primary), leaving room to slot a provider in with ``mdgate routes set``.
+PRIORITY_STEP: Final = 10
+
+
+def ranked(exchange: str, providers: Sequence[str]) -> list[ExchangeRoute]:
+    """
+    Rows for ``exchange`` served by ``providers`` in order: the first is
+    primary (priority 0), the next are backups (10, 20...).
+    """
+    return [ExchangeRoute(exchange, p, i * PRIORITY_STEP, i == 0) for i, p in enumerate(providers)]
+
+
+def spec_routes(specs: Iterable[ProviderSpec]) -> list[ExchangeRoute]:
+    """
+    The built-in routes, derived from the providers' specs alone.
+
+    For each exchange some spec lists in ``exchanges``: the providers that
+    declare it as primary come first, in load order, then the ones that
+    declare it in ``backup_for``, in load order. With Yahoo and Dhan loaded:
+    NASDAQ/NYSE → yahoo; NSE/BSE → dhan, then yahoo as backup.
+    """
+    primaries: dict[str, list[str]] = {}
+    backups: dict[str, list[str]] = {}
+    for spec in specs:
+        for exchange in spec.exchanges:
+            into = backups if spec.role(exchange) == "backup" else primaries
+            into.setdefault(exchange, []).append(spec.name)
+    rows: list[ExchangeRoute] = []
+    for exchange in dict.fromkeys([*primaries, *backups]):
+        rows.extend(ranked(exchange, [*primaries.get(exchange, ()), *backups.get(exchange, ())]))
+    return rows
 
 
 @dataclass(frozen=True)
@@ -172,7 +211,8 @@ class RouteTable:
         """
         name, exchange, symbol = parse_instrument(instrument)
         if not self.exchanges:
-            empty = f"no route for {name}: the routing table ({self.source}) is empty; {SEED_HINT}"
+            hint = empty_hint(self.source)
+            empty = f"no route for {name}: the routing table ({self.source}) is empty; {hint}"
             raise NoRouteError(name, exchange, empty)
         rows = self.exchanges.get(exchange)
         if not rows:
@@ -229,34 +269,31 @@ class RouteTable:
         )
 
 
-def default_table(settings: Settings, declared: Sequence[tuple[str, Sequence[str]]] = ()) -> RouteTable:
+def default_table(settings: Settings, specs: Iterable[ProviderSpec] = ()) -> RouteTable:
     """
-    The built-in exchange defaults plus ``[instruments]`` codes from the config.
+    The routing table used when no route source (database) is configured.
+
+    Precedence, lowest first: the routes the loaded providers' specs declare
+    (:func:`spec_routes`), then the config file's ``[exchanges]``, whose list
+    replaces the whole provider list of each exchange it names (first =
+    primary). Explicit codes come from ``[instruments]``. A provider named in
+    ``[exchanges]`` but not loaded stays in the table; ``resolve`` skips it,
+    saying so in its ``no_route`` error.
 
     Args:
-        settings: the configuration (for ``[instruments]``).
-        declared: ``(provider, exchanges)`` of installed providers, in load
-            order. An exchange the built-in defaults do not cover is routed to
-            the providers that declare it: the first is primary (priority
-            100), the next are backups (101, 102...). This is how a
-            third-party provider serves a new exchange without a database.
+        settings: the configuration (``[exchanges]``, ``[instruments]``).
+        specs: the loaded providers' specs, in load order.
     """
     codes = {
         (provider, instrument): code
         for instrument, table in settings.instruments.items()
         for provider, code in table.items()
     }
-    rows = list(DEFAULT_EXCHANGES)
-    builtin = {r.exchange for r in DEFAULT_EXCHANGES}
-    seen: dict[str, int] = {}
-    for provider, exchanges in declared:
-        for exchange in exchanges:
-            if exchange in builtin:
-                continue
-            n = seen.get(exchange, 0)
-            rows.append(ExchangeRoute(exchange, provider, 100 + n, n == 0))
-            seen[exchange] = n + 1
-    return RouteTable.build(rows, codes, "defaults")
+    rows = [r for r in spec_routes(specs) if r.exchange not in settings.exchanges]
+    for exchange, providers in settings.exchanges.items():
+        rows.extend(ranked(exchange, providers))
+    source = "defaults+config" if settings.exchanges else "defaults"
+    return RouteTable.build(rows, codes, source)
 
 
 def routing_health(table: RouteTable, source: RouteSource | None) -> dict[str, Any]:
@@ -278,7 +315,7 @@ def routing_health(table: RouteTable, source: RouteSource | None) -> dict[str, A
         if db.get("state") != "ok":
             problems.append(f"route source {source.description} is {db.get('state')}: {db.get('last_error')}")
     if not table.exchanges:
-        problems.append(f"the routing table ({table.source}) is empty: {SEED_HINT}")
+        problems.append(f"the routing table ({table.source}) is empty: {empty_hint(table.source)}")
     doc["state"] = "degraded" if problems else "ok"
     doc["problems"] = problems
     return doc

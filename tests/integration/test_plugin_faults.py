@@ -231,7 +231,10 @@ async def test_gateway_with_a_failed_plugin_is_degraded_and_names_it():
 async def test_gateway_without_plugin_faults_is_ok():
     async with running_gateway(entry_points=False, environ={"MDGATE_LOAD_PLUGINS": ""}) as gw:
         st = gw.status()
-        assert st["status"] == "ok" and st["plugins"] == {}
+        assert st["plugins"] == {} and not gw.gateway.registry.faults.degraded()
+        # no provider at all: the routing table is empty, and that is the only thing wrong
+        assert st["status"] == "degraded" and st["routing"]["state"] == "degraded"
+        assert len(st["routing"]["problems"]) == 1 and "empty" in st["routing"]["problems"][0]
 
 
 async def test_route_source_bugs_at_load_and_watch_are_recorded_and_routes_stay():

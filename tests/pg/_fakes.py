@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mdgate._plugins import Registry, load_registry
+from mdgate.db.seed import seed_plan
 from mdgate.errors import ProviderDisabled
 from mdgate.hookspecs import hookimpl
 from mdgate.provider import ProviderSpec
@@ -25,8 +26,9 @@ class FakeProviders:
     @hookimpl
     def mdgate_providers(self) -> Sequence[ProviderSpec]:
         return [
-            ProviderSpec("yahoo", "YF", ("NASDAQ", "NYSE", "NSE", "BSE")),
-            ProviderSpec("dhan", "DHAN", ("NSE", "BSE"), parse_config=_dhan_config),
+            ProviderSpec("yahoo", "YF", ("NASDAQ", "NYSE", "NSE", "BSE"), backup_for=("NSE", "BSE"),
+                         display_name="Yahoo Finance"),
+            ProviderSpec("dhan", "DHAN", ("NSE", "BSE"), parse_config=_dhan_config, display_name="Dhan"),
         ]
 
     @hookimpl
@@ -34,6 +36,12 @@ class FakeProviders:
         if provider != "yahoo" or exchange not in _YAHOO_SUFFIX:
             return None
         return symbol + _YAHOO_SUFFIX[exchange]
+
+
+#: The seed of the fake Yahoo and Dhan (what ``mdgate db seed`` writes with the real ones).
+PLAN = seed_plan(FakeProviders().mdgate_providers())
+#: Its exchange mappings: NASDAQ/NYSE -> yahoo; NSE/BSE -> dhan, yahoo as backup.
+DEFAULT_ROUTES = PLAN.routes
 
 
 def fake_registry() -> Registry:

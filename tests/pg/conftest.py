@@ -14,6 +14,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from tests.pg._fakes import PLAN
 
 from mdgate.testing.postgres import PostgresServer as PgServer, Pristine, free_port, init_pristine, new_server
 
@@ -65,7 +66,7 @@ def _seeded_template(pg_server: PgServer) -> str:
     dsn = pg_server.create_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
         upgrade(conn)
-        seed(conn)
+        seed(conn, PLAN)
     return dsn.rsplit("/", 1)[1]
 
 

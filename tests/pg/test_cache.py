@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tests.pg._fakes import DEFAULT_ROUTES
 
 from mdgate.db.cache import (
     ForeignCacheError,
@@ -13,10 +14,10 @@ from mdgate.db.cache import (
     read_cache,
     write_cache,
 )
-from mdgate.routing import DEFAULT_EXCHANGES, ExchangeRoute, RouteTable
+from mdgate.routing import ExchangeRoute, RouteTable
 
 TABLE = RouteTable.build(
-    [*DEFAULT_EXCHANGES, ExchangeRoute("LSE", "yahoo", 3, False, False)],
+    [*DEFAULT_ROUTES, ExchangeRoute("LSE", "yahoo", 3, False, False)],
     {("dhan", "NSE:RELIANCE"): "NSE_EQ:2885", ("yahoo", "NYSE:BRK.B"): "BRK-B"},
     "postgresql",
 )
@@ -45,7 +46,7 @@ def test_decode_table_malformed_raises_value_error(data: bytes) -> None:
 
 def test_write_cache_atomic_replace_and_read_back(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "routes.json"
-    write_cache(path, RouteTable.build(list(DEFAULT_EXCHANGES), {}, "postgresql"))
+    write_cache(path, RouteTable.build(list(DEFAULT_ROUTES), {}, "postgresql"))
     write_cache(path, TABLE)
     table = read_cache(path)
     assert table.codes == TABLE.codes and table.source == f"cache:{path}"
@@ -84,7 +85,7 @@ def test_default_cache_path_one_file_per_database() -> None:
 def test_cache_remembers_its_database_and_refuses_another() -> None:
     mine = database_identity("postgresql://db:5432/a", {})
     other = database_identity("postgresql://db:5432/b", {})
-    table = RouteTable.build(list(DEFAULT_EXCHANGES), {}, "postgresql", listed=["NSE:TCS"])
+    table = RouteTable.build(list(DEFAULT_ROUTES), {}, "postgresql", listed=["NSE:TCS"])
     data = encode_table(table, written_at=1, database=mine)
     back = decode_table(data, "cache:x", mine)
     assert back.exchanges == table.exchanges and back.listed == {"NSE:TCS"}

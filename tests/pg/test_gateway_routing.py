@@ -15,6 +15,7 @@ import anyio
 import psycopg
 import pytest
 from structlog.testing import capture_logs
+from tests.pg._fakes import PLAN
 
 from mdgate.db.migrations import upgrade
 from mdgate.db.seed import seed
@@ -37,6 +38,9 @@ def _config(dsn: str, extra: str = "") -> str:
 async def test_gateway_degraded_while_database_down_then_ok(pg_factory: Any, tmp_path: Path) -> None:
     server = pg_factory()
     db = server.create_database()
+    with psycopg.connect(db, autocommit=True) as conn:  # no provider loaded: seed the fakes' routes
+        upgrade(conn)
+        seed(conn, PLAN)
     settings = settings_from_toml(_config(db), NO_PLUGINS, tmp_path)
     with capture_logs():
         async with running_gateway(settings) as gw:
@@ -103,7 +107,7 @@ async def test_gateway_empty_routing_table_is_loud_degraded_and_hinted(
                 ]
                 # Seeding while it runs: the NOTIFY reload makes it whole.
                 with psycopg.connect(empty_dsn, autocommit=True) as conn:
-                    seed(conn)
+                    seed(conn, PLAN)
                 await gw.wait_for(lambda s: s["status"] == "ok", timeout=5)
                 await client.subscribe("NASDAQ:AAPL")
                 await yahoo.wait_subscribed("AAPL")

@@ -9,6 +9,7 @@ import anyio
 import psycopg
 import pytest
 from structlog.testing import capture_logs
+from tests.pg._fakes import DEFAULT_ROUTES, PLAN
 
 from mdgate._plugins import load_registry
 from mdgate.config import Settings, load_settings
@@ -17,7 +18,7 @@ from mdgate.db.migrations import SCHEMA_VERSION, current_version, upgrade
 from mdgate.db.seed import seed
 from mdgate.db.source import PgRouteSource
 from mdgate.errors import ConfigError, RoutingError
-from mdgate.routing import DEFAULT_EXCHANGES, RouteSource, RouteTable
+from mdgate.routing import ExchangeRoute, RouteSource, RouteTable
 
 pytestmark = pytest.mark.integration
 
@@ -89,17 +90,32 @@ async def test_pg_route_source_schema_behind_refuses_to_start(empty_dsn: str, tm
 
 
 async def test_pg_route_source_auto_upgrade_migrates_seeds_then_loads(empty_dsn: str, tmp_path: Path) -> None:
-    settings = make_settings(empty_dsn, tmp_path, MDGATE_DATABASE__AUTO_UPGRADE="true")
+    settings = make_settings(
+        empty_dsn, tmp_path, MDGATE_DATABASE__AUTO_UPGRADE="true", MDGATE_LOAD_PLUGINS="yahoo,dhan"
+    )
     with capture_logs() as logs:
         table = await PgRouteSource(settings).load()
-    # A database without the schema is created AND seeded: a first run routes like the defaults.
+    # A database without the schema is created AND seeded: a first run routes like the defaults
+    # (the seed comes from the real Yahoo and Dhan specs: the same table as the fakes' one).
     assert table.source == "postgresql"
-    assert table.exchanges == RouteTable.build(list(DEFAULT_EXCHANGES), {}, "x").exchanges
+    assert table.exchanges == RouteTable.build(list(DEFAULT_ROUTES), {}, "x").exchanges
     with psycopg.connect(empty_dsn) as conn:
         assert current_version(conn) == SCHEMA_VERSION
     assert any(e["event"] == "schema_upgraded" and e["from_version"] == 0 for e in logs)
     seeded = [(e["providers"], e["exchanges"], e["mappings"]) for e in logs if e["event"] == "routes_seeded"]
     assert seeded == [(2, 4, 6)]
+
+
+async def test_fresh_database_is_seeded_from_the_loaded_specs_only(empty_dsn: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        empty_dsn, tmp_path, MDGATE_DATABASE__AUTO_UPGRADE="true", MDGATE_LOAD_PLUGINS="example"
+    )
+    table = await PgRouteSource(settings).load()
+    assert table.exchanges == {"EXAMPLE": (ExchangeRoute("EXAMPLE", "example", 0, True),)}
+    with psycopg.connect(empty_dsn) as conn:
+        assert conn.execute("SELECT name, code, display_name FROM providers").fetchall() == [
+            ("example", "EX", "Example")
+        ]
 
 
 async def test_pg_route_source_auto_upgrade_of_existing_schema_does_not_seed(
@@ -273,7 +289,7 @@ async def test_pg_route_source_watch_survives_database_restart(pg_factory: Any, 
     db = server.create_database()
     with psycopg.connect(db, autocommit=True) as conn:
         upgrade(conn)
-        seed(conn)
+        seed(conn, PLAN)
     source = PgRouteSource(make_settings(db, tmp_path))
     await source.load()
     changes = Changes()
@@ -305,7 +321,7 @@ async def test_pg_route_source_watch_starts_while_down_then_catches_up(
     db = server.create_database()
     with psycopg.connect(db, autocommit=True) as conn:
         upgrade(conn)
-        seed(conn)
+        seed(conn, PLAN)
     await PgRouteSource(make_settings(db, tmp_path)).load()  # leaves a cache
     await anyio.to_thread.run_sync(server.stop)
     source = PgRouteSource(make_settings(db, tmp_path))
@@ -339,7 +355,7 @@ async def test_pg_route_source_status_down_while_database_stopped_then_ok(
     db = server.create_database()
     with psycopg.connect(db, autocommit=True) as conn:
         upgrade(conn)
-        seed(conn)
+        seed(conn, PLAN)
     now = [1_000]
     source = PgRouteSource(make_settings(db, tmp_path), clock=lambda: now[0])
     assert source.status()["state"] == "starting"

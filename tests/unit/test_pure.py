@@ -11,7 +11,9 @@ from mdgate.bars import BarBuilder, aggregate_bars
 from mdgate.config import Settings
 from mdgate.errors import InstrumentError, NoRouteError
 from mdgate.model import Tick, decode_tick, encode_ticks, parse_instrument
+from mdgate.provider import ProviderSpec
 from mdgate.routing import ExchangeRoute, RouteTable, default_table
+from tests.unit._specs import SPECS
 
 
 @pytest.mark.parametrize(
@@ -59,7 +61,7 @@ def derive(provider, exchange, symbol):
 
 def test_default_routes_explicit_first_then_derived():
     s = Settings(instruments={"NSE:RELIANCE": {"dhan": "NSE_EQ:2885"}})
-    table = default_table(s)
+    table = default_table(s, SPECS)
     routes = table.resolve("nse:reliance", derive)
     assert [(r.provider, r.code) for r in routes] == [("dhan", "NSE_EQ:2885"), ("yahoo", "RELIANCE.NS")]
     assert routes[0].primary and "explicit" in routes[0].reason
@@ -68,14 +70,14 @@ def test_default_routes_explicit_first_then_derived():
 
 
 def test_no_code_anywhere_skips_provider_no_guessing():
-    table = default_table(Settings())
+    table = default_table(Settings(), SPECS)
     routes = table.resolve("NSE:TCS", derive)
     assert [r.provider for r in routes] == ["yahoo"]  # dhan has no mapping: skipped, not guessed
 
 
 def test_unknown_exchange_no_route_names_exchange():
     with pytest.raises(NoRouteError) as info:
-        default_table(Settings()).resolve("LSE:VOD", derive)
+        default_table(Settings(), SPECS).resolve("LSE:VOD", derive)
     assert info.value.exchange == "LSE" and "LSE" in str(info.value)
 
 
@@ -89,13 +91,15 @@ def test_inactive_and_uninstalled_providers_skipped():
 
 
 def test_declared_exchanges_routed_in_load_order():
-    table = default_table(Settings(), [("alpha", ("X", "NSE")), ("beta", ("X",))])
+    alpha, beta = ProviderSpec("alpha", "A", ("X", "NSE")), ProviderSpec("beta", "B", ("X",))
+    table = default_table(Settings(), [*SPECS, alpha, beta])
     routes = table.resolve("X:FOO", lambda p, e, s: s)
     assert [(r.provider, r.priority, r.primary) for r in routes] == [
-        ("alpha", 100, True),
-        ("beta", 101, False),
+        ("alpha", 0, True),
+        ("beta", 10, False),
     ]
-    assert [r.provider for r in table.resolve("NSE:FOO", lambda p, e, s: s)] == ["dhan", "yahoo"]
+    # NSE: the providers declaring it primary in load order (dhan, then alpha), then the backup
+    assert [r.provider for r in table.resolve("NSE:FOO", lambda p, e, s: s)] == ["dhan", "alpha", "yahoo"]
 
 
 def tk(ts, price, volume=None, size=None, name="X:A"):

@@ -16,6 +16,7 @@ from mdgate._router import Router
 from mdgate.config import Settings, load_settings
 from mdgate.errors import NoRouteError
 from mdgate.routing import SEED_HINT, ExchangeRoute, RouteTable, default_table, routing_health
+from tests.unit._specs import SPECS
 
 KNOWN = {"NSE:RELIANCE": "NSE_EQ:2885"}
 TABLES = frozenset({"dhan"})
@@ -31,7 +32,7 @@ def derive(provider: str, exchange: str, symbol: str) -> str | None:
 
 
 def test_unknown_symbol_on_exchange_with_table_primary_is_refused_naming_it() -> None:
-    table = default_table(Settings())
+    table = default_table(Settings(), SPECS)
     with pytest.raises(NoRouteError) as info:
         table.resolve("nse:nosuchsymbol", derive, tables=TABLES)
     assert info.value.instrument == "NSE:NOSUCHSYMBOL" and info.value.exchange == "NSE"
@@ -44,14 +45,14 @@ def test_unknown_symbol_on_exchange_with_table_primary_is_refused_naming_it() ->
 
 
 def test_exchange_whose_primary_has_no_table_keeps_derivation() -> None:
-    table = default_table(Settings())
+    table = default_table(Settings(), SPECS)
     assert [r.code for r in table.resolve("NASDAQ:ANYTHING", derive, tables=TABLES)] == ["ANYTHING"]
     # Without the declared property (a provider with derivation), the backup's rule serves.
     assert [r.code for r in table.resolve("NSE:NEWCO", derive)] == ["NEWCO.NS"]
 
 
 def test_explicit_mapping_of_a_backup_lists_the_instrument() -> None:
-    table = default_table(Settings(instruments={"NSE:NEWCO": {"yahoo": "NEWCO.NS"}}))
+    table = default_table(Settings(instruments={"NSE:NEWCO": {"yahoo": "NEWCO.NS"}}), SPECS)
     routes = table.resolve("NSE:NEWCO", derive, tables=TABLES)
     assert [(r.provider, r.code, r.reason) for r in routes] == [
         ("yahoo", "NEWCO.NS", "backup (priority 10); explicit mapping")
@@ -115,7 +116,7 @@ class _Source:
 
 
 def test_routing_health_degraded_when_source_down_or_table_empty() -> None:
-    table = default_table(Settings())
+    table = default_table(Settings(), SPECS)
     ok = routing_health(table, _Source("ok"))
     assert (ok["state"], ok["problems"], ok["source"]) == ("ok", [], "defaults")
     down = routing_health(table, _Source("down", "cannot reach the database at db: refused"))

@@ -31,11 +31,12 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pg_dsn(pg_server: PostgresServer) -> str:
     """A fresh database with mdgate's schema and default providers/exchanges."""
+    from mdgate.config import Settings
     from mdgate.db.migrations import upgrade
-    from mdgate.db.seed import seed
+    from mdgate.db.seed import installed_plan, seed
 
     dsn = pg_server.create_database()
     with psycopg.connect(dsn, autocommit=True) as conn:
         upgrade(conn)
-        seed(conn)
+        seed(conn, installed_plan(Settings()))
     return dsn

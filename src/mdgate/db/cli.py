@@ -32,14 +32,10 @@ from mdgate.db.instruments import (
 from mdgate.db.migrations import MIGRATIONS, SCHEMA_VERSION, applied_migrations, upgrade
 from mdgate.db.providers import add_provider, list_providers, set_provider
 from mdgate.db.routes import list_exchange_routes, load_route_table, set_exchange_route
-from mdgate.db.seed import seed
+from mdgate.db.seed import seed, seed_plan
 from mdgate.errors import ConfigError, InstrumentError, MdgateError
 from mdgate.model import parse_instrument
-from mdgate.routing import (
-    InstrumentMapping,
-    RouteTable,
-    default_table,
-)
+from mdgate.routing import InstrumentMapping, RouteTable
 
 if TYPE_CHECKING:
     from mdgate._plugins import Registry
@@ -144,9 +140,10 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 @_command
 def cmd_db_seed(args: argparse.Namespace) -> int:
-    """``mdgate db seed``: insert the default providers and exchange mappings."""
-    with _database(args) as (conn, dsn, _):
-        result = seed(conn, reset=bool(getattr(args, "reset", False)))
+    """``mdgate db seed``: insert the loaded providers and their exchange mappings."""
+    with _database(args) as (conn, dsn, settings):
+        plan = seed_plan([hooks.spec for hooks in _registry(settings).providers.values()], settings)
+        result = seed(conn, plan, reset=bool(getattr(args, "reset", False)))
     verb = "inserted or reset" if getattr(args, "reset", False) else "inserted"
     out(
         f"seeded {mask_url(dsn)}: {verb} {result.providers} provider(s), "
@@ -206,11 +203,13 @@ def cmd_routes(args: argparse.Namespace) -> int:
     """``mdgate routes``: exchange → providers, by priority."""
     settings = _settings(args)
     if _dsn(args, settings) is None:
+        from mdgate._router import config_table
+
         registry = _registry(settings)
         out(
-            "No database configured: these are the built-in defaults, plus exchanges only "
-            "installed providers declare (set --database-url, MDGATE_DATABASE_URL or "
-            "[database] url to use PostgreSQL)."
+            "No database configured: these are the built-in defaults (the routes the installed "
+            "providers declare) with the config file's [exchanges] on top (set --database-url, "
+            "MDGATE_DATABASE_URL or [database] url to use PostgreSQL)."
         )
         rows = [
             [
@@ -221,7 +220,7 @@ def cmd_routes(args: argparse.Namespace) -> int:
                 _yes(r.primary),
                 _yes(r.active),
             ]
-            for ex, routes in sorted(default_table(settings, registry.declared()).exchanges.items())
+            for ex, routes in sorted(config_table(registry, settings).exchanges.items())
             for r in routes
         ]
     else:
@@ -288,7 +287,7 @@ def cmd_routes_set(args: argparse.Namespace) -> int:
 @_command
 def cmd_route(args: argparse.Namespace) -> int:
     """``mdgate route INSTRUMENT``: how an instrument resolves, and why."""
-    from mdgate._router import Router, parse_provider_configs
+    from mdgate._router import Router, config_table, parse_provider_configs
 
     try:
         name, exchange, _ = parse_instrument(args.instrument)
@@ -300,7 +299,7 @@ def cmd_route(args: argparse.Namespace) -> int:
     dsn = _dsn(args, settings)
     codes_by_provider: dict[str, str] = {}
     if dsn is None:
-        route_table: RouteTable = default_table(settings, registry.declared())
+        route_table: RouteTable = config_table(registry, settings)
         where = "built-in defaults and the config file (no database configured)"
     else:
         with _database(args) as (conn, _, _s):

@@ -1,27 +1,40 @@
 """
-Default data: the providers mdgate ships and which exchanges they serve.
+Default data: the loaded providers and the exchanges they serve.
 
-``seed(conn)`` only inserts what is missing, so it can run any number of
-times and never undoes an operator's change (a provider switched off, a
-backup made primary). ``seed(conn, reset=True)`` also puts the rows it owns
-back to the defaults. It never deletes.
+Nothing here names a provider: :func:`seed_plan` takes the providers, their
+codes and the exchange mappings from the loaded providers' specs (and the
+config file's ``[exchanges]``, which overrides them exchange by exchange),
+i.e. exactly the table the daemon routes with when no database is
+configured.
+
+``seed(conn, plan)`` only inserts what is missing, so it can run any number
+of times and never undoes an operator's change (a provider switched off, a
+backup made primary). ``seed(conn, plan, reset=True)`` also puts the rows it
+owns back to the plan. It never deletes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final, LiteralString
+from typing import TYPE_CHECKING, Final, LiteralString
 
 import psycopg
 
-from mdgate.routing import DEFAULT_EXCHANGES, ExchangeRoute
+from mdgate.config import Settings
+from mdgate.routing import ExchangeRoute, default_table
+
+if TYPE_CHECKING:
+    from mdgate.provider import ProviderSpec
 
 __all__ = [
-    "DEFAULT_EXCHANGE_NAMES",
-    "DEFAULT_PROVIDERS",
+    "EXCHANGE_NAMES",
+    "SeedPlan",
     "SeedProvider",
     "SeedResult",
+    "installed_plan",
     "seed",
+    "seed_plan",
 ]
 
 
@@ -35,17 +48,48 @@ class SeedProvider:
     rate_limit: int | None = None
 
 
-DEFAULT_PROVIDERS: Final = (
-    SeedProvider("yahoo", "YF", "Yahoo Finance"),
-    SeedProvider("dhan", "DHAN", "Dhan"),
-)
-
-DEFAULT_EXCHANGE_NAMES: Final = {
+#: Long names of well-known exchanges (``exchanges.name``); any other exchange
+#: is stored under its code.
+EXCHANGE_NAMES: Final = {
     "NSE": "National Stock Exchange of India",
     "BSE": "BSE (Bombay Stock Exchange)",
     "NYSE": "New York Stock Exchange",
     "NASDAQ": "Nasdaq Stock Market",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class SeedPlan:
+    """What :func:`seed` writes: ``providers``, ``exchanges`` (code → name) and mappings."""
+
+    providers: tuple[SeedProvider, ...]
+    exchanges: Mapping[str, str]
+    routes: tuple[ExchangeRoute, ...]
+
+
+def seed_plan(specs: Iterable[ProviderSpec], settings: Settings | None = None) -> SeedPlan:
+    """
+    The seed for the loaded providers: one ``providers`` row per spec (name,
+    code, display name), and the mappings of :func:`mdgate.routing.default_table`
+    (the specs' roles, then ``[exchanges]`` when ``settings`` is given).
+    A mapping naming a provider that no spec declares is left out (the
+    database refuses a mapping to an unknown provider).
+    """
+    specs = list(specs)
+    table = default_table(settings or Settings(), specs)
+    names = {s.name for s in specs}
+    routes = tuple(r for rows in table.exchanges.values() for r in rows if r.provider in names)
+    exchanges = {r.exchange: EXCHANGE_NAMES.get(r.exchange, r.exchange) for r in routes}
+    providers = tuple(SeedProvider(s.name, s.code, s.display_name or s.name) for s in specs)
+    return SeedPlan(providers, exchanges, routes)
+
+
+def installed_plan(settings: Settings) -> SeedPlan:
+    """The seed for the providers the installed plugins declare (``MDGATE_LOAD_PLUGINS`` honoured)."""
+    from mdgate._plugins import load_registry
+
+    registry = load_registry(settings.environ)
+    return seed_plan([hooks.spec for hooks in registry.providers.values()], settings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,19 +163,14 @@ def _run(conn: psycopg.Connection, sql: LiteralString, rows: list[tuple[object, 
     return n
 
 
-def seed(
-    conn: psycopg.Connection,
-    *,
-    reset: bool = False,
-    routes: tuple[ExchangeRoute, ...] = DEFAULT_EXCHANGES,
-) -> SeedResult:
+def seed(conn: psycopg.Connection, plan: SeedPlan, *, reset: bool = False) -> SeedResult:
     """
-    Insert the default providers, exchanges and exchange mappings (one transaction).
+    Insert the plan's providers, exchanges and exchange mappings (one transaction).
 
     Args:
         conn: a connection to an upgraded database.
-        reset: also put existing default rows back to their default values.
-        routes: the exchange mappings to seed.
+        plan: what to write (:func:`seed_plan`, :func:`installed_plan`).
+        reset: also put existing rows of the plan back to the plan's values.
 
     Returns:
         How many rows of each table were inserted (or reset).
@@ -140,16 +179,16 @@ def seed(
         providers = _run(
             conn,
             _PROVIDERS_RESET if reset else _PROVIDERS_INSERT,
-            [(p.name, p.code, p.display_name, p.rate_limit) for p in DEFAULT_PROVIDERS],
+            [(p.name, p.code, p.display_name, p.rate_limit) for p in plan.providers],
         )
         exchanges = _run(
             conn,
             _EXCHANGES_RESET if reset else _EXCHANGES_INSERT,
-            list(DEFAULT_EXCHANGE_NAMES.items()),
+            list(plan.exchanges.items()),
         )
         mappings = 0
         with conn.cursor() as cur:
-            for r in routes:
+            for r in plan.routes:
                 params = {
                     "provider": r.provider,
                     "exchange": r.exchange,

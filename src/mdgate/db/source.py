@@ -3,7 +3,7 @@
 
 ``load()`` reads the tables once (checking the schema version first, and
 upgrading it when ``[database] auto_upgrade`` is on; a database that had no
-schema at all is also seeded with the default routes) and caches the result
+schema at all is also seeded with the loaded providers' routes) and caches the result
 on disk, in a file of this database's own; when the database is unreachable
 it falls back to that cache, never to another database's.
 ``watch()`` LISTENs on ``mdgate_routes`` (the migrations' triggers NOTIFY
@@ -35,7 +35,7 @@ from mdgate.db.cache import ForeignCacheError, database_identity, default_cache_
 from mdgate.db.errors import DatabaseUnavailable, SchemaError
 from mdgate.db.migrations import SCHEMA_VERSION, Migration, upgrade
 from mdgate.db.routes import CODE_ROWS_SQL, EXCHANGE_ROWS_SQL, build_route_table
-from mdgate.db.seed import SeedResult, seed
+from mdgate.db.seed import SeedResult, installed_plan, seed
 from mdgate.errors import ConfigError, RoutingError
 from mdgate.model import now_ms
 
@@ -85,6 +85,7 @@ class PgRouteSource:
         if db.url is None:
             raise ConfigError("database.url", "not set")
         self._dsn = db.url.reveal()
+        self._settings = settings  # the seed of a fresh database comes from the loaded specs
         self.description = f"postgresql {mask_url(self._dsn)}"
         #: Which database this is: names the cache file and is checked when reading it.
         self.database = database_identity(self._dsn, settings.environ)
@@ -247,7 +248,7 @@ class PgRouteSource:
         with connect(self._dsn, self._timeout, autocommit=True) as conn:
             applied = list(upgrade(conn))
             created = any(m.version == 1 for m in applied)
-            return applied, seed(conn) if created else None
+            return applied, seed(conn, installed_plan(self._settings)) if created else None
 
     def _write_cache(self, table: RouteTable) -> None:
         try:

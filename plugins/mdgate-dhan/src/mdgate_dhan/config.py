@@ -39,7 +39,8 @@ __all__ = [
 PROVIDER: Final = "dhan"
 DEFAULT_URL: Final = "wss://api-feed.dhan.co"
 DEFAULT_REST_URL: Final = "https://api.dhan.co/v2"
-#: IST is UTC+05:30; Dhan's feed LTT is IST wall-clock time encoded as epoch seconds.
+#: IST is UTC+05:30; Dhan's feed LTT is IST wall-clock time encoded as epoch seconds
+#: (docs/protocols/dhan.md#last-trade-time).
 IST_OFFSET_SECONDS: Final = 19_800
 #: Feed modes and their subscribe request codes (unsubscribe = code + 1).
 MODES: Final[Mapping[str, int]] = MODE_CODES

@@ -6,7 +6,7 @@ reads both published formats (compact ``SEM_*`` headers and the detailed
 ``EXCH_ID, SEGMENT, SECURITY_ID...`` headers), mapping columns by header
 name, never by position.
 
-What is imported (protocols.md §4.2-4.3):
+What is imported (columns and segments: docs/protocols/dhan.md#instrument-master):
 
 * **NSE cash equity** (``EXCH_ID=NSE, SEGMENT=E, INSTRUMENT=EQUITY``) as
   ``NSE:<SYMBOL>`` -> ``NSE_EQ:<SecurityId>``. A symbol trades in one series

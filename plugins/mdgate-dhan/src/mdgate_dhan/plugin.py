@@ -23,13 +23,15 @@ NAME = "dhan"
 SPEC = ProviderSpec(
     name=NAME,
     code=PROVIDER_CODE,
-    exchanges=("NSE", "BSE"),
+    display_name="Dhan",
+    exchanges=("NSE", "BSE"),  # primary on both
     settings=SETTINGS,
     secrets=("DHAN_CLIENT_ID", "DHAN_ACCESS_TOKEN", "DHAN_ACCESS_TOKEN_FILE"),
     max_per_message=MAX_PER_MESSAGE,
     max_per_connection=5000,
-    max_connections=5,
-    heartbeat_interval=None,  # the server pings every 10 s; websockets answers
+    max_connections=5,  # Dhan's limits: docs/protocols/dhan.md#limits
+    # The server pings every 10 s; websockets answers (docs/protocols/dhan.md#keepalive).
+    heartbeat_interval=None,
     stall_timeout=30.0,
     parse_config=parse_config,
     # Codes come only from KNOWN_INSTRUMENTS, [instruments] and the database:

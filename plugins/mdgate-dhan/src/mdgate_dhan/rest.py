@@ -11,7 +11,8 @@ Client-side rate limits follow Dhan's published ones: Data APIs (charts)
 5 requests/s, Quote APIs (``/marketfeed/*``) 1 request/s, shared by every
 client of the same credentials in this process. Error bodies
 (``{errorType, errorCode, errorMessage}``) become typed errors; no message
-carries a credential.
+carries a credential. Endpoints, limits and error codes:
+docs/protocols/dhan.md#rest.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A small, explicit table of well-known Dhan codes.
 Dhan identifies instruments by a numeric SecurityId that cannot be derived
 from the trading symbol; the real source is Dhan's instrument master
 (``mdgate dhan import-instruments``). This table lists a handful of codes
-recorded from the master (protocols.md §4.3) so that a fresh install can
+recorded from the master (docs/protocols/dhan.md#known-codes) so that a fresh install can
 stream the best-known Indian instruments without a database. It is data,
 not a rule: ``mdgate_instrument_code`` answers only for these names and
 ``None`` for everything else. Explicit mappings (database, config file)

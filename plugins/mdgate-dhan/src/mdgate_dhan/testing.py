@@ -6,7 +6,7 @@ the v2 protocol: it checks the query string (``version=2``, ``token``,
 ``clientId``, ``authType=2``), records subscribe/unsubscribe requests,
 enforces Dhan's limits, and sends binary packets built with the encoders of
 :mod:`mdgate_dhan.protocol`. Behaviour on faults (Dhan's real behaviour is
-known only in part, protocols.md §3):
+known only in part, docs/protocols/dhan.md#the-fake-server):
 
 * bad credentials: ``auth_failure="disconnect"`` (default) accepts the
   handshake, sends a disconnect packet with ``auth_failure_code`` (808) and

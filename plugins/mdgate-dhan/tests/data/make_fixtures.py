@@ -2,7 +2,7 @@
 Regenerate the binary feed fixtures (``python make_fixtures.py``).
 
 Written with plain ``struct`` formats restated from Dhan's docs
-(protocols.md §3.4-3.5), independently of ``mdgate_dhan.protocol``, so the
+(docs/protocols/dhan.md#packet-types), independently of ``mdgate_dhan.protocol``, so the
 decoder tests check the layout rather than the encoders against themselves.
 Values: RELIANCE NSE_EQ:2885, true trade time 2025-10-09T08:53:20Z
 (epoch 1760000000), which Dhan sends as LTT 1760019800 (IST-shifted).

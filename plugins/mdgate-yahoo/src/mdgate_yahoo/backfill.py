@@ -1,9 +1,9 @@
 """
 One-minute backfill through yfinance's REST history (``Ticker.history``).
 
-Yahoo's limits for 1-minute bars (protocols.md section 2): at most 8 days
-per request, and only within roughly the last 30 days (probes: 29 days
-accepted, 30 refused). :func:`plan_windows` therefore splits a range into
+Yahoo's limits for 1-minute bars (docs/protocols/yahoo.md#rest-history):
+at most 8 days per request, and only within roughly the last 30 days
+(probes: 29 days accepted, 30 refused). :func:`plan_windows` therefore splits a range into
 windows of at most :data:`MAX_WINDOW_MS` and refuses ranges starting more
 than :data:`MAX_AGE_MS` ago with :class:`BackfillRangeError`, instead of
 letting Yahoo answer with an empty frame.

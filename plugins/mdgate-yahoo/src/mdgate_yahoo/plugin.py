@@ -20,10 +20,14 @@ def mdgate_providers() -> Sequence[ProviderSpec]:
         ProviderSpec(
             name=_NAME,
             code=protocol.PROVIDER_CODE,
+            display_name="Yahoo Finance",
             exchanges=symbols.EXCHANGES,
+            # primary for the US exchanges; on NSE/BSE (.NS/.BO) only the backup
+            backup_for=("NSE", "BSE"),
             settings=config.SETTINGS,
             max_per_message=100,
-            # Yahoo keeps only the first 100 symbols of a connection.
+            # Yahoo keeps only the first 100 symbols of a connection
+            # (docs/protocols/yahoo.md#limits).
             max_per_connection=100,
             max_connections=50,
             heartbeat_interval=15.0,

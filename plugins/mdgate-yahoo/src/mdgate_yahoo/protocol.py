@@ -5,7 +5,9 @@ Client -> server: JSON text frames ``{"subscribe": [...]}`` and
 ``{"unsubscribe": [...]}``; the heartbeat re-sends the whole subscribe set
 (yfinance does so every 15 s). Server -> client: JSON text frames
 ``{"type": "pricing", "message": "<base64 PricingData>"}`` where
-``PricingData`` is the proto3 message of ``pricing.proto``.
+``PricingData`` is the proto3 message of ``pricing.proto``. The wire facts
+(messages, limits, every field) are in docs/protocols/yahoo.md; what this
+decoder reads is docs/protocols/yahoo.md#what-the-decoder-uses.
 
 :class:`YahooDecoder` turns those frames into :class:`~mdgate.model.Tick`
 objects. It is pure (no I/O, no logging) and keeps, per tracked symbol, the

@@ -20,6 +20,8 @@ Usable as an async context manager under anyio's asyncio backend::
         await yahoo.push("AAPL", price=227.55, day_volume=1000)
 
 or from a shell: ``python -m mdgate_yahoo.testing --port 8600 --rate 50``.
+Where Yahoo's real behaviour is known only in part, see
+docs/protocols/yahoo.md#the-fake-server.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> Exampl
 
 
 SPEC = ProviderSpec(
-    name=NAME, code="EX", exchanges=("EXAMPLE",),
+    name=NAME, code="EX", display_name="Example", exchanges=("EXAMPLE",),
     settings={"url": "feed URL", "token": "bearer token sent in the handshake",
               "stall_timeout": "seconds of silence before reconnecting",
               "heartbeat_interval": "seconds between pings"},
