@@ -47,9 +47,6 @@ __all__ = ["Gateway"]
 
 log = structlog.get_logger(__name__)
 
-_BAD_STATES = frozenset({"reconnecting", "stalled", "auth_failed", "failed"})
-
-
 class Gateway:
     """One mdgate daemon."""
 
@@ -186,10 +183,9 @@ class Gateway:
             await done["providers"].wait()
             scopes["work"].cancel()
             await done["work"].wait()
-            rest = list(self.queue._items)
+            rest = self.queue.drain()
             try:
                 if rest:
-                    self.queue._items.clear()
                     self.store.write(rest)
                 await self.store.aclose()
             except Exception as exc:  # a store plugin's bug must not spoil the shutdown
@@ -325,7 +321,7 @@ class Gateway:
         providers = {name: s.status() for name, s in self.sessions.items()}
         store = self._store_status()
         routing = routing_health(self.router.table, self.route_source)
-        degraded = store.get("state") != "ok" or any(p["state"] in _BAD_STATES for p in providers.values())
+        degraded = store.get("state") != "ok" or any(s.state.bad for s in self.sessions.values())
         degraded = degraded or routing["state"] != "ok"
         # a plugin that failed (to load; its store or routes replaced) or faulted in the last minute
         degraded = degraded or self.registry.faults.degraded()

@@ -60,6 +60,10 @@ class TickQueue:
             if self._ready is None:
                 self._ready = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._ready)
+        return self.drain()
+
+    def drain(self) -> list[Tick]:
+        """Take every queued tick now (maybe none), oldest first; producers waiting for room go on."""
         items, self._items = self._items, []
         space = self._space
         if space is not None:

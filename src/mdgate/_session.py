@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -45,6 +45,7 @@ from mdgate._faults import PluginFaults
 from mdgate._plugins import ProviderHooks
 from mdgate._queue import TickQueue
 from mdgate._session_checks import CONTAINED, BadTicks, EveryLog, PluginFault, call_hook, chunks, frames_of
+from mdgate._states import ProviderState
 from mdgate._transport import open_websocket
 from mdgate.config import RuntimeSettings
 from mdgate.errors import (
@@ -59,18 +60,9 @@ from mdgate.errors import (
 from mdgate.model import Tick
 from mdgate.provider import Connector, Decoder, Endpoint, Frame, Transport
 
-__all__ = ["STATES", "Connection", "ProviderSession"]
+__all__ = ["Connection", "ProviderSession"]
 
 log = structlog.get_logger(__name__)
-
-#: Provider / connection states, worst first (the provider shows its worst connection's).
-STATES: Final = ("auth_failed", "failed", "disabled", "stalled", "reconnecting", "connecting", "connected")
-_RANK: Final = {s: i for i, s in enumerate(STATES)}
-_FATAL: Final = frozenset({"auth_failed", "failed", "disabled"})
-
-
-class _Stalled(ProviderConnectionError):
-    pass
 
 
 class Connection:
@@ -85,7 +77,7 @@ class Connection:
         self._to_unsub: set[str] = set()
         self._wake = anyio.Event()
         self._has_codes = anyio.Event()
-        self.state = "connecting"
+        self.state = ProviderState.CONNECTING
         self.connected_since: int | None = None
         self.last_rx = session.clock.now()
         #: Failed attempts since the last live connection, and the delays between them.
@@ -94,6 +86,9 @@ class Connection:
         self._live = False
         self._fault: BaseException | None = None
         self._handshake: list[Frame] = []
+        # this connection's counters and endpoint; the session adds them up for /status
+        self.url = ""
+        self.reconnects = self.frames = self.ticks = 0
 
     # -- subscription changes (called from the subscription manager) ------
 
@@ -107,6 +102,10 @@ class Connection:
         self._has_codes.set()
         self._wake.set()
 
+    def relabel(self, code: str, instrument: str) -> None:
+        """``code``, already carried, now stands for ``instrument``."""
+        self.codes[code] = instrument
+
     def remove(self, code: str) -> None:
         """Stop carrying ``code`` (unsubscribed at once when connected)."""
         self.codes.pop(code, None)
@@ -116,10 +115,10 @@ class Connection:
 
     # -- the loop ----------------------------------------------------------
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: ProviderState) -> None:
         if state != self.state:
             self.state = state
-            self.session._state_changed()
+            self.session.refresh_state()
 
     async def run(self) -> None:
         """Connect, serve and reconnect until cancelled."""
@@ -128,81 +127,66 @@ class Connection:
         first = True
         while True:
             if s.disabled_reason is not None:
-                self._set_state("disabled")
-                s.last_error = s.disabled_reason
+                self._set_state(ProviderState.DISABLED)
+                s.note_error(s.disabled_reason)
                 await s.config_changed()
                 continue
             if self.index > 0 and not self.codes:
                 self._has_codes = anyio.Event()
                 await self._has_codes.wait()
             if not first:
-                s.reconnects += 1
+                self.reconnects += 1
             first = False
             delay: float
             try:
                 await self._connect_and_serve()
                 delay = 0.0  # pragma: no cover - serve only returns by raising
             except AuthenticationError as exc:
-                self._set_state("auth_failed")
-                s.last_error, s.hint = exc.message, exc.hint
+                self._set_state(ProviderState.AUTH_FAILED)
+                s.note_error(exc.message, exc.hint)
                 log.error("provider_auth_failed", provider=s.name, connection=self.index,
                           error=exc.message, code=exc.code, retry_in=s.runtime.auth_retry)
                 await s.clock.wait(s.config_changed, s.runtime.auth_retry)
                 backoff.reset()
                 continue
             except ProviderDisabled as exc:
-                self._set_state("disabled")
-                s.last_error = exc.message
+                self._set_state(ProviderState.DISABLED)
+                s.note_error(exc.message)
                 await s.config_changed()
                 continue
             except ProviderError as exc:
-                stalled = isinstance(exc, _Stalled)
-                self._set_state("stalled" if stalled else "reconnecting")
-                s.last_error, s.hint = exc.message, None
+                stalled = isinstance(exc, _checks.Stalled)
+                self._set_state(ProviderState.STALLED if stalled else ProviderState.RECONNECTING)
+                s.note_error(exc.message)
                 if self._live:
                     backoff.reset()
                 delay = backoff.hard() if isinstance(exc, RateLimitedError) else backoff.next()
-                self._log_disconnect(exc, delay)
+                s.log_limited(f"disconnect:{self.index}", log.warning, "provider_disconnected",
+                              provider=s.name, connection=self.index, error=exc.message,
+                              retry_in=round(delay, 2))
             except Exception as exc:  # a plugin bug: report it, keep everything else running
-                self._set_state("failed")
+                self._set_state(ProviderState.FAILED)
                 hook, error = (exc.hook, exc.error) if isinstance(exc, PluginFault) else ("transport", exc)
-                s.last_error = f"plugin {s.plugin!r}: {hook}: {s.faults.describe(error)}"
-                s.hint = None
+                message = f"plugin {s.plugin!r}: {hook}: {s.faults.describe(error)}"
+                s.note_error(message)
                 s.faults.record(s.plugin, hook, error, provider=s.name, connection=self.index)
                 if self._live:
                     backoff.reset()
                 delay = backoff.next()
-                self._log_failure(hook, s.last_error)
+                s.log_limited(f"failed:{self.index}", log.error, "provider_failed", provider=s.name,
+                              connection=self.index, plugin=s.plugin, hook=hook, error=message)
             self.connected_since = None
             await s.clock.wait(s.config_changed, delay)
-
-    def _log_disconnect(self, exc: ProviderError, delay: float) -> None:
-        s = self.session
-
-        def emit(suppressed: int) -> None:
-            log.warning("provider_disconnected", provider=s.name, connection=self.index,
-                        error=exc.message, retry_in=round(delay, 2), suppressed=suppressed)
-
-        s._log_every(f"disconnect:{self.index}", emit)
-
-    def _log_failure(self, hook: str, error: str) -> None:
-        s = self.session
-
-        def emit(suppressed: int) -> None:
-            log.error("provider_failed", provider=s.name, connection=self.index,
-                      plugin=s.plugin, hook=hook, error=error, suppressed=suppressed)
-
-        s._log_every(f"failed:{self.index}", emit)
 
     async def _open(self) -> tuple[Transport, Endpoint | Connector]:
         s = self.session
         ep = call_hook("mdgate_connect", s.hooks.connect, provider=s.name, config=s.config,
                        connection=self.index)
         if isinstance(ep, Endpoint):
-            s.display_url = ep.display_url
+            self.url = ep.display_url
             return await open_websocket(s.name, ep), ep
         if isinstance(ep, Connector):
-            s.display_url = str(ep.display_url)
+            self.url = str(ep.display_url)
             try:
                 return await ep.open(), ep
             except ProviderError:
@@ -230,9 +214,9 @@ class Connection:
             self._wake.set()
             self.connected_since = time.time_ns() // 1_000_000
             self.last_rx = s.clock.now()
-            self._set_state("connected")
+            self._set_state(ProviderState.CONNECTED)
             log.info("provider_connected", provider=s.name, connection=self.index,
-                     url=s.display_url, subscriptions=len(self._to_sub))
+                     url=self.url, subscriptions=len(self._to_sub))
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._guard, self._writer, transport, decoder, tg.cancel_scope)
                 tg.start_soon(self._guard, self._watchdog, transport, decoder, tg.cancel_scope)
@@ -241,7 +225,7 @@ class Connection:
                 raise self._fault
         finally:
             with anyio.CancelScope(shield=True):
-                if s.closing and self.codes and self.state == "connected":
+                if s.closing and self.codes and self.state is ProviderState.CONNECTED:
                     with anyio.move_on_after(1.0):
                         await self._send_unsubscribe(transport, list(self.codes), [])
                 await transport.aclose()
@@ -257,7 +241,7 @@ class Connection:
             # from frames received before the close), so it overrides the writer's.
             if reader or self._fault is None:
                 self._fault = exc
-            if reader or isinstance(exc, _Stalled) or not isinstance(exc, ProviderConnectionError):
+            if reader or isinstance(exc, _checks.Stalled) or not isinstance(exc, ProviderConnectionError):
                 scope.cancel()
                 return
             # A send failed because the connection is closing: let the reader drain what was
@@ -280,21 +264,21 @@ class Connection:
             frame = await recv()
             self.last_rx = monotonic()
             self._live = True
-            s.frames += 1
+            self.frames += 1
             recv_ts = time_ns() // 1_000_000
             try:
                 ticks = feed(frame, recv_ts)
             except DecodeError as exc:
-                s._decode_error(exc.kind, exc)
+                s.count_decode_error(exc.kind, exc)
                 ticks = exc.ticks
             except ProviderError as exc:
                 good = s.screen(exc.ticks, recv_ts + skew) if exc.ticks else ()
                 if good:
-                    s.ticks += len(good)
+                    self.ticks += len(good)
                     await queue.put(good)
                 raise
             except CONTAINED as exc:  # a decoder bug must not kill the stream
-                s._decode_error("decoder_error", exc)
+                s.count_decode_error("decoder_error", exc)
                 s.faults.record(s.plugin, "decoder", exc, provider=s.name)
                 continue
             # One pass over the frame's ticks checks them all (a Tick, dated no further than
@@ -310,7 +294,7 @@ class Connection:
             except Exception:
                 ticks = s.screen(ticks, limit)
             if ticks:
-                s.ticks += len(ticks)
+                self.ticks += len(ticks)
                 if not put_nowait(ticks):
                     await queue.put(ticks)
 
@@ -382,7 +366,7 @@ class Connection:
         while True:
             await clock.sleep(step)
             if self.codes and clock.now() - self.last_rx > stall:
-                raise _Stalled(s.name, f"stalled: no data for {stall:g} s while subscribed")
+                raise _checks.Stalled(s.name, f"stalled: no data for {stall:g} s while subscribed")
 
 
 class ProviderSession:
@@ -412,34 +396,25 @@ class ProviderSession:
         self._config_event = anyio.Event()
         self._log_every = EveryLog(clock=clock.now)
         # status
-        self.display_url = ""
         self.last_error: str | None = disabled_reason
         self.hint: str | None = None
-        self.reconnects = 0
-        self.frames = 0
-        self.ticks = 0
         self.decode_errors: dict[str, int] = {}
-        self.state = "disabled" if disabled_reason else "connecting"
+        self.state = ProviderState.DISABLED if disabled_reason else ProviderState.CONNECTING
         self.down_since: float | None = clock.now()
         self.healthy_since: float | None = None
 
     # -- configuration -----------------------------------------------------
 
-    def _cfg_attr(self, name: str, default: float | None) -> float | None:
-        value = getattr(self.config, name, None)
-        if value is None and isinstance(self.config, dict):
-            value = self.config.get(name)
-        return float(value) if value is not None else default
-
     @property
     def stall_timeout(self) -> float | None:
         """Seconds of silence, while subscribed, that count as a stall."""
-        return self._cfg_attr("stall_timeout", self.spec.stall_timeout or self.runtime.stall_timeout)
+        default = self.spec.stall_timeout or self.runtime.stall_timeout
+        return _checks.config_seconds(self.config, "stall_timeout", default)
 
     @property
     def heartbeat_interval(self) -> float | None:
         """Seconds between heartbeats, or None."""
-        return self._cfg_attr("heartbeat_interval", self.spec.heartbeat_interval)
+        return _checks.config_seconds(self.config, "heartbeat_interval", self.spec.heartbeat_interval)
 
     async def config_changed(self) -> None:
         """Wait until :meth:`update_config` is called."""
@@ -472,7 +447,7 @@ class ProviderSession:
         """
         conn = self._where.get(code)
         if conn is not None:
-            conn.codes[code] = instrument
+            conn.relabel(code, instrument)
             return
         per = self.spec.max_per_connection
         for conn in self.conns:
@@ -497,6 +472,8 @@ class ProviderSession:
         conn = self._where.pop(code, None)
         if conn is not None:
             conn.remove(code)
+            if not conn.codes:  # a further connection without codes no longer counts
+                self.refresh_state()
 
     @property
     def subscriptions(self) -> int:
@@ -536,22 +513,46 @@ class ProviderSession:
 
     # -- status ------------------------------------------------------------
 
-    def _decode_error(self, kind: str, exc: BaseException) -> None:
+    @property
+    def reconnects(self) -> int:
+        """Connection attempts after a connection's first, over all connections."""
+        return sum(c.reconnects for c in self.conns)
+
+    @property
+    def frames(self) -> int:
+        """Frames received, over all connections."""
+        return sum(c.frames for c in self.conns)
+
+    @property
+    def ticks(self) -> int:
+        """Ticks handed to the pipeline, over all connections."""
+        return sum(c.ticks for c in self.conns)
+
+    def note_error(self, message: str | None, hint: str | None = None) -> None:
+        """Record why a connection is not connected (``last_error``) and what would fix it."""
+        self.last_error, self.hint = message, hint
+
+    def log_limited(self, key: str, method: Callable[..., Any], event: str, **fields: Any) -> None:
+        """Log ``event`` with ``method`` at most once per 10 s per ``key`` (counting the rest)."""
+        self._log_every.log(key, method, event, **fields)
+
+    def count_decode_error(self, kind: str, exc: BaseException) -> None:
+        """Count a frame the decoder could not decode, by ``kind``, and log it (rate-limited)."""
         self.decode_errors[kind] = self.decode_errors.get(kind, 0) + 1
         excerpt = getattr(exc, "excerpt", b"")
         self._log_every(f"decode:{kind}", lambda n: log.warning(
             "decode_failed", provider=self.name, kind=kind, error=str(exc)[:200],
             excerpt=repr(excerpt)[:100], suppressed=n))
 
-    def _state_changed(self) -> None:
-        relevant = [c.state for c in self.conns if c.index == 0 or c.codes]
-        state = min(relevant, key=_RANK.__getitem__) if relevant else "connecting"
-        if state == self.state:
+    def refresh_state(self) -> None:
+        """Take the worst state of the connections that count (the first, and any carrying codes)."""
+        state = ProviderState.worst(c.state for c in self.conns if c.index == 0 or c.codes)
+        if state is self.state:
             return
         now = self.clock.now()
-        if state == "connected":
+        if state is ProviderState.CONNECTED:
             self.healthy_since, self.down_since = now, None
-        elif self.state == "connected" or self.down_since is None:
+        elif self.state is ProviderState.CONNECTED or self.down_since is None:
             self.down_since, self.healthy_since = now, None
         self.state = state
 
@@ -559,11 +560,11 @@ class ProviderSession:
     def attempts(self) -> int:
         """Failed attempts in a row of the worst connection not connected now (0 when all are)."""
         return max((c.backoff.attempts for c in self.conns
-                    if (c.index == 0 or c.codes) and c.state != "connected"), default=0)
+                    if (c.index == 0 or c.codes) and c.state is not ProviderState.CONNECTED), default=0)
 
     def is_down(self, after: float) -> bool:
         """Down: fatal state now, or not connected for ``after`` seconds."""
-        if self.state in _FATAL:
+        if self.state.fatal:
             return True
         return self.down_since is not None and self.clock.now() - self.down_since >= after
 
@@ -573,7 +574,7 @@ class ProviderSession:
 
     def status(self) -> dict[str, Any]:
         """The provider's ``/status`` entry (no secrets)."""
-        connected = [c for c in self.conns if c.state == "connected"]
+        connected = [c for c in self.conns if c.state is ProviderState.CONNECTED]
         since = min((c.connected_since for c in connected if c.connected_since), default=None)
         last_rx = max((c.last_rx for c in connected), default=None)
         return {
@@ -593,5 +594,5 @@ class ProviderSession:
             "decode_errors": sum(self.decode_errors.values()),
             "decode_errors_by_kind": dict(self.decode_errors),
             "code": self.spec.code,
-            "url": self.display_url,
+            "url": next((c.url for c in self.conns if c.url), ""),  # the first connection's, else any's
         }

@@ -11,6 +11,7 @@ Checks of what a provider plugin hands the connection runtime
   too far ahead of their receipt). The reader only calls it when its
   one-pass check of a frame found something wrong.
 * :class:`EveryLog` rate-limits a log line per key.
+* :func:`config_seconds` reads a per-provider time setting from the plugin's config.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
 from mdgate._faults import describe
-from mdgate.errors import ProviderError
+from mdgate.errors import ProviderConnectionError, ProviderError
 from mdgate.model import Tick
 from mdgate.provider import Frame
 
-__all__ = ["CONTAINED", "BadTicks", "EveryLog", "PluginFault", "call_hook", "chunks", "frames_of", "screen"]
+__all__ = [
+    "CONTAINED", "BadTicks", "EveryLog", "PluginFault", "Stalled", "call_hook", "chunks", "config_seconds",
+    "frames_of", "screen",
+]
 
 
 #: What a plugin may raise that the core contains: everything but a Ctrl-C and a cancellation
@@ -43,6 +47,10 @@ class PluginFault(Exception):
         self.error = error
 
 
+class Stalled(ProviderConnectionError):
+    """Raised by a connection's watchdog: subscribed, and nothing received for ``stall_timeout``."""
+
+
 class BadTicks(Exception):
     """Raised and caught in the reader when a frame's ticks need the slow path (:func:`screen`)."""
 
@@ -50,6 +58,14 @@ class BadTicks(Exception):
 def chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     """``items`` cut into slices of at most ``size``."""
     return [items[i:i + size] for i in range(0, len(items), max(size, 1))]
+
+
+def config_seconds(config: Any, name: str, default: float | None) -> float | None:
+    """``config.name`` (or ``config[name]`` for a dict config) as seconds, else ``default``."""
+    value = getattr(config, name, None)
+    if value is None and isinstance(config, dict):
+        value = config.get(name)
+    return float(value) if value is not None else default
 
 
 def call_hook(hook: str, fn: Callable[..., Any], **kwargs: Any) -> Any:

@@ -33,6 +33,7 @@ import structlog
 
 from mdgate._router import Router
 from mdgate._session import ProviderSession
+from mdgate._states import ProviderState
 from mdgate.config import RuntimeSettings
 from mdgate.errors import NoRouteError, SubscriptionRejected
 from mdgate.model import now_ms, parse_instrument
@@ -194,7 +195,7 @@ class SubscriptionManager:
             elif cur is None:
                 if not s.is_down(rt.failover_after):
                     return r
-            elif s.state == "connected":
+            elif s.state is ProviderState.CONNECTED:
                 return r
         return None
 

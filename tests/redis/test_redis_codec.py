@@ -5,7 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from mdgate._redis_codec import (
+from mdgate.model import TICK_FIELDS, Bar, Tick
+from mdgate.plugins.redis_store._codec import (
     BatchPacker,
     bars_key,
     decode_bar_fields,
@@ -14,8 +15,7 @@ from mdgate._redis_codec import (
     parse_id,
     ticks_key,
 )
-from mdgate._redis_lua import LAST_IDS_SHA, WRITE_BATCH, WRITE_BATCH_SHA
-from mdgate.model import TICK_FIELDS, Bar, Tick
+from mdgate.plugins.redis_store._lua import LAST_IDS_SHA, WRITE_BATCH, WRITE_BATCH_SHA
 
 T0 = 1_700_000_000_000
 

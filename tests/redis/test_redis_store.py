@@ -14,7 +14,13 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from mdgate._plugins import get_plugin_manager
-from mdgate._redis_codec import (
+from mdgate.bars import aggregate_bars
+from mdgate.config import RedisSettings, RuntimeSettings, Secret, Settings
+from mdgate.errors import StoreUnavailable
+from mdgate.model import Bar, Tick, now_ms
+from mdgate.plugins.memory_store import MemoryStore
+from mdgate.plugins.redis_store import RedisStore, mdgate_store
+from mdgate.plugins.redis_store._codec import (
     FEED_KEY,
     BatchPacker,
     bars_key,
@@ -22,13 +28,7 @@ from mdgate._redis_codec import (
     last_key,
     ticks_key,
 )
-from mdgate._redis_lua import WRITE_BATCH
-from mdgate.bars import aggregate_bars
-from mdgate.config import RedisSettings, RuntimeSettings, Secret, Settings
-from mdgate.errors import StoreUnavailable
-from mdgate.model import Bar, Tick, now_ms
-from mdgate.plugins.memory_store import MemoryStore
-from mdgate.plugins.redis_store import RedisStore, mdgate_store
+from mdgate.plugins.redis_store._lua import WRITE_BATCH
 from mdgate.store import Store
 
 

@@ -164,6 +164,4 @@ async def running(session: ProviderSession, clock: ManualClock) -> AsyncIterator
 
 def queued(session: ProviderSession) -> list[Tick]:
     """Ticks the session handed to the pipeline so far (taken out of the queue)."""
-    items = list(session.queue._items)
-    session.queue._items.clear()
-    return items
+    return session.queue.drain()

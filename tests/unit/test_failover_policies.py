@@ -13,6 +13,7 @@ import pytest
 from mdgate._clock import ManualClock
 from mdgate._queue import TickQueue
 from mdgate._session import ProviderSession
+from mdgate._states import ProviderState
 from mdgate._subscriptions import SubscriptionManager
 from mdgate.config import RuntimeSettings
 from mdgate.provider import ProviderSpec
@@ -49,7 +50,7 @@ class Duo:
                                         clock=self.clock.now)
 
     def state(self, provider: str, state: str) -> None:
-        self.sessions[provider].conns[0]._set_state(state)
+        self.sessions[provider].conns[0]._set_state(ProviderState(state))
 
     def after(self, seconds: float) -> None:
         self.clock.time += seconds

@@ -9,7 +9,7 @@ A tick or bar whose ID is not above its stream's last ID is skipped and
 counted as a duplicate: that is what makes a retried batch idempotent. Any
 other error aborts the script with that error (the writer retries the batch).
 
-Argument layout (as packed by :class:`mdgate._redis_codec.BatchPacker`)::
+Argument layout (as packed by :class:`mdgate.plugins.redis_store._codec.BatchPacker`)::
 
     KEYS[1]          the feed stream
     KEYS[3g-1..3g+1] group g (one per instrument): ticks, last hash, bars

@@ -4,7 +4,7 @@ Pure encoding and decoding for the Redis tick store (no I/O).
 * key names (the only place they are built): ``mdgate:{INSTR}:ticks``,
   ``mdgate:{INSTR}:last``, ``mdgate:{INSTR}:bars:1m`` and ``mdgate:feed``;
 * :class:`BatchPacker`: turns ticks and closed bars into one packed
-  ``EVALSHA`` of :data:`mdgate._redis_lua.WRITE_BATCH`, assigning every tick
+  ``EVALSHA`` of :data:`~mdgate.plugins.redis_store._lua.WRITE_BATCH`, assigning every tick
   a strictly increasing stream ID per instrument (``<ms>-<seq>``, ``ms`` =
   the tick's ``ts``, or the previous ID's ms when ``ts`` went backwards);
 * :func:`decode_tick_fields` / :func:`decode_bar_fields`: stream entries and
@@ -21,8 +21,8 @@ import hiredis
 import msgspec
 from msgspec.structs import astuple
 
-from mdgate._redis_lua import WRITE_BATCH_SHA
 from mdgate.model import Bar, Tick
+from mdgate.plugins.redis_store._lua import WRITE_BATCH_SHA
 
 __all__ = [
     "FEED_KEY",
