@@ -32,10 +32,11 @@ from mdgate._fanout import Fanout
 from mdgate._plugin_calls import select_route_source, select_store_and_plugin
 from mdgate._plugins import Registry, load_registry
 from mdgate._queue import TickQueue
+from mdgate._ratelog import EveryLog
 from mdgate._router import Router, config_table, parse_provider_configs
 from mdgate._server import ClientServer, merge_latest
 from mdgate._session import ProviderSession
-from mdgate._session_checks import EveryLog, screen
+from mdgate._session_checks import screen
 from mdgate._subscriptions import SubscriptionManager
 from mdgate.config import Settings, load_settings
 from mdgate.errors import ConfigError, MdgateError
@@ -253,25 +254,18 @@ class Gateway:
         while True:
             batch = await get()
             try:
-                # "latest" only moves forward: an older tick (smaller ts) never replaces a newer one
-                for t in batch:
-                    prev = latest.get(t.instrument)
-                    if prev is None or t.ts >= prev.ts:
-                        latest[t.instrument] = t
+                _advance_latest(latest, batch)
             except Exception as exc:  # a malformed tick that got past the reader's check
                 batch, bad, _ = screen(batch, float("inf"))  # the reader dropped future ticks
                 self.pipeline_errors += 1
                 every.log("bad_tick", log.error, "pipeline_bad_tick", error=repr(exc)[:200],
                           dropped=bad[0] if bad else 0)
-                for t in batch:
-                    prev = latest.get(t.instrument)
-                    if prev is None or t.ts >= prev.ts:
-                        latest[t.instrument] = t
+                _advance_latest(latest, batch)
             try:
                 store_write(batch)
-            except Exception as exc:  # a store bug must not stop the feed
+            except Exception as exc:  # a store bug must not stop the feed (nor flood the log)
                 self.pipeline_errors += 1
-                log.error("store_write_failed", error=repr(exc))
+                every.log("store", log.error, "store_write_failed", error=repr(exc)[:200])
             try:
                 publish(batch)
             except Exception as exc:  # neither may a fan-out bug
@@ -369,6 +363,14 @@ class Gateway:
             log.error("always_subscription_failed", error=err)
         log.info("config_reloaded", source=new.source)
         return True
+
+
+def _advance_latest(latest: dict[str, Tick], batch: list[Tick]) -> None:
+    """Make each tick its instrument's latest, unless an older one (smaller ``ts``): latest only moves on."""
+    for t in batch:
+        prev = latest.get(t.instrument)
+        if prev is None or t.ts >= prev.ts:
+            latest[t.instrument] = t
 
 
 def _warn_if_empty(table: RouteTable) -> None:

@@ -200,20 +200,9 @@ class ClientOutbox:
         out: list[bytes] = []
         framed, per_frame = self.framed, self.max_per_frame
         queue = self.queue
-        if max_bytes is None or self.nbytes <= max_bytes:  # everything (the usual case)
-            for entry in queue:
-                if isinstance(entry, _Chunk):
-                    frames = entry.frames
-                    out.extend(frames if frames is not None else _frames(entry.ticks, per_frame, framed))
-                else:
-                    out.append(text_header(len(entry)) + entry if framed else entry)
-            queue.clear()
-            self.nbytes = 0
-            self.pending_ticks = 0
-            return out
-        taken = 0
-        ticks = 0
-        while queue and taken < max_bytes:
+        room = float("inf") if max_bytes is None else max_bytes
+        taken = ticks = 0
+        while queue and (taken < room or not out):
             entry = queue.popleft()
             if isinstance(entry, _Chunk):
                 frames = entry.frames

@@ -34,6 +34,7 @@ from typing import Any, Final
 
 import structlog
 
+from mdgate._ratelog import EveryLog
 from mdgate.config import Secret, mask_url
 
 __all__ = ["PluginFaults", "describe", "scrub", "secret_values"]
@@ -128,7 +129,7 @@ class PluginFaults:
         self.log_interval = log_interval
         self.recent = recent
         self._plugins: dict[str, _Ledger] = {}
-        self._logged: dict[tuple[str, str], tuple[float, int]] = {}
+        self._log = EveryLog(log_interval, clock=clock)
         self._hidden: set[str] = set()
 
     def hide(self, values: Iterable[str | None]) -> None:
@@ -168,13 +169,7 @@ class PluginFaults:
         entry.last_clock = now
         if lasting:
             entry.failed[part or hook] = error
-        key = (plugin, hook)
-        last, suppressed = self._logged.get(key, (float("-inf"), 0))
-        if now - last >= self.log_interval:
-            log.error(event, plugin=plugin, hook=hook, error=error, suppressed=suppressed, **context)
-            self._logged[key] = (now, 0)
-        else:
-            self._logged[key] = (last, suppressed + 1)
+        self._log.log((plugin, hook), log.error, event, plugin=plugin, hook=hook, error=error, **context)
 
     def recover(self, plugin: str, part: str) -> None:
         """``part`` of ``plugin`` works again (e.g. a reload's ``parse_config`` succeeded)."""

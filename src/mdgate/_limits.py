@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
+from mdgate._ratelog import EveryLog
 from mdgate.model import encode
 
 __all__ = [
@@ -114,7 +115,8 @@ class _Logger(Protocol):
 
 class RateLimitedLog:
     """
-    At most one log line per event kind per ``interval`` seconds.
+    At most one warning per event kind per ``interval`` seconds
+    (:class:`~mdgate._ratelog.EveryLog` keyed by the event name).
 
     The line that goes out after a quiet spell carries ``suppressed``: how
     many lines of that kind were held back since the previous one.
@@ -123,22 +125,14 @@ class RateLimitedLog:
     def __init__(self, logger: _Logger, interval: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.logger = logger
-        self.interval = interval
-        self.clock = clock
-        self._last: dict[str, list[float]] = {}
+        self._every = EveryLog(interval, clock=clock)
 
     def warning(self, event: str, **kw: Any) -> bool:
         """Log ``event`` unless one went out less than ``interval`` ago; return whether it did."""
-        now = self.clock()
-        state = self._last.get(event)
-        if state is not None and now - state[0] < self.interval:
-            state[1] += 1
-            return False
-        if state is not None and state[1]:
-            kw["suppressed"] = int(state[1])
-        self._last[event] = [now, 0]
-        self.logger.warning(event, **kw)
-        return True
+        def emit(suppressed: int) -> None:
+            self.logger.warning(event, **kw, **({"suppressed": suppressed} if suppressed else {}))
+
+        return self._every(event, emit)
 
 
 # -- file descriptors ------------------------------------------------------------

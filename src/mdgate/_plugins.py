@@ -296,10 +296,6 @@ class Registry:
     #: Every fault of a plugin (loading, hooks raising, wrong results, decoders).
     faults: PluginFaults = field(default_factory=PluginFaults)
 
-    def declared(self) -> list[tuple[str, tuple[str, ...]]]:
-        """``(provider, exchanges it can serve)`` for every provider, in load order."""
-        return [(name, tuple(hooks.spec.exchanges)) for name, hooks in self.providers.items()]
-
     def provider(self, name: str) -> ProviderHooks:
         """Return a provider's hooks, or raise :class:`ProviderNotFound`."""
         try:

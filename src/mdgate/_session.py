@@ -44,7 +44,8 @@ from mdgate._clock import MONOTONIC, Clock
 from mdgate._faults import PluginFaults
 from mdgate._plugins import ProviderHooks
 from mdgate._queue import TickQueue
-from mdgate._session_checks import CONTAINED, BadTicks, EveryLog, PluginFault, call_hook, chunks, frames_of
+from mdgate._ratelog import EveryLog
+from mdgate._session_checks import CONTAINED, BadTicks, PluginFault, call_hook, chunks, frames_of
 from mdgate._states import ProviderState
 from mdgate._transport import open_websocket
 from mdgate.config import RuntimeSettings

@@ -10,13 +10,11 @@ Checks of what a provider plugin hands the connection runtime
   that are not well-formed :class:`~mdgate.model.Tick` objects, ticks dated
   too far ahead of their receipt). The reader only calls it when its
   one-pass check of a frame found something wrong.
-* :class:`EveryLog` rate-limits a log line per key.
 * :func:`config_seconds` reads a per-provider time setting from the plugin's config.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final, cast
 
@@ -26,7 +24,7 @@ from mdgate.model import Tick
 from mdgate.provider import Frame
 
 __all__ = [
-    "CONTAINED", "BadTicks", "EveryLog", "PluginFault", "Stalled", "call_hook", "chunks", "config_seconds",
+    "CONTAINED", "BadTicks", "PluginFault", "Stalled", "call_hook", "chunks", "config_seconds",
     "frames_of", "screen",
 ]
 
@@ -146,26 +144,3 @@ def screen(items: object, limit: float) -> tuple[list[Tick], tuple[int, str] | N
         else:
             future.append(t)
     return good, ((bad, f"{why} ({bad} of {len(items)} items)") if bad else None), future
-
-
-class EveryLog:
-    """Log an event at most once per ``interval`` seconds per key, with the count suppressed."""
-
-    def __init__(self, interval: float = 10.0, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.interval = interval
-        self._clock = clock
-        self._last: dict[str, tuple[float, int]] = {}
-
-    def __call__(self, key: str, emit: Callable[[int], None]) -> None:
-        """Call ``emit(suppressed)`` unless ``key`` was logged less than ``interval`` ago."""
-        now = self._clock()
-        last, suppressed = self._last.get(key, (float("-inf"), 0))
-        if now - last >= self.interval:
-            emit(suppressed)
-            self._last[key] = (now, 0)
-        else:
-            self._last[key] = (last, suppressed + 1)
-
-    def log(self, key: str, method: Callable[..., Any], event: str, **fields: Any) -> None:
-        """Call ``method(event, suppressed=n, **fields)`` (a logger method) at most once per interval."""
-        self(key, lambda n: method(event, suppressed=n, **fields))
