@@ -23,11 +23,16 @@ from typing import Any
 import psycopg
 import structlog
 
-from mdgate.db.instruments import upsert_instrument_mappings
-from mdgate.db.migrations import upgrade
-from mdgate.db.routes import CODE_ROWS_SQL, EXCHANGE_ROWS_SQL, build_route_table, load_route_table
-from mdgate.db.seed import seed
-from mdgate.routing import InstrumentMapping
+from mdgate._routing.table import InstrumentMapping
+from mdgate.plugins.pg_routes.instruments import upsert_instrument_mappings
+from mdgate.plugins.pg_routes.migrations import upgrade
+from mdgate.plugins.pg_routes.routes import (
+    CODE_ROWS_SQL,
+    EXCHANGE_ROWS_SQL,
+    build_route_table,
+    load_route_table,
+)
+from mdgate.plugins.pg_routes.seed import seed
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -42,11 +42,11 @@ import anyio.lowlevel
 import hiredis
 import redis.asyncio as aioredis
 
-from mdgate.config import RedisSettings
-from mdgate.model import TICK_FIELDS, Tick
-from mdgate.plugins.redis_store import RedisStore
-from mdgate.plugins.redis_store._codec import FEED_KEY, BatchPacker, bars_key, last_key, ticks_key
-from mdgate.plugins.redis_store._lua import WRITE_BATCH
+from mdgate._config import RedisSettings
+from mdgate._model import TICK_FIELDS, Tick
+from mdgate.plugins.stores.redis_store import RedisStore
+from mdgate.plugins.stores.redis_store._codec import FEED_KEY, BatchPacker, bars_key, last_key, ticks_key
+from mdgate.plugins.stores.redis_store._lua import WRITE_BATCH
 from mdgate.testing.redis import RedisServer
 
 INSTRUMENTS = [f"NSE:SYM{i:03d}" for i in range(50)]

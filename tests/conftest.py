@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from mdgate.config import Settings
+from mdgate._config import Settings
 from mdgate.testing import FakeFeedServer, settings_from_toml
 
 EXAMPLE_PACKAGE = Path(__file__).parent / "example_provider"

@@ -8,7 +8,7 @@ everything in ``mdgate._*`` modules is private.
 
 from __future__ import annotations
 
-from mdgate.errors import (
+from mdgate._errors import (
     AuthenticationError,
     ConfigError,
     DecodeError,
@@ -20,9 +20,9 @@ from mdgate.errors import (
     RateLimitedError,
     SubscriptionRejected,
 )
+from mdgate._model import Bar, Tick, now_ms, parse_instrument
+from mdgate._provider import Connector, Decoder, Endpoint, Frame, ProviderSpec, Transport
 from mdgate.hookspecs import hookimpl
-from mdgate.model import Bar, Tick, now_ms, parse_instrument
-from mdgate.provider import Connector, Decoder, Endpoint, Frame, ProviderSpec, Transport
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m mdgate`` runs the command line."""
 
-from mdgate.cli import main
+from mdgate._cli import main
 
 raise SystemExit(main())

@@ -23,7 +23,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import ExcInfo
 
-from mdgate.config import LoggingSettings
+from mdgate._config import LoggingSettings
 
 __all__ = ["configure_logging", "plain_traceback"]
 

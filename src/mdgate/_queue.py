@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from mdgate.model import Tick
+from mdgate._model import Tick
 
 __all__ = ["TickQueue"]
 

@@ -24,7 +24,7 @@ Faults are contained: whatever an implementation raises (anything but
 ``KeyboardInterrupt``; ``SystemExit`` included) or returns with the wrong
 type is recorded under the plugin's name (``/status`` ``plugins``, the
 ``plugin_fault`` log line) and the daemon and the other providers go on; each
-hook's docstring says what happens then. A :class:`~mdgate.errors.ConfigError`
+hook's docstring says what happens then. A :class:`~mdgate._errors.ConfigError`
 keeps its meaning (the operator's configuration is wrong). See "What happens
 when your plugin faults" in docs/writing-a-provider.md.
 
@@ -42,10 +42,10 @@ import pluggy
 if TYPE_CHECKING:
     import argparse
 
-    from mdgate.config import Settings
-    from mdgate.provider import Backfill, Connector, Decoder, Endpoint, Frame, ProviderSpec
-    from mdgate.routing import RouteSource
-    from mdgate.store import Store
+    from mdgate._config import Settings
+    from mdgate._provider import Backfill, Connector, Decoder, Endpoint, Frame, ProviderSpec
+    from mdgate._routing.table import RouteSource
+    from mdgate.plugins.stores.protocol import Store
 
 PROJECT_NAME = "mdgate"
 
@@ -66,7 +66,7 @@ def mdgate_providers() -> Sequence[ProviderSpec]:
     Declare the providers this plugin ships.
 
     Returns:
-        A sequence of :class:`~mdgate.provider.ProviderSpec`. Results of all
+        A sequence of :class:`~mdgate._provider.ProviderSpec`. Results of all
         plugins are collected; a provider name declared twice is an error
         reported against the second plugin.
 
@@ -97,9 +97,9 @@ def mdgate_connect(provider: str, config: Any, connection: int) -> Endpoint | Co
             than ``max_per_connection`` gets several).
 
     Returns:
-        An :class:`~mdgate.provider.Endpoint` for the core's WebSocket loop
+        An :class:`~mdgate._provider.Endpoint` for the core's WebSocket loop
         (URL with credentials, headers, handshake frames), or a
-        :class:`~mdgate.provider.Connector` for a transport of the plugin's
+        :class:`~mdgate._provider.Connector` for a transport of the plugin's
         own. Stops at first non-None result.
 
     Called before every connection attempt, including reconnects, so a new
@@ -170,7 +170,7 @@ def mdgate_heartbeat(provider: str, config: Any, codes: Sequence[str]) -> Sequen
 @hookspec(firstresult=True)
 def mdgate_normalize(provider: str, config: Any) -> Decoder | None:
     """
-    Return a new :class:`~mdgate.provider.Decoder` for one connection.
+    Return a new :class:`~mdgate._provider.Decoder` for one connection.
 
     The decoder turns the provider's frames into normalized ticks. It is
     called once per connection (and again after every reconnect, so decoder
@@ -197,7 +197,7 @@ def mdgate_backfill(
     blocking I/O must run it in a worker thread (``anyio.to_thread``).
 
     Returns:
-        An awaitable list of :class:`~mdgate.model.Bar`, or ``None`` when the
+        An awaitable list of :class:`~mdgate._model.Bar`, or ``None`` when the
         provider cannot backfill. Stops at first non-None result.
 
     .. versionadded:: 0.1

@@ -12,8 +12,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from mdgate._fanout import ClientOutbox
-from mdgate._limits import MAX_LABEL, MAX_NAMED
+from mdgate._serve.fanout import ClientOutbox
+from mdgate._serve.limits import MAX_LABEL, MAX_NAMED
 from mdgate.testing import GatewayClient, running_gateway
 
 pytestmark = pytest.mark.anyio

@@ -10,7 +10,7 @@ from mdgate_example.plugin import ExampleConfig, parse_config
 from mdgate_example.protocol import ExampleDecoder, encode_subscribe, encode_unsubscribe
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
-from mdgate.config import Settings
+from mdgate._config import Settings
 from mdgate.testing import GatewayClient, GatewayHandle, running_gateway, settings_from_toml
 from tests.conftest import ExampleFeed
 

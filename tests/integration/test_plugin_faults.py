@@ -24,7 +24,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
-from mdgate.config import Settings
+from mdgate._config import Settings
 from mdgate.testing import running_gateway
 from tests.conftest import ExampleFeed
 from tests.integration.test_cli import MDGATE, Daemon, env, free_port

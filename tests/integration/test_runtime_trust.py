@@ -18,7 +18,7 @@ import anyio
 import httpx
 import pytest
 
-from mdgate.model import now_ms
+from mdgate._model import now_ms
 from mdgate.testing import GatewayClient, running_gateway
 from tests.conftest import FACTOR
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from mdgate._plugins import Registry, load_registry
-from mdgate.db.seed import seed_plan
-from mdgate.errors import ProviderDisabled
+from mdgate._errors import ProviderDisabled
+from mdgate._provider import ProviderSpec
+from mdgate._providers.registry import Registry, load_registry
 from mdgate.hookspecs import hookimpl
-from mdgate.provider import ProviderSpec
+from mdgate.plugins.pg_routes.seed import seed_plan
 
 _YAHOO_SUFFIX = {"NSE": ".NS", "BSE": ".BO", "NASDAQ": "", "NYSE": ""}
 

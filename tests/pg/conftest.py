@@ -60,8 +60,8 @@ def empty_dsn(pg_server: PgServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def _seeded_template(pg_server: PgServer) -> str:
-    from mdgate.db.migrations import upgrade
-    from mdgate.db.seed import seed
+    from mdgate.plugins.pg_routes.migrations import upgrade
+    from mdgate.plugins.pg_routes.seed import seed
 
     dsn = pg_server.create_database()
     with psycopg.connect(dsn, autocommit=True) as conn:

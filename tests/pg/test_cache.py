@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 from tests.pg._fakes import DEFAULT_ROUTES
 
-from mdgate.db.cache import (
+from mdgate._routing.table import ExchangeRoute, RouteTable
+from mdgate.plugins.pg_routes.cache import (
     ForeignCacheError,
     database_identity,
     decode_table,
@@ -14,7 +15,6 @@ from mdgate.db.cache import (
     read_cache,
     write_cache,
 )
-from mdgate.routing import ExchangeRoute, RouteTable
 
 TABLE = RouteTable.build(
     [*DEFAULT_ROUTES, ExchangeRoute("LSE", "yahoo", 3, False, False)],

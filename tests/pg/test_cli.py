@@ -12,8 +12,8 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from mdgate.db import cli
-from mdgate.db.migrations import SCHEMA_VERSION, upgrade
+from mdgate.plugins.pg_routes import cli
+from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, upgrade
 
 from ._fakes import fake_registry
 
@@ -217,12 +217,12 @@ def test_cli_route_without_database_uses_defaults_and_config(run: Run, tmp_path:
 def test_cli_route_bad_provider_table_is_config_error(
     run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from mdgate.errors import ConfigError
+    from mdgate._errors import ConfigError
 
     def bad(registry: object, settings: object) -> None:
         raise ConfigError("providers.yahoo.bogus", "unknown key")
 
-    monkeypatch.setattr("mdgate._router.parse_provider_configs", bad)
+    monkeypatch.setattr("mdgate._routing.router.parse_provider_configs", bad)
     r = run("route", "NSE:RELIANCE")
     assert r.code == 2
     assert r.err == "mdgate: error: providers.yahoo.bogus: unknown key\n"

@@ -12,11 +12,11 @@ import pytest
 from tests.conftest import ExampleFeed
 from tests.integration.test_failover import duo_gateway
 
-from mdgate.db.instruments import upsert_instrument_mappings
-from mdgate.db.migrations import SCHEMA_VERSION, current_version, upgrade
-from mdgate.db.routes import set_exchange_route
-from mdgate.errors import ConfigError
-from mdgate.routing import InstrumentMapping
+from mdgate._errors import ConfigError
+from mdgate._routing.table import InstrumentMapping
+from mdgate.plugins.pg_routes.instruments import upsert_instrument_mappings
+from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, current_version, upgrade
+from mdgate.plugins.pg_routes.routes import set_exchange_route
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
 
 pytestmark = pytest.mark.integration

@@ -27,8 +27,8 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from mdgate.db.migrations import SCHEMA_VERSION, current_version
-from mdgate.plugins.redis_store._codec import ticks_key
+from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, current_version
+from mdgate.plugins.stores.redis_store._codec import ticks_key
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
 from mdgate.testing.redis import RedisServer
 from mdgate_dhan.testing import FakeDhanServer

@@ -17,9 +17,9 @@ import pytest
 from structlog.testing import capture_logs
 from tests.pg._fakes import PLAN
 
-from mdgate.db.migrations import upgrade
-from mdgate.db.seed import seed
-from mdgate.routing import SEED_HINT
+from mdgate._routing.table import SEED_HINT
+from mdgate.plugins.pg_routes.migrations import upgrade
+from mdgate.plugins.pg_routes.seed import seed
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
 from mdgate_yahoo.testing import FakeYahooServer
 

@@ -5,15 +5,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from mdgate.db.errors import DatabaseUnavailable, UnknownNameError
-from mdgate.db.instruments import (
+from mdgate._errors import InstrumentError
+from mdgate._routing.table import InstrumentMapping
+from mdgate.plugins.pg_routes.errors import DatabaseUnavailable, UnknownNameError
+from mdgate.plugins.pg_routes.instruments import (
     CsvImportError,
     list_instrument_mappings,
     read_csv_mappings,
     upsert_instrument_mappings,
 )
-from mdgate.errors import InstrumentError
-from mdgate.routing import InstrumentMapping
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ import threading
 import psycopg
 import pytest
 
-from mdgate.db import migrations
-from mdgate.db.migrations import (
+from mdgate.plugins.pg_routes import migrations
+from mdgate.plugins.pg_routes.migrations import (
     MIGRATIONS,
     SCHEMA_VERSION,
     Migration,

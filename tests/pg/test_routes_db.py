@@ -4,10 +4,10 @@ import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from mdgate.db.errors import UnknownNameError
-from mdgate.db.instruments import store_instrument_mappings
-from mdgate.db.routes import build_route_table, load_route_table, set_exchange_route
-from mdgate.routing import InstrumentMapping
+from mdgate._routing.table import InstrumentMapping
+from mdgate.plugins.pg_routes.errors import UnknownNameError
+from mdgate.plugins.pg_routes.instruments import store_instrument_mappings
+from mdgate.plugins.pg_routes.routes import build_route_table, load_route_table, set_exchange_route
 
 pytestmark = pytest.mark.integration
 

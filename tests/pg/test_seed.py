@@ -4,10 +4,10 @@ import psycopg
 import pytest
 from tests.pg._fakes import DEFAULT_ROUTES, PLAN
 
-from mdgate.db.migrations import upgrade
-from mdgate.db.routes import load_route_table, set_exchange_route
-from mdgate.db.seed import seed
-from mdgate.routing import RouteTable
+from mdgate._routing.table import RouteTable
+from mdgate.plugins.pg_routes.migrations import upgrade
+from mdgate.plugins.pg_routes.routes import load_route_table, set_exchange_route
+from mdgate.plugins.pg_routes.seed import seed
 
 pytestmark = pytest.mark.integration
 

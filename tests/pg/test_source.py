@@ -11,14 +11,14 @@ import pytest
 from structlog.testing import capture_logs
 from tests.pg._fakes import DEFAULT_ROUTES, PLAN
 
-from mdgate._plugins import load_registry
-from mdgate.config import Settings, load_settings
-from mdgate.db.cache import write_cache
-from mdgate.db.migrations import SCHEMA_VERSION, current_version, upgrade
-from mdgate.db.seed import seed
-from mdgate.db.source import PgRouteSource
-from mdgate.errors import ConfigError, RoutingError
-from mdgate.routing import ExchangeRoute, RouteSource, RouteTable
+from mdgate._config import Settings, load_settings
+from mdgate._errors import ConfigError, RoutingError
+from mdgate._providers.registry import load_registry
+from mdgate._routing.table import ExchangeRoute, RouteSource, RouteTable
+from mdgate.plugins.pg_routes.cache import write_cache
+from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, current_version, upgrade
+from mdgate.plugins.pg_routes.seed import seed
+from mdgate.plugins.pg_routes.source import PgRouteSource
 
 pytestmark = pytest.mark.integration
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from mdgate.model import TICK_FIELDS, Bar, Tick
-from mdgate.plugins.redis_store._codec import (
+from mdgate._model import TICK_FIELDS, Bar, Tick
+from mdgate.plugins.stores.redis_store._codec import (
     BatchPacker,
     bars_key,
     decode_bar_fields,
@@ -15,7 +15,7 @@ from mdgate.plugins.redis_store._codec import (
     parse_id,
     ticks_key,
 )
-from mdgate.plugins.redis_store._lua import LAST_IDS_SHA, WRITE_BATCH, WRITE_BATCH_SHA
+from mdgate.plugins.stores.redis_store._lua import LAST_IDS_SHA, WRITE_BATCH, WRITE_BATCH_SHA
 
 T0 = 1_700_000_000_000
 

@@ -13,8 +13,8 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from mdgate.config import Settings
-from mdgate.plugins.redis_store._codec import FEED_KEY, decode_tick_fields, last_key, ticks_key
+from mdgate._config import Settings
+from mdgate.plugins.stores.redis_store._codec import FEED_KEY, decode_tick_fields, last_key, ticks_key
 from mdgate.testing import GatewayClient, running_gateway
 
 pytestmark = pytest.mark.integration

@@ -14,10 +14,10 @@ import anyio
 import pytest
 import redis.asyncio as aioredis
 
-from mdgate.config import RedisSettings, RuntimeSettings
-from mdgate.model import Tick
-from mdgate.plugins.redis_store import RedisStore
-from mdgate.plugins.redis_store._codec import decode_tick_fields, last_key, ticks_key
+from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._model import Tick
+from mdgate.plugins.stores.redis_store import RedisStore
+from mdgate.plugins.stores.redis_store._codec import decode_tick_fields, last_key, ticks_key
 
 pytestmark = pytest.mark.integration
 

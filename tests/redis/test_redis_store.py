@@ -13,14 +13,15 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from mdgate._plugins import get_plugin_manager
-from mdgate.bars import aggregate_bars
-from mdgate.config import RedisSettings, RuntimeSettings, Secret, Settings
-from mdgate.errors import StoreUnavailable
-from mdgate.model import Bar, Tick, now_ms
-from mdgate.plugins.memory_store import MemoryStore
-from mdgate.plugins.redis_store import RedisStore, mdgate_store
-from mdgate.plugins.redis_store._codec import (
+from mdgate._config import RedisSettings, RuntimeSettings, Secret, Settings
+from mdgate._errors import StoreUnavailable
+from mdgate._model import Bar, Tick, now_ms
+from mdgate._providers.registry import get_plugin_manager
+from mdgate.plugins.stores.bars import aggregate_bars
+from mdgate.plugins.stores.memory_store import MemoryStore
+from mdgate.plugins.stores.protocol import Store
+from mdgate.plugins.stores.redis_store import RedisStore, mdgate_store
+from mdgate.plugins.stores.redis_store._codec import (
     FEED_KEY,
     BatchPacker,
     bars_key,
@@ -28,8 +29,7 @@ from mdgate.plugins.redis_store._codec import (
     last_key,
     ticks_key,
 )
-from mdgate.plugins.redis_store._lua import WRITE_BATCH
-from mdgate.store import Store
+from mdgate.plugins.stores.redis_store._lua import WRITE_BATCH
 
 
 class RedisServer(Protocol):

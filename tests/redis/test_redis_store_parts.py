@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 from structlog.testing import capture_logs
 
-from mdgate.config import RedisSettings, RuntimeSettings
-from mdgate.model import Tick
-from mdgate.plugins.redis_store import RedisStore
-from mdgate.plugins.redis_store._url import RedisUrl
+from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._model import Tick
+from mdgate.plugins.stores.redis_store import RedisStore
+from mdgate.plugins.stores.redis_store._url import RedisUrl
 from mdgate.testing.redis import free_port
 
 BASE = 1_700_000_040_000

@@ -16,13 +16,13 @@ import anyio
 import anyio.abc
 
 from mdgate._clock import ManualClock
-from mdgate._faults import PluginFaults
+from mdgate._config import RuntimeSettings
+from mdgate._errors import ProviderConnectionError
+from mdgate._model import Tick
+from mdgate._provider import Frame, ProviderSpec
+from mdgate._providers.faults import PluginFaults
+from mdgate._providers.session import ProviderSession
 from mdgate._queue import TickQueue
-from mdgate._session import ProviderSession
-from mdgate.config import RuntimeSettings
-from mdgate.errors import ProviderConnectionError
-from mdgate.model import Tick
-from mdgate.provider import Frame, ProviderSpec
 
 _CLOSED = object()
 

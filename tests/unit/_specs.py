@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mdgate.provider import ProviderSpec
+from mdgate._provider import ProviderSpec
 from mdgate_dhan import plugin as dhan_plugin
 from mdgate_yahoo import plugin as yahoo_plugin
 

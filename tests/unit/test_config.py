@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from mdgate.config import Secret, load_settings, mask_url
-from mdgate.errors import ConfigError
+from mdgate._config import Secret, load_settings, mask_url
+from mdgate._errors import ConfigError
 
 
 def write(tmp_path, text):

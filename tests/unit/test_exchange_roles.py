@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from mdgate._plugins import check_spec, load_registry
-from mdgate._router import Router, config_table
-from mdgate.config import MAX_EXCHANGE_PROVIDERS, Settings, load_settings
-from mdgate.db.seed import SeedProvider, seed_plan
-from mdgate.errors import ConfigError, NoRouteError
-from mdgate.provider import ProviderSpec
-from mdgate.routing import NO_PROVIDER_HINT, default_table
+from mdgate._config import MAX_EXCHANGE_PROVIDERS, Settings, load_settings
+from mdgate._errors import ConfigError, NoRouteError
+from mdgate._provider import ProviderSpec
+from mdgate._providers.registry import check_spec, load_registry
+from mdgate._routing.router import Router, config_table
+from mdgate._routing.table import NO_PROVIDER_HINT, default_table
+from mdgate.plugins.pg_routes.seed import SeedProvider, seed_plan
 from tests.unit._specs import SPECS
 
 ROUTES = {

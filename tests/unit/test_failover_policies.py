@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 
 from mdgate._clock import ManualClock
+from mdgate._config import RuntimeSettings
+from mdgate._provider import ProviderSpec
+from mdgate._providers.session import ProviderSession
+from mdgate._providers.states import ProviderState
 from mdgate._queue import TickQueue
-from mdgate._session import ProviderSession
-from mdgate._states import ProviderState
-from mdgate._subscriptions import SubscriptionManager
-from mdgate.config import RuntimeSettings
-from mdgate.provider import ProviderSpec
-from mdgate.routing import Route
+from mdgate._routing.subscriptions import SubscriptionManager
+from mdgate._routing.table import Route
 
 pytestmark = pytest.mark.anyio
 

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from mdgate._frontdoor import ListenError, add_config_option, check_listen, one_error
-from mdgate.cli import build_parser
-from mdgate.errors import ConfigError, MdgateError
+from mdgate._cli import build_parser
+from mdgate._cli.frontdoor import ListenError, add_config_option, check_listen, one_error
+from mdgate._errors import ConfigError, MdgateError
 
 
 @pytest.fixture

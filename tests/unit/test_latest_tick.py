@@ -10,11 +10,11 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from mdgate._daemon import Gateway
-from mdgate._plugins import load_registry
-from mdgate.config import Settings
-from mdgate.model import Tick
-from mdgate.plugins.memory_store import MemoryStore
+from mdgate._app import Gateway
+from mdgate._config import Settings
+from mdgate._model import Tick
+from mdgate._providers.registry import load_registry
+from mdgate.plugins.stores.memory_store import MemoryStore
 
 pytestmark = pytest.mark.anyio
 

@@ -9,8 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from mdgate import _limits
-from mdgate._limits import (
+from mdgate._config import Settings
+from mdgate._serve import limits as _limits
+from mdgate._serve.limits import (
     MAX_LABEL,
     MAX_NAMED,
     ConnectionLimits,
@@ -22,8 +23,7 @@ from mdgate._limits import (
     raise_nofile,
     refusal_frame,
 )
-from mdgate._server import ClientServer
-from mdgate.config import Settings
+from mdgate._serve.server import ClientServer
 
 
 class FakeClock:

@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import pytest
 import structlog
 
+from mdgate._config import LoggingSettings
 from mdgate._logging import configure_logging
-from mdgate.config import LoggingSettings
 
 SECRET = "tok-3f9a1c-SECRET"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from mdgate._fanout import ClientOutbox, Fanout, _frames
-from mdgate.model import Tick
+from mdgate._model import Tick
+from mdgate._serve.fanout import ClientOutbox, Fanout, _frames
 
 
 def _tick(inst: str, i: int) -> Tick:

@@ -18,14 +18,14 @@ import pytest
 from structlog.testing import capture_logs
 
 from mdgate import ConfigError, ProviderDisabled, ProviderSpec, hookimpl
-from mdgate._faults import PluginFaults, describe, scrub
-from mdgate._plugin_calls import add_commands, backfill, select_route_source, select_store
-from mdgate._plugins import MAX_PROVIDERS_PER_PLUGIN, load_registry
-from mdgate._router import Router, parse_provider_configs
-from mdgate.config import Settings
-from mdgate.errors import PluginError
-from mdgate.model import Bar
-from mdgate.routing import ExchangeRoute, RouteTable
+from mdgate._config import Settings
+from mdgate._errors import PluginError
+from mdgate._model import Bar
+from mdgate._providers.calls import add_commands, backfill, select_route_source, select_store
+from mdgate._providers.faults import PluginFaults, describe, scrub
+from mdgate._providers.registry import MAX_PROVIDERS_PER_PLUGIN, load_registry
+from mdgate._routing.router import Router, parse_provider_configs
+from mdgate._routing.table import ExchangeRoute, RouteTable
 
 EXAMPLE_ONLY = {"MDGATE_LOAD_PLUGINS": "example"}
 
@@ -519,7 +519,7 @@ class _BrokenStoreModule:
         kind = "broken"
 
         def __init__(self) -> None:
-            from mdgate.plugins.memory_store import MemoryStore
+            from mdgate.plugins.stores.memory_store import MemoryStore
 
             self.inner = MemoryStore()
 

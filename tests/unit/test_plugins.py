@@ -7,7 +7,7 @@ import importlib.metadata
 import pytest
 
 from mdgate import ProviderSpec, hookimpl
-from mdgate._plugins import get_plugin_manager, load_registry
+from mdgate._providers.registry import get_plugin_manager, load_registry
 
 
 def names(infos, status="loaded"):

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from mdgate._app import Gateway
 from mdgate._clock import ManualClock
-from mdgate._daemon import Gateway
-from mdgate._plugins import load_registry
-from mdgate._states import ProviderState
-from mdgate.config import Settings
-from mdgate.model import encode
+from mdgate._config import Settings
+from mdgate._model import encode
+from mdgate._providers.registry import load_registry
+from mdgate._providers.states import ProviderState
 from tests.unit._scripted import Script, make_session, running
 
 #: Worst first, as the documentation and the failover rules read them.
@@ -99,7 +99,7 @@ def test_gateway_status_degraded_by_bad_provider_states(
 ) -> None:
     gw = Gateway(Settings(), load_registry({}, entry_points=False))
     # isolate the providers' part of the rule: no routes here, which alone would degrade
-    monkeypatch.setattr("mdgate._daemon.routing_health", lambda table, source: {"state": "ok"})
+    monkeypatch.setattr("mdgate._app.routing_health", lambda table, source: {"state": "ok"})
     assert gw.status()["status"] == "ok"
     gw.sessions["fake"] = session = make_session(Script(), ManualClock())
     session.conns[0]._set_state(ProviderState(state))

@@ -6,13 +6,13 @@ import json
 
 import pytest
 
-from mdgate._fanout import ClientOutbox, Fanout
-from mdgate.bars import BarBuilder, aggregate_bars
-from mdgate.config import Settings
-from mdgate.errors import InstrumentError, NoRouteError
-from mdgate.model import Tick, decode_tick, encode_ticks, parse_instrument
-from mdgate.provider import ProviderSpec
-from mdgate.routing import ExchangeRoute, RouteTable, default_table
+from mdgate._config import Settings
+from mdgate._errors import InstrumentError, NoRouteError
+from mdgate._model import Tick, decode_tick, encode_ticks, parse_instrument
+from mdgate._provider import ProviderSpec
+from mdgate._routing.table import ExchangeRoute, RouteTable, default_table
+from mdgate._serve.fanout import ClientOutbox, Fanout
+from mdgate.plugins.stores.bars import BarBuilder, aggregate_bars
 from tests.unit._specs import SPECS
 
 

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import example, given, settings, strategies as st
 from psycopg.conninfo import conninfo_to_dict
 
+from mdgate._config import Secret, load_settings, mask_url
+from mdgate._errors import ConfigError
+from mdgate._provider import Connector, Endpoint, Transport
 from mdgate._redact import MASK, MAX_AT, MAX_LENGTH
-from mdgate.config import Secret, load_settings, mask_url
-from mdgate.errors import ConfigError
-from mdgate.provider import Connector, Endpoint, Transport
 
 # -- examples: the forms an operator writes ------------------------------------------
 

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from mdgate._plugins import load_registry
-from mdgate._router import Router
-from mdgate.config import Settings, load_settings
-from mdgate.errors import NoRouteError
-from mdgate.routing import SEED_HINT, ExchangeRoute, RouteTable, default_table, routing_health
+from mdgate._config import Settings, load_settings
+from mdgate._errors import NoRouteError
+from mdgate._providers.registry import load_registry
+from mdgate._routing.router import Router
+from mdgate._routing.table import SEED_HINT, ExchangeRoute, RouteTable, default_table, routing_health
 from tests.unit._specs import SPECS
 
 KNOWN = {"NSE:RELIANCE": "NSE_EQ:2885"}

@@ -16,8 +16,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from mdgate._clock import ManualClock
-from mdgate.errors import DecodeError, ProviderDisabled
-from mdgate.model import Tick, now_ms
+from mdgate._errors import DecodeError, ProviderDisabled
+from mdgate._model import Tick, now_ms
 from tests.unit._scripted import Script, make_session, queued, running
 
 pytestmark = pytest.mark.anyio

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from mdgate._clock import ManualClock
-from mdgate.errors import AuthenticationError, ProviderConnectionError, RateLimitedError
+from mdgate._errors import AuthenticationError, ProviderConnectionError, RateLimitedError
 from tests.unit._scripted import Script, make_session, running
 
 pytestmark = pytest.mark.anyio

@@ -12,10 +12,10 @@ import anyio
 import pytest
 from websockets.protocol import State
 
-from mdgate._fanout import ClientOutbox, _frames
-from mdgate._server import _HIGH_WATER, ClientServer
-from mdgate.config import ServerSettings, Settings
-from mdgate.model import Tick
+from mdgate._config import ServerSettings, Settings
+from mdgate._model import Tick
+from mdgate._serve.fanout import ClientOutbox, _frames
+from mdgate._serve.server import _HIGH_WATER, ClientServer
 
 pytestmark = pytest.mark.anyio
 

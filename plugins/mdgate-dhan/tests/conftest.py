@@ -31,9 +31,9 @@ def pg_server() -> Iterator[PostgresServer]:
 @pytest.fixture
 def pg_dsn(pg_server: PostgresServer) -> str:
     """A fresh database with mdgate's schema and default providers/exchanges."""
-    from mdgate.config import Settings
-    from mdgate.db.migrations import upgrade
-    from mdgate.db.seed import installed_plan, seed
+    from mdgate._config import Settings
+    from mdgate.plugins.pg_routes.migrations import upgrade
+    from mdgate.plugins.pg_routes.seed import installed_plan, seed
 
     dsn = pg_server.create_database()
     with psycopg.connect(dsn, autocommit=True) as conn:

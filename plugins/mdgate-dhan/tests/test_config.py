@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mdgate.errors import ConfigError, ProviderDisabled
+from mdgate._errors import ConfigError, ProviderDisabled
 from mdgate_dhan import plugin
 from mdgate_dhan.config import DhanConfig, parse_config
 

@@ -17,7 +17,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mdgate.config import Settings
+from mdgate._config import Settings
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
 from mdgate_dhan.testing import FakeDhanServer
 

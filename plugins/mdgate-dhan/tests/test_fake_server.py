@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from mdgate.errors import AuthenticationError, RateLimitedError, SubscriptionRejected
+from mdgate._errors import AuthenticationError, RateLimitedError, SubscriptionRejected
 from mdgate_dhan.protocol import DhanDecoder, encode_subscribe, encode_unsubscribe
 from mdgate_dhan.testing import FakeDhanServer
 

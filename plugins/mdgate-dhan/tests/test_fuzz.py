@@ -6,8 +6,8 @@ import struct
 
 from hypothesis import given, settings, strategies as st
 
-from mdgate.errors import DecodeError, ProviderError
-from mdgate.model import Tick, encode_ticks
+from mdgate._errors import DecodeError, ProviderError
+from mdgate._model import Tick, encode_ticks
 from mdgate_dhan.protocol import PACKET_SIZES, DhanDecoder
 
 CODES = ["NSE_EQ:2885", "NSE_FNO:52175", "NSE_CURRENCY:10093", "IDX_I:13"]

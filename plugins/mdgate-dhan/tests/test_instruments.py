@@ -142,7 +142,7 @@ def test_cli_database_import_upserts_mappings(pg_dsn: str, capsys: pytest.Captur
     # Importing the compact file too updates and extends them.
     args = _args("dhan", "import-instruments", "--csv", str(COMPACT), "--database-url", pg_dsn)
     assert import_instruments(args) == 0
-    from mdgate.db.instruments import list_instrument_mappings
+    from mdgate.plugins.pg_routes.instruments import list_instrument_mappings
 
     with psycopg.connect(pg_dsn) as conn:
         rows = {r.instrument: r for r in list_instrument_mappings(conn, provider="dhan")}

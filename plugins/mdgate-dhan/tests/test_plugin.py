@@ -7,9 +7,9 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from mdgate._plugins import load_registry
-from mdgate.errors import SubscriptionRejected
-from mdgate.provider import Decoder, Endpoint
+from mdgate._errors import SubscriptionRejected
+from mdgate._provider import Decoder, Endpoint
+from mdgate._providers.registry import load_registry
 from mdgate_dhan import plugin
 from mdgate_dhan.config import parse_config
 from mdgate_dhan.protocol import DhanDecoder, encode_ticker
@@ -112,7 +112,7 @@ def test_instrument_code_answers_only_from_known_table(cfg) -> None:  # type: ig
 
 
 def test_known_instruments_are_valid_codes() -> None:
-    from mdgate.model import parse_instrument
+    from mdgate._model import parse_instrument
     from mdgate_dhan.protocol import parse_code
 
     assert KNOWN_INSTRUMENTS["NSE:HDFCBANK"] == "NSE_EQ:1333"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mdgate.errors import (
+from mdgate._errors import (
     AuthenticationError,
     DecodeError,
     ProviderConnectionError,

@@ -13,13 +13,13 @@ from typing import Any
 import httpx
 import pytest
 
-from mdgate.errors import (
+from mdgate._errors import (
     AuthenticationError,
     ProviderConnectionError,
     RateLimitedError,
     SubscriptionRejected,
 )
-from mdgate.model import Bar
+from mdgate._model import Bar
 from mdgate_dhan import plugin
 from mdgate_dhan.config import DhanConfig, parse_config
 from mdgate_dhan.rest import DhanRest, RateLimiter, rest_error

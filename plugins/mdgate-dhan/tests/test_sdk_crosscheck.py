@@ -14,7 +14,7 @@ from typing import Any
 
 from hypothesis import given, settings, strategies as st
 
-from mdgate.model import Tick
+from mdgate._model import Tick
 from mdgate_dhan.protocol import (
     DhanDecoder,
     encode_full,

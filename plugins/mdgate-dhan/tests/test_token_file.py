@@ -12,8 +12,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from mdgate.config import load_settings
-from mdgate.errors import AuthenticationError, ConfigError
+from mdgate._config import load_settings
+from mdgate._errors import AuthenticationError, ConfigError
 from mdgate.testing import running_gateway
 from mdgate_dhan.config import MAX_TOKEN_FILE_BYTES, SETTINGS, parse_config
 from mdgate_dhan.hints import TOKEN_HINT
@@ -159,9 +159,9 @@ def test_hints_say_what_works() -> None:
 
 def test_token_from_a_file_is_masked_in_plugin_fault_texts(tmp_path):
     """A token read from a file is hidden in every fault text, like one from the environment."""
-    from mdgate._plugins import load_registry
-    from mdgate._router import parse_provider_configs
-    from mdgate.config import load_settings
+    from mdgate._config import load_settings
+    from mdgate._providers.registry import load_registry
+    from mdgate._routing.router import parse_provider_configs
 
     token = "file-token-0123456789abcdef"
     path = tmp_path / "token"

@@ -8,8 +8,8 @@ from typing import Any
 import pandas as pd  # type: ignore[import-untyped, unused-ignore]
 import pytest
 
-from mdgate.errors import ProviderConnectionError
-from mdgate.model import Bar
+from mdgate._errors import ProviderConnectionError
+from mdgate._model import Bar
 from mdgate_yahoo.backfill import (
     MAX_AGE_MS,
     MAX_WINDOW_MS,

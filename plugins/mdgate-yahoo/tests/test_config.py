@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from mdgate.errors import ConfigError
+from mdgate._errors import ConfigError
 from mdgate_yahoo.config import DEFAULT_URL, YahooConfig, parse_config
 
 

@@ -123,7 +123,7 @@ async def test_fake_server_silent_sends_nothing_new_connection_normal() -> None:
 
 
 async def test_fake_server_send_malformed_each_kind_decodes_to_that_kind() -> None:
-    from mdgate.errors import DecodeError
+    from mdgate._errors import DecodeError
 
     async with FakeYahooServer() as yahoo, connect(yahoo.url) as ws:
         await yahoo.wait_connections(1)

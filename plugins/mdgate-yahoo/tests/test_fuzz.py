@@ -8,8 +8,8 @@ from typing import Any
 
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mdgate.errors import DecodeError
-from mdgate.model import Tick, encode_ticks
+from mdgate._errors import DecodeError
+from mdgate._model import Tick, encode_ticks
 from mdgate_yahoo.protocol import YahooDecoder
 from mdgate_yahoo.testing import encode_envelope, encode_pricing
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from mdgate import Endpoint, ProviderSpec
-from mdgate._plugins import Registry, load_registry
-from mdgate.errors import ConfigError
+from mdgate._errors import ConfigError
+from mdgate._providers.registry import Registry, load_registry
 from mdgate_yahoo import plugin
 from mdgate_yahoo.config import YahooConfig, parse_config
 from mdgate_yahoo.protocol import YahooDecoder

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mdgate.errors import DecodeError
-from mdgate.model import Tick
+from mdgate._errors import DecodeError
+from mdgate._model import Tick
 from mdgate_yahoo.pricing_pb2 import PricingData
 from mdgate_yahoo.protocol import (
     STATS_MAX_GAP_MS,

@@ -21,8 +21,8 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
-from mdgate.config import Settings, load_settings
-from mdgate.provider import Frame
+from mdgate._config import Settings, load_settings
+from mdgate._provider import Frame
 
 __all__ = ["FakeFeedServer", "GatewayClient", "GatewayHandle", "running_gateway", "settings_from_toml"]
 
@@ -93,8 +93,8 @@ async def running_gateway(
         entry_points: load installed entry-point plugins.
         environ: environment for the plugin switches (default: the settings').
     """
-    from mdgate._daemon import Gateway
-    from mdgate._plugins import load_registry
+    from mdgate._app import Gateway
+    from mdgate._providers.registry import load_registry
 
     settings = settings or Settings()
     settings = dataclasses.replace(

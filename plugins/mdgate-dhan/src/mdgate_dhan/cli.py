@@ -85,7 +85,7 @@ def _database_url(args: argparse.Namespace) -> str | None:
         return str(args.database_url)
     if os.environ.get("MDGATE_DATABASE_URL"):
         return os.environ["MDGATE_DATABASE_URL"]
-    from mdgate.config import load_settings
+    from mdgate._config import load_settings
 
     settings = load_settings(getattr(args, "config", None), os.environ)
     return settings.database.url.reveal() if settings.database.url else None
@@ -137,8 +137,8 @@ def import_instruments(args: argparse.Namespace) -> int:
             "[database] url, or use --toml OUT\n"
         )
         return EXIT_USAGE
-    from mdgate.db.instruments import upsert_instrument_mappings
-    from mdgate.errors import MdgateError
+    from mdgate._errors import MdgateError
+    from mdgate.plugins.pg_routes.instruments import upsert_instrument_mappings
 
     try:
         stored = upsert_instrument_mappings(dsn, mappings)

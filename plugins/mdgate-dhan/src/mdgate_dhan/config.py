@@ -9,7 +9,7 @@ The access token can also come from a file (``access_token_file``, or the
 file, wherever it is configured, wins over a token given as a value, since a
 value in the process environment cannot change while the process runs.
 
-Both credentials are held in :class:`mdgate.config.Secret` so that neither
+Both credentials are held in :class:`mdgate._config.Secret` so that neither
 shows in a ``repr``, a log line or an error message.
 """
 
@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from mdgate.config import Secret
-from mdgate.errors import ConfigError, ProviderDisabled
+from mdgate._config import Secret
+from mdgate._errors import ConfigError, ProviderDisabled
 from mdgate_dhan.protocol import MODE_CODES
 
 __all__ = [

@@ -14,8 +14,8 @@ from __future__ import annotations
 import struct
 from typing import Final, NoReturn
 
-from mdgate.errors import DecodeError
-from mdgate.model import Tick
+from mdgate._errors import DecodeError
+from mdgate._model import Tick
 from mdgate_dhan.packets import (
     DISCONNECT,
     DISCONNECT_BODY,
@@ -53,7 +53,7 @@ _TICKER_WHOLE: Final = struct.Struct("<BHBIfI").unpack
 _QUOTE_WHOLE: Final = struct.Struct("<BHBIfHIfIIIffff").unpack
 
 Fault = tuple[str, str]
-"""A bad packet: ``(kind, message)``, kind as in :class:`~mdgate.errors.DecodeError`."""
+"""A bad packet: ``(kind, message)``, kind as in :class:`~mdgate._errors.DecodeError`."""
 
 
 class _Instrument:
@@ -114,7 +114,7 @@ def _round(value: float, scale: float) -> float | None:
 class DhanDecoder:
     """
     Decode one connection's binary frames into ticks (implements
-    :class:`mdgate.provider.Decoder`).
+    :class:`mdgate._provider.Decoder`).
 
     Ticker (2), Quote (4) and Full (8) packets become ticks; Prev close (6)
     and OI (5) update the instrument's state, merged into its later ticks;

@@ -34,9 +34,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from mdgate.errors import InstrumentError
-from mdgate.model import parse_instrument
-from mdgate.routing import InstrumentMapping
+from mdgate._errors import InstrumentError
+from mdgate._model import parse_instrument
+from mdgate._routing.table import InstrumentMapping
 
 __all__ = [
     "COMPACT_URL",

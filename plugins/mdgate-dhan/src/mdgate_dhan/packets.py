@@ -24,14 +24,14 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
-from mdgate.errors import (
+from mdgate._errors import (
     AuthenticationError,
     ProviderConnectionError,
     ProviderError,
     RateLimitedError,
     SubscriptionRejected,
 )
-from mdgate.model import Tick
+from mdgate._model import Tick
 from mdgate_dhan.hints import AUTH_HINTS as _AUTH_HINTS
 
 PROVIDER: Final = "dhan"
@@ -160,12 +160,12 @@ def disconnect_error(reason: int, ticks: Sequence[Tick] = ()) -> ProviderError:
     """
     Return the typed error for a disconnect packet's reason code.
 
-    805 is :class:`~mdgate.errors.RateLimitedError` (back off hard);
-    806-810 are :class:`~mdgate.errors.AuthenticationError` with a hint (no
+    805 is :class:`~mdgate._errors.RateLimitedError` (back off hard);
+    806-810 are :class:`~mdgate._errors.AuthenticationError` with a hint (no
     retry until new credentials, at most one attempt a minute); 804 and
-    811-814 are :class:`~mdgate.errors.SubscriptionRejected` (the same
+    811-814 are :class:`~mdgate._errors.SubscriptionRejected` (the same
     request would fail again); 800 and unknown codes are retryable
-    :class:`~mdgate.errors.ProviderConnectionError`. No message carries a
+    :class:`~mdgate._errors.ProviderConnectionError`. No message carries a
     credential.
     """
     meaning = DISCONNECT_REASONS.get(reason, "unknown reason")

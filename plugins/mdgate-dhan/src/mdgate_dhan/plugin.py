@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
 from mdgate import Endpoint, Frame, ProviderSpec, SubscriptionRejected, hookimpl
-from mdgate.provider import Backfill
+from mdgate._provider import Backfill
 from mdgate_dhan.config import SETTINGS, DhanConfig, parse_config
 from mdgate_dhan.protocol import (
     MAX_PER_MESSAGE,

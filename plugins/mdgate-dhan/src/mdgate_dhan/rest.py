@@ -27,14 +27,14 @@ from typing import Any, Final
 import anyio
 import httpx
 
-from mdgate.errors import (
+from mdgate._errors import (
     AuthenticationError,
     ProviderConnectionError,
     ProviderError,
     RateLimitedError,
     SubscriptionRejected,
 )
-from mdgate.model import Bar
+from mdgate._model import Bar
 from mdgate_dhan.config import DhanConfig
 from mdgate_dhan.hints import TOKEN_HINT
 from mdgate_dhan.protocol import parse_code, price_decimals

@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import anyio.to_thread
 
-from mdgate.errors import ProviderConnectionError, ProviderError, RateLimitedError
-from mdgate.model import Bar, now_ms
+from mdgate._errors import ProviderConnectionError, ProviderError, RateLimitedError
+from mdgate._model import Bar, now_ms
 from mdgate_yahoo.protocol import PROVIDER
 
 __all__ = [
@@ -113,7 +113,7 @@ def decode_history(
     end_ms: int | None = None,
 ) -> list[Bar]:
     """
-    Turn a yfinance history DataFrame into :class:`~mdgate.model.Bar` objects.
+    Turn a yfinance history DataFrame into :class:`~mdgate._model.Bar` objects.
 
     Args:
         frame: a pandas DataFrame indexed by (tz-aware, any zone) minute

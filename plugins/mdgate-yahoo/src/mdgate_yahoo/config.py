@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mdgate.config import mask_url
-from mdgate.errors import ConfigError
+from mdgate._config import mask_url
+from mdgate._errors import ConfigError
 
 __all__ = ["DEFAULT_URL", "SETTINGS", "YahooConfig", "parse_config"]
 

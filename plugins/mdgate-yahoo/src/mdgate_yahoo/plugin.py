@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
-from mdgate.config import mask_url
-from mdgate.provider import Backfill, Decoder, Frame
+from mdgate._config import mask_url
+from mdgate._provider import Backfill, Decoder, Frame
 from mdgate_yahoo import backfill, config, protocol, symbols
 
 _NAME = protocol.PROVIDER

@@ -9,7 +9,7 @@ Client -> server: JSON text frames ``{"subscribe": [...]}`` and
 (messages, limits, every field) are in docs/protocols/yahoo.md; what this
 decoder reads is docs/protocols/yahoo.md#what-the-decoder-uses.
 
-:class:`YahooDecoder` turns those frames into :class:`~mdgate.model.Tick`
+:class:`YahooDecoder` turns those frames into :class:`~mdgate._model.Tick`
 objects. It is pure (no I/O, no logging) and keeps, per tracked symbol, the
 latest known day statistics and price precision.
 
@@ -58,8 +58,8 @@ from typing import Final, Literal
 import msgspec
 from google.protobuf import message as _pb_message
 
-from mdgate.errors import DecodeError
-from mdgate.model import Tick
+from mdgate._errors import DecodeError
+from mdgate._model import Tick
 from mdgate_yahoo.pricing_pb2 import PricingData
 
 __all__ = [
@@ -178,7 +178,7 @@ def _excerpt(frame: str | bytes) -> bytes:
 
 class YahooDecoder:
     """
-    Decoder for one streamer connection (implements :class:`mdgate.provider.Decoder`).
+    Decoder for one streamer connection (implements :class:`mdgate._provider.Decoder`).
 
     Example::
 

@@ -1,0 +1,1 @@
+"""Provider connections: plugin registry, sessions, transport, checks and faults."""

@@ -1,0 +1,1 @@
+"""Routing: the pure route table, the router, and subscription demand with failover."""

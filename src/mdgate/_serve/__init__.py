@@ -1,0 +1,1 @@
+"""Serving clients: the WebSocket/HTTP server, fan-out and per-client limits."""

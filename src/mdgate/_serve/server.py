@@ -1,0 +1,574 @@
+"""
+The client server: WebSocket ``/ws`` plus HTTP ``/healthz``, ``/status`` and
+``/history`` on one port (websockets' ``process_request``).
+
+Client protocol (JSON text frames, see docs/client-protocol.md)::
+
+    -> {"op": "subscribe", "instruments": ["NSE:RELIANCE"]}
+    <- {"type": "subscribed", "instruments": ["NSE:RELIANCE"]}
+    <- {"type": "snapshot", "ticks": [...]}
+    <- {"type": "ticks", "ticks": [...]}            (as data arrives)
+    -> {"op": "unsubscribe", "instruments": [...]}
+    <- {"type": "unsubscribed", "instruments": [...]}
+    <- {"type": "error", "code": "...", "message": "...", "errors": [...]}
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import parse_qs, urlsplit
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+import structlog
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+
+from mdgate._errors import InstrumentError, NoRouteError, SubscriptionRejected
+from mdgate._model import Tick, encode, parse_instrument
+from mdgate._serve.fanout import ClientOutbox
+from mdgate._serve.http import history, json_response, text_response
+from mdgate._serve.limits import (
+    ConnectionLimits,
+    OriginPolicy,
+    RateLimitedLog,
+    error_frame,
+    fd_plan,
+    label,
+    raise_nofile,
+    refusal_frame,
+)
+
+if TYPE_CHECKING:
+    from mdgate._app import Gateway
+
+__all__ = ["ClientServer"]
+
+log = structlog.get_logger(__name__)
+
+_json_decode: Final = msgspec.json.Decoder().decode
+#: Bytes buffered in a client's socket transport before the writer waits for it to drain.
+_HIGH_WATER: Final = 64 * 1024
+#: Bytes the writer takes from an outbox at once (the rest stays where it can be conflated).
+_TAKE_BYTES: Final = 64 * 1024
+#: How often a writer looks at a socket that has not drained.
+_DRAIN_POLL: Final = 0.005
+#: Seconds a client being closed (slow, over budget) gets for the closing handshake.
+CLOSE_GRACE: Final = 5.0
+#: Longest raw instrument name looked at (a valid one has at most 65 characters).
+_MAX_RAW_NAME: Final = 256
+#: A subscribe yields to the event loop after this many instruments.
+_YIELD_EVERY: Final = 16
+#: The message asyncio logs when accept() fails for lack of file descriptors.
+_ACCEPT_EXHAUSTED: Final = "socket.accept() out of system resource"
+
+
+def _one_header(request: Request, name: str) -> tuple[str | None, bool]:
+    """A header's value, and False when it is repeated (a request to refuse)."""
+    values = request.headers.get_all(name)
+    if len(values) > 1:
+        return None, False
+    return (values[0] if values else None), True
+
+
+def _address(conn: ServerConnection) -> str:
+    peer = conn.remote_address
+    if isinstance(peer, tuple) and peer:
+        return str(peer[0])
+    return str(peer)
+
+
+class ClientServer:
+    """Serves clients for one :class:`~mdgate._app.Gateway`."""
+
+    def __init__(self, gateway: Gateway, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.gw = gateway
+        s = gateway.settings.server
+        self.server: Server | None = None
+        self.port = 0
+        self.clients = 0
+        #: Monotonic seconds: drain timeouts and closing grace are measured with it.
+        self.clock = clock
+        #: Seconds a client being closed gets for the closing handshake before the socket is
+        #: aborted; None: :data:`CLOSE_GRACE`, or ``drain_timeout`` when shorter (at least 1 s).
+        self.close_grace: float | None = None
+        self.limits = ConnectionLimits(s.max_clients, s.max_clients_per_address, s.max_clients)
+        self.ratelog = RateLimitedLog(log, clock=clock)
+        self.closed = {"slow": 0, "over_budget": 0}
+        self.limit_errors = 0
+        self.internal_errors = 0
+        self.accept_errors = 0
+        self._origins: tuple[tuple[str, ...], str, OriginPolicy] | None = None
+        self._outboxes: set[ClientOutbox] = set()
+        self._conflated_gone = 0
+        self._dropped_gone = 0
+
+    @property
+    def conflated(self) -> int:
+        """Ticks dropped by conflation for slow clients, since start."""
+        return self._conflated_gone + sum(o.conflated for o in self._outboxes)
+
+    def status(self) -> dict[str, Any]:
+        """Client counters for ``/status``."""
+        lim = self.limits
+        return {
+            "clients": self.clients,
+            "sockets": lim.sockets,
+            "max_clients": lim.max_clients,
+            "refused": dict(lim.refused),
+            "closed": dict(self.closed),
+            "limit_errors": self.limit_errors,
+            "internal_errors": self.internal_errors,
+            "accept_errors": self.accept_errors,
+            "dropped_ticks": self._dropped_gone + sum(o.dropped for o in self._outboxes),
+        }
+
+    # -- HTTP --------------------------------------------------------------
+
+    def _authorized(self, request: Request) -> bool:
+        tokens = self.gw.settings.server.tokens
+        if not tokens:
+            return True
+        presented: str | None = None
+        auth, single = _one_header(request, "Authorization")
+        if not single:
+            return False
+        if auth and auth[:7].lower() == "bearer ":
+            presented = auth[7:].strip()
+        else:
+            values = parse_qs(urlsplit(request.path).query).get("token")
+            presented = values[0] if values else None
+        if not presented:
+            return False
+        given = presented.encode()
+        return any(hmac.compare_digest(given, t.reveal().encode()) for t in tokens)
+
+    def _origin_policy(self) -> OriginPolicy:
+        s = self.gw.settings.server
+        cached = self._origins
+        if cached is None or cached[0] != s.allowed_origins or cached[1] != s.host:
+            cached = self._origins = (s.allowed_origins, s.host, OriginPolicy(s.allowed_origins, s.host))
+        return cached[2]
+
+    def _origin_ok(self, connection: ServerConnection, request: Request) -> bool:
+        origin, single = _one_header(request, "Origin")
+        host, single_host = _one_header(request, "Host")
+        if single and single_host and self._origin_policy().allows(origin, host):
+            return True
+        self.limits.refused["origin"] += 1
+        self.ratelog.warning("client_refused", reason="origin", origin=label(origin or "(repeated)"),
+                             remote=_address(connection))
+        return False
+
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.limits.requested(connection)
+        url = urlsplit(request.path)
+        path = url.path.rstrip("/") or "/"
+        if path == "/healthz":
+            return text_response(200, "ok\n")
+        if path not in ("/ws", "/status", "/history"):
+            return text_response(404, "not found: try /ws, /healthz, /status, /history\n")
+        if path == "/ws" and not self._origin_ok(connection, request):
+            return text_response(403, "this Origin may not open /ws (see [server] allowed_origins)\n")
+        if not self._authorized(request):
+            return text_response(401, "a valid access token is required\n",
+                                  [("WWW-Authenticate", 'Bearer realm="mdgate"')])
+        if path == "/status":
+            return json_response(200, self.gw.status())
+        if path == "/history":
+            return await history(self.gw.store, parse_qs(url.query))
+        lim = self.limits
+        lim.max_per_address = self.gw.settings.server.max_clients_per_address
+        address = _address(connection)
+        reason = lim.admit(connection, address)
+        if reason is not None:
+            limit = lim.max_per_address if reason == "max_clients_per_address" else lim.max_clients
+            self.ratelog.warning("client_refused", reason=reason, limit=limit, remote=address,
+                                 clients=lim.clients)
+            return text_response(503, f"too many clients ({reason}); try again later\n",
+                                 [("Retry-After", "5")])
+        return None
+
+    # -- sockets ---------------------------------------------------------------
+
+    def _connection_class(self) -> type[ServerConnection]:
+        limits, dropped = self.limits, self._drop_socket
+
+        class Connection(ServerConnection):
+            """A ServerConnection counted by :class:`ConnectionLimits` from accept to close."""
+
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                victim = limits.opened(self)
+                if victim is not None:
+                    dropped(victim)
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                try:
+                    super().connection_lost(exc)
+                finally:
+                    limits.closed(self)
+
+        return Connection
+
+    def _drop_socket(self, conn: ServerConnection) -> None:
+        self.ratelog.warning("client_socket_dropped", reason="too many open client sockets",
+                             sockets=self.limits.sockets, limit=self.limits.max_sockets)
+        conn.transport.abort()
+
+    def exception_handler(
+        self, previous: Callable[[asyncio.AbstractEventLoop, dict[str, Any]], object] | None,
+    ) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+        """
+        An event-loop exception handler that counts failed ``accept()`` calls
+        (out of file descriptors) and logs them rate-limited, passing anything
+        else on to ``previous`` (or the loop's default handler).
+        """
+
+        def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            if context.get("message") == _ACCEPT_EXHAUSTED:
+                self.accept_errors += 1
+                self.ratelog.warning("accept_failed", error=str(context.get("exception")),
+                                     hint="out of file descriptors: raise the open-files limit "
+                                          "(ulimit -n) or lower [server] max_clients")
+                return
+            if previous is not None:
+                previous(loop, context)
+            else:
+                loop.default_exception_handler(context)
+
+        return handler
+
+    def _plan_sockets(self) -> None:
+        s = self.gw.settings.server
+        before, after = raise_nofile(s.max_clients)
+        if after != before:
+            log.info("open_files_limit_raised", before=before, after=after)
+        plan = fd_plan(s.max_clients, after)
+        if plan.clients < s.max_clients:
+            log.warning("max_clients_lowered", max_clients=s.max_clients, effective=plan.clients,
+                        open_files_limit=after,
+                        hint="raise the open-files limit (ulimit -n, systemd LimitNOFILE=) to serve more")
+        self.limits.max_clients = plan.clients
+        self.limits.max_sockets = plan.sockets
+
+    # -- WebSocket -----------------------------------------------------------
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
+        """Listen until cancelled; ``task_status.started(port)`` once bound."""
+        s = self.gw.settings.server
+        self._plan_sockets()
+        loop = asyncio.get_running_loop()
+        previous = loop.get_exception_handler()
+        mine = self.exception_handler(previous)
+        loop.set_exception_handler(mine)
+        try:
+            async with serve(
+                self._handle, s.host, s.port,
+                process_request=self._process_request,
+                max_size=s.max_message_size,
+                compression="deflate" if s.compression else None,
+                server_header="mdgate",
+                close_timeout=1.0,
+                # a client that stopped reading is closed by drain_timeout (1008), not by the
+                # keepalive (1011): give the pong longer than that
+                ping_timeout=max(20.0, s.drain_timeout + CLOSE_GRACE),
+                create_connection=self._connection_class(),
+            ) as server:
+                self.server = server
+                self.port = next(iter(server.sockets)).getsockname()[1]
+                log.info("server_listening", host=s.host, port=self.port, max_clients=self.limits.max_clients)
+                task_status.started(self.port)
+                await anyio.sleep_forever()
+        finally:
+            if loop.get_exception_handler() is mine:
+                loop.set_exception_handler(previous)
+
+    async def close(self) -> None:
+        """Close every client with 1001 (going away) and stop listening."""
+        if self.server is not None:
+            self.server.close(close_connections=True)
+            with anyio.move_on_after(2.0):
+                await self.server.wait_closed()
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        gw = self.gw
+        s = gw.settings.server
+        outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame, framed=gw.fanout.framed,
+                              budget=s.client_buffer_bytes)
+        wanted: set[str] = set()
+        self.clients += 1
+        self._outboxes.add(outbox)
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._writer, ws, outbox, tg.cancel_scope)
+                try:
+                    async for message in ws:
+                        if outbox.over_budget:
+                            continue  # being closed: read on (the close handshake needs it), do nothing
+                        await self._on_message_guarded(ws, outbox, wanted, message)
+                except ConnectionClosed:
+                    pass
+                tg.cancel_scope.cancel()
+        finally:
+            self.clients -= 1
+            self._outboxes.discard(outbox)
+            self._conflated_gone += outbox.conflated
+            self._dropped_gone += outbox.dropped
+            gw.fanout.set_instruments(outbox, frozenset())
+            for name in wanted:
+                gw.subs.release(name)
+
+    async def _writer(self, ws: ServerConnection, outbox: ClientOutbox, scope: anyio.CancelScope) -> None:
+        try:
+            if outbox.framed:
+                why = await self._write_framed(ws, outbox)
+            else:
+                why = await self._write_ws(ws, outbox)
+            if why is not None:
+                await self._close_client(ws, outbox, why)
+        finally:
+            scope.cancel()
+
+    async def _write_framed(self, ws: ServerConnection, outbox: ClientOutbox) -> str | None:
+        # Frames come pre-framed (unmasked, uncompressed text frames with their header) and
+        # shared by every client of a subscription set: write them straight to the socket.
+        # websockets itself writes only whole frames (ping, pong, close), so whole frames of
+        # ours interleave safely; nothing is written once the connection is closing.
+        # Returns why the client must be closed ("slow", "over_budget"), None when it is gone.
+        transport = ws.transport
+        while True:
+            await outbox.wait()
+            if outbox.over_budget:
+                return "over_budget"
+            if ws.protocol.state is not State.OPEN or transport.is_closing():
+                return None
+            transport.writelines(outbox.take(_TAKE_BYTES))
+            outbox.in_flight = transport.get_write_buffer_size()
+            if outbox.in_flight > _HIGH_WATER:
+                why = await self._drain(transport, outbox)
+                if why != "drained":
+                    return why
+
+    async def _drain(self, transport: asyncio.WriteTransport, outbox: ClientOutbox) -> str | None:
+        """Wait until the socket's buffer is back under the high-water mark, for at most ``drain_timeout``."""
+        clock = self.clock
+        since = clock()
+        timeout = self.gw.settings.server.drain_timeout
+        while True:
+            if transport.is_closing():
+                return None
+            if outbox.over_budget:
+                return "over_budget"
+            if clock() - since >= timeout:
+                return "slow"
+            await anyio.sleep(_DRAIN_POLL)
+            outbox.in_flight = size = transport.get_write_buffer_size()
+            if size <= _HIGH_WATER:
+                return "drained"
+
+    async def _write_ws(self, ws: ServerConnection, outbox: ClientOutbox) -> str | None:
+        # With permessage-deflate, websockets must build (compress) every frame itself.
+        while True:
+            await outbox.wait()
+            if outbox.over_budget:
+                return "over_budget"
+            frames = outbox.take(_TAKE_BYTES)
+            try:
+                with anyio.fail_after(self.gw.settings.server.drain_timeout):
+                    for frame in frames:
+                        await ws.send(frame, text=True)
+            except TimeoutError:
+                return "slow"
+            except ConnectionClosed:
+                return None
+            outbox.in_flight = ws.transport.get_write_buffer_size()
+
+    def grace(self) -> float:
+        """Seconds the closing handshake of a slow or over-budget client may take."""
+        if self.close_grace is not None:
+            return self.close_grace
+        return min(CLOSE_GRACE, max(1.0, self.gw.settings.server.drain_timeout))
+
+    async def _close_client(self, ws: ServerConnection, outbox: ClientOutbox, why: str) -> None:
+        """
+        Close a client that is too slow or over its budget with 1008: drop
+        what is queued for it here, send the close frame (behind what the
+        socket already holds), give the closing handshake :attr:`close_grace`
+        seconds (:meth:`grace`), then abort the socket.
+        """
+        s = self.gw.settings.server
+        self.closed[why] += 1
+        outbox.dropped += outbox.pending_ticks
+        outbox.drop()
+        outbox.over_budget = True  # nothing more is queued for it
+        if why == "slow":
+            reason = f"client too slow: socket not drained for {s.drain_timeout:g} s"
+            self.ratelog.warning("client_too_slow", remote=_address(ws), conflated=outbox.conflated,
+                                 drain_timeout=s.drain_timeout)
+        else:
+            reason = f"client over budget: more than {outbox.budget} bytes queued"
+            self.ratelog.warning("client_over_budget", remote=_address(ws), budget=outbox.budget)
+        done = anyio.Event()
+
+        async def close() -> None:
+            try:
+                await ws.close(1008, reason)
+            except Exception:  # the socket is aborted below
+                return
+            done.set()
+
+        grace = self.grace()
+        ws.close_timeout = grace
+        deadline = self.clock() + grace
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(close)
+            while not done.is_set() and self.clock() < deadline:
+                with anyio.move_on_after(0.05):
+                    await done.wait()
+            tg.cancel_scope.cancel()
+        if not done.is_set():
+            ws.transport.abort()
+
+    # -- requests --------------------------------------------------------------
+
+    async def _on_message_guarded(
+        self, ws: ServerConnection, outbox: ClientOutbox, wanted: set[str], message: str | bytes,
+    ) -> None:
+        try:
+            await self._on_message(outbox, wanted, message)
+        except Exception as exc:  # a request must never take the connection (or the daemon) down
+            self.internal_errors += 1
+            self.ratelog.warning("client_request_failed", remote=_address(ws),
+                                 error=f"{type(exc).__name__}: {label(str(exc))}")
+            outbox.control(error_frame("internal", "the gateway could not process this request"))
+
+    async def _on_message(self, outbox: ClientOutbox, wanted: set[str], message: str | bytes) -> None:
+        try:
+            req = _json_decode(message)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            outbox.control(error_frame("bad_json", "message is not valid JSON"))
+            return
+        except RecursionError:
+            outbox.control(error_frame("bad_json", "message is nested too deeply"))
+            return
+        if not isinstance(req, dict):
+            outbox.control(error_frame("bad_request", "message must be a JSON object"))
+            return
+        op = req.get("op")
+        if op not in ("subscribe", "unsubscribe"):
+            shown = label(repr(op) if isinstance(op, str) else label(op))
+            outbox.control(error_frame("bad_request",
+                                       f"unknown op {shown}: expected subscribe or unsubscribe"))
+            return
+        instruments = req.get("instruments")
+        if not isinstance(instruments, list) or not instruments:
+            outbox.control(error_frame("bad_request", "instruments must be a non-empty list of strings"))
+            return
+        most = self.gw.settings.server.max_instruments_per_request
+        if len(instruments) > most:
+            self.limit_errors += 1
+            outbox.control(error_frame(
+                "limit", f"a request may name at most {most} instruments; this one names {len(instruments)} "
+                         "(nothing was done: split it)"))
+            return
+        if op == "subscribe":
+            await self._subscribe(outbox, wanted, instruments)
+        else:
+            self._unsubscribe(outbox, wanted, instruments)
+
+    @staticmethod
+    def _names(raw: list[Any], errors: list[dict[str, str]]) -> list[str]:
+        """Valid instrument names of a request, upper-cased and de-duplicated, in order."""
+        names: dict[str, None] = {}
+        for item in raw:
+            if not isinstance(item, str):
+                errors.append({"instrument": label(item), "code": "bad_instrument",
+                               "message": f"bad instrument {label(item)}: instrument must be a string"})
+                continue
+            if len(item) > _MAX_RAW_NAME:
+                errors.append({"instrument": label(item), "code": "bad_instrument",
+                               "message": f"bad instrument ({len(item)} characters): "
+                                          "expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE"})
+                continue
+            try:
+                name, _, _ = parse_instrument(item)
+            except InstrumentError as exc:
+                errors.append({"instrument": item, "code": "bad_instrument", "message": str(exc)})
+                continue
+            names[name] = None
+        return list(names)
+
+    def _report(self, outbox: ClientOutbox, errors: list[dict[str, str]]) -> None:
+        """One bounded error frame for every problem of a request."""
+        if errors:
+            outbox.control(refusal_frame(errors))
+
+    async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
+        subs = self.gw.subs
+        most = self.gw.settings.server.max_instruments_per_client
+        room = most - len(wanted)
+        errors: list[dict[str, str]] = []
+        good: list[str] = []
+        limited = False
+        for i, name in enumerate(self._names(raw, errors), 1):
+            if i % _YIELD_EVERY == 0:
+                await anyio.lowlevel.checkpoint()  # a big request must not hold up the feed
+            if name not in wanted:
+                if room <= 0:
+                    limited = True
+                    errors.append({"instrument": name, "code": "limit",
+                                   "message": f"a client may subscribe to at most {most} instruments"})
+                    continue
+                try:
+                    available = subs.acquire(name)
+                except NoRouteError as exc:
+                    errors.append({"instrument": name, "code": "no_route", "message": str(exc)})
+                    continue
+                except SubscriptionRejected as exc:
+                    errors.append({"instrument": name, "code": "unavailable", "message": exc.message})
+                    continue
+                wanted.add(name)
+                room -= 1
+                if not available:
+                    errors.append({"instrument": name, "code": "unavailable",
+                                   "message": f"providers for {name} are down; ticks flow once one recovers"})
+            good.append(name)
+        self.limit_errors += limited
+        if good:
+            outbox.control(encode({"type": "subscribed", "instruments": good}))
+        self._report(outbox, errors)
+        if good:
+            snapshot = await self.gw.snapshot(good)
+            outbox.control(encode({"type": "snapshot", "ticks": snapshot}))
+            self.gw.fanout.set_instruments(outbox, frozenset(wanted))
+
+    def _unsubscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
+        errors: list[dict[str, str]] = []
+        done = self._names(raw, errors)
+        for name in done:
+            if name in wanted:
+                wanted.discard(name)
+                self.gw.subs.release(name)
+        self.gw.fanout.set_instruments(outbox, frozenset(wanted))
+        if done:
+            outbox.control(encode({"type": "unsubscribed", "instruments": done}))
+        self._report(outbox, errors)
+
+
+def merge_latest(a: dict[str, Tick], b: dict[str, Tick]) -> dict[str, Tick]:
+    """Merge two latest-tick maps, keeping the newer tick (by ``ts``) per instrument."""
+    out = dict(a)
+    for name, tick in b.items():
+        prev = out.get(name)
+        if prev is None or tick.ts >= prev.ts:
+            out[name] = tick
+    return out

@@ -1,0 +1,39 @@
+"""
+The Redis tick store (used when ``[redis] url`` / ``MDGATE_REDIS_URL`` is set).
+
+Layout (see ``docs/storage.md``): per instrument a stream
+``mdgate:{INSTR}:ticks``, a hash ``mdgate:{INSTR}:last`` and a stream
+``mdgate:{INSTR}:bars:1m``, plus the shared stream ``mdgate:feed`` that
+other services follow with ``XREAD``.
+
+:class:`RedisStore` is the store the daemon sees; behind it:
+
+* ``_writer``: the bounded write buffer, bar building and the batch writer
+  (one ``EVALSHA`` per batch, exactly once across reconnects and restarts);
+* ``_reader``: latest ticks, tick history and bars;
+* ``_feed``: the consumer API over the shared feed (:meth:`RedisStore.follow`);
+* ``_codec``: key names, batch packing and decoding (no I/O);
+* ``_lua``: the server-side scripts.
+
+Registered through the ``mdgate_store`` hook like any third party's store.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mdgate.hookspecs import hookimpl
+from mdgate.plugins.stores.redis_store._store import RedisStore
+
+if TYPE_CHECKING:
+    from mdgate._config import Settings
+
+__all__ = ["RedisStore", "mdgate_store"]
+
+
+@hookimpl(tryfirst=True)
+def mdgate_store(settings: Settings) -> RedisStore | None:
+    """Return a :class:`RedisStore` when ``[redis] url`` is set, else ``None``."""
+    if settings.redis.url is None:
+        return None
+    return RedisStore(settings.redis.url.reveal(), settings.redis, settings.runtime)

@@ -1,0 +1,187 @@
+"""
+Server-side Lua scripts of the Redis tick store (Redis >= 7.0, Lua 5.1).
+
+``WRITE_BATCH`` stores a whole batch in one ``EVALSHA``: every tick into its
+instrument stream (explicit, writer-assigned IDs), every *new* tick into the
+shared feed stream, the newest tick of each instrument into its ``:last``
+hash (never rolled back by an older ``ts``), and closed one-minute bars.
+A tick or bar whose ID is not above its stream's last ID is skipped and
+counted as a duplicate: that is what makes a retried batch idempotent. Any
+other error aborts the script with that error (the writer retries the batch).
+
+Argument layout (as packed by :class:`mdgate.plugins.stores.redis_store._codec.BatchPacker`)::
+
+    KEYS[1]          the feed stream
+    KEYS[3g-1..3g+1] group g (one per instrument): ticks, last hash, bars
+    ARGV[1..3]       stream MAXLEN, feed MAXLEN ("0" = no feed), bars MAXLEN
+    ARGV[4]          the ticks, one JSON text (msgspec):
+                       [[g, "id", instrument, price, ts, ...], ...]
+                     every tick field in model order, null when absent
+    ARGV[5]          m, the number of bars, then m records of 10 arguments:
+                       g, id, start, open, high, low, close, volume, count,
+                       rebuild ("1": recompute from the stored ticks of the minute)
+
+The script splits the JSON text with Lua patterns rather than decoding it:
+numbers keep their exact JSON text (no trip through Lua doubles, whose
+formatting loses digits), strings lose their quotes. That is safe because
+instrument names and provider codes cannot hold ``,"[]\\`` (the packer
+leaves out any tick whose strings do).
+
+Returns ``{ticks added, ticks skipped as duplicates, bars added, bars skipped}``.
+
+``LAST_IDS`` returns the last generated ID of each stream in KEYS (``0-0``
+when it does not exist): the writer seeds its ID counters with it the first
+time it sees an instrument, so that a restarted gateway continues above what
+its predecessor wrote.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from mdgate._model import TICK_FIELDS, Tick
+
+__all__ = ["LAST_IDS", "LAST_IDS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
+
+_STR_FIELDS: Final = {i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)}
+
+WRITE_BATCH: Final = r"""
+local smax, fmax, bmax = ARGV[1], ARGV[2], ARGV[3]
+local F = {FIELDS}
+local S = {STRINGS}
+local feed = KEYS[1]
+local use_feed = fmax ~= '0'
+local gmatch, sub, tonumber, call, pcall = string.gmatch, string.sub, tonumber, redis.call, redis.pcall
+local function dup(r)
+  if type(r) == 'table' and r.err then
+    if string.find(r.err, 'equal or smaller', 1, true) then return true end
+    error(r)
+  end
+  return false
+end
+local added, skipped = 0, 0
+local best_ts, best = {}, {}
+for rec in gmatch(ARGV[4], '%[([^%[%]]+)%]') do
+  local args, n, j, g, id, ts = {}, 0, -1, 0, '', 0
+  for tok in gmatch(rec, '[^,]+') do
+    if j == -1 then g = tonumber(tok)
+    elseif j == 0 then id = sub(tok, 2, -2)
+    elseif tok ~= 'null' then
+      if S[j] then tok = sub(tok, 2, -2) elseif j == 3 then ts = tonumber(tok) end
+      args[n + 1] = F[j]
+      args[n + 2] = tok
+      n = n + 2
+    end
+    j = j + 1
+  end
+  if dup(pcall('XADD', KEYS[3 * g - 1], 'MAXLEN', '~', smax, id, unpack(args))) then
+    skipped = skipped + 1
+  else
+    added = added + 1
+    if use_feed then call('XADD', feed, 'MAXLEN', '~', fmax, '*', unpack(args)) end
+  end
+  local bt = best_ts[g]
+  if bt == nil or ts >= bt then
+    best_ts[g] = ts
+    best[g] = args
+  end
+end
+for g, ts in pairs(best_ts) do
+  local lk = KEYS[3 * g]
+  local cur = tonumber(call('HGET', lk, 'ts'))
+  if cur == nil or ts >= cur then
+    call('DEL', lk)
+    call('HSET', lk, unpack(best[g]))
+  end
+end
+-- A bar flagged "rebuild" (the first minutes a gateway process sees of an
+-- instrument: a predecessor may have stored ticks of the same minute) is
+-- recomputed from every stored tick of its minute, with the same rules as
+-- mdgate.plugins.stores.bars.BarBuilder; the volume baseline is the stored tick before it.
+local function rebuild(tk, start, stop)
+  local rows = call('XRANGE', tk, start, stop)
+  local before = call('XREVRANGE', tk, string.format('%d', start - 1), '-', 'COUNT', 1)
+  local last = nil
+  if before[1] then
+    local f = before[1][2]
+    for k = 1, #f, 2 do if f[k] == 'volume' then last = tonumber(f[k + 1]) end end
+  end
+  local n, vol = 0, 0
+  local o, h, l, c, hn, ln
+  for _, row in ipairs(rows) do
+    local f = row[2]
+    local price, ts, v, sz
+    for k = 1, #f, 2 do
+      local name = f[k]
+      if name == 'price' then price = f[k + 1]
+      elseif name == 'ts' then ts = tonumber(f[k + 1])
+      elseif name == 'volume' then v = tonumber(f[k + 1])
+      elseif name == 'size' then sz = tonumber(f[k + 1]) end
+    end
+    -- a late tick filed in this minute (ts before it) counts nowhere, and
+    -- does not move the volume baseline back
+    if price and ts and ts >= start and ts <= stop then
+      local d = 0
+      if v then
+        if last then d = (v >= last) and (v - last) or v end
+        last = v
+      elseif sz then
+        d = sz
+      end
+      local pn = tonumber(price)
+      if n == 0 then o, h, l, hn, ln = price, price, price, pn, pn end
+      if pn > hn then h, hn = price, pn end
+      if pn < ln then l, ln = price, pn end
+      c = price
+      vol = vol + d
+      n = n + 1
+    end
+  end
+  if n == 0 then return nil end
+  return {o, h, l, c, string.format('%d', vol), tostring(n)}
+end
+local m = tonumber(ARGV[5])
+local p = 6
+local bars, bskipped = 0, 0
+for _ = 1, m do
+  local g = tonumber(ARGV[p])
+  local start = ARGV[p + 2]
+  local o, h, l, c, v, n = ARGV[p + 3], ARGV[p + 4], ARGV[p + 5], ARGV[p + 6],
+    ARGV[p + 7], ARGV[p + 8]
+  if ARGV[p + 9] == '1' then
+    local b = rebuild(KEYS[3 * g - 1], tonumber(start), tonumber(start) + 59999)
+    if b then o, h, l, c, v, n = b[1], b[2], b[3], b[4], b[5], b[6] end
+  end
+  local r = pcall('XADD', KEYS[3 * g + 1], 'MAXLEN', '~', bmax, ARGV[p + 1],
+    'start', start, 'open', o, 'high', h, 'low', l, 'close', c, 'volume', v, 'count', n)
+  if dup(r) then bskipped = bskipped + 1 else bars = bars + 1 end
+  p = p + 10
+end
+return {added, skipped, bars, bskipped}
+""".replace("{FIELDS}", "{" + ", ".join(f"'{f}'" for f in TICK_FIELDS) + "}").replace(
+    "{STRINGS}", "{" + ", ".join(f"[{i}] = true" for i in sorted(_STR_FIELDS)) + "}"
+)
+
+LAST_IDS: Final = r"""
+local out = {}
+for i, k in ipairs(KEYS) do
+  local id = '0-0'
+  local info = redis.pcall('XINFO', 'STREAM', k)
+  if type(info) == 'table' and not info.err then
+    for j = 1, #info, 2 do
+      if info[j] == 'last-generated-id' then id = info[j + 1] break end
+    end
+  end
+  out[i] = id
+end
+return out
+"""
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()  # the SHA Redis computes, not security
+
+
+WRITE_BATCH_SHA: Final = _sha(WRITE_BATCH)
+LAST_IDS_SHA: Final = _sha(LAST_IDS)

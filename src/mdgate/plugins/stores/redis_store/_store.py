@@ -1,0 +1,217 @@
+"""
+:class:`RedisStore`: the one object the daemon sees, over the writer, reader and feed.
+
+It builds each part from what that part needs and forwards to it:
+
+* :class:`~mdgate.plugins.stores.redis_store._writer.BatchWriter`: the write
+  buffer, bar building and the exactly-once batch writer with its
+  reconnect loop (:meth:`RedisStore.write`, :meth:`RedisStore.run`);
+* :class:`~mdgate.plugins.stores.redis_store._reader.StoreReader`: latest ticks,
+  history and bars (:meth:`RedisStore.latest`, :meth:`RedisStore.history`,
+  :meth:`RedisStore.bars`);
+* :func:`~mdgate.plugins.stores.redis_store._feed.follow_feed`: the consumer API
+  over the shared feed (:meth:`RedisStore.follow`).
+
+The status document (:meth:`RedisStore.status`) is assembled here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._model import Bar, Tick
+from mdgate.plugins.stores.redis_store._feed import follow_feed
+from mdgate.plugins.stores.redis_store._reader import StoreReader
+from mdgate.plugins.stores.redis_store._url import RedisUrl
+from mdgate.plugins.stores.redis_store._writer import IO_TIMEOUT, BatchWriter
+
+if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
+__all__ = ["RedisStore"]
+
+
+class RedisStore:
+    """
+    Stores ticks, latest ticks and one-minute bars in Redis, never blocking the feed.
+
+    Args:
+        url: the Redis URL (``redis://``, ``rediss://`` or ``unix://``).
+        settings: the ``[redis]`` settings (batching, buffer, retention).
+        runtime: backoff and shutdown timings.
+        io_timeout: seconds a write or reply may take before the connection
+            counts as dead (a hung server), is dropped and the batch retried.
+    """
+
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        settings: RedisSettings | None = None,
+        runtime: RuntimeSettings | None = None,
+        *,
+        io_timeout: float = IO_TIMEOUT,
+    ) -> None:
+        self._url = RedisUrl(url)
+        self._runtime = runtime or RuntimeSettings()
+        self._io_timeout = io_timeout
+        latest: dict[str, Tick] = {}
+        self._writer = BatchWriter(
+            self._url, settings or RedisSettings(), self._runtime, latest, io_timeout=io_timeout
+        )
+        self._reader = StoreReader(self._url, latest)
+
+    # ------------------------------------------------------------------ write path
+
+    def write(self, ticks: Sequence[Tick]) -> None:
+        """Buffer ticks in order and build bars; never blocks, never raises."""
+        self._writer.write(ticks)
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Connect, flush batches and reconnect with backoff until cancelled."""
+        task_status.started()
+        await self._writer.run()
+
+    # ------------------------------------------------------------------ reads
+
+    async def latest(self, instruments: Sequence[str]) -> dict[str, Tick]:
+        """
+        Return the latest tick of each instrument that has one.
+
+        Reads the ``:last`` hashes (one pipelined ``HGETALL`` each) and
+        merges what this process has seen but not yet flushed; while Redis
+        is down, answers from this process's own ticks only.
+        """
+        return await self._reader.latest(instruments, redis_up=self._writer.state == "ok")
+
+    async def history(
+        self,
+        instrument: str,
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Tick]:
+        """
+        Return stored ticks of ``instrument`` by stream ID time, oldest first.
+
+        See :meth:`~mdgate.plugins.stores.redis_store._reader.StoreReader.history`.
+
+        Raises:
+            StoreUnavailable: when Redis cannot be read.
+        """
+        return await self._reader.history(instrument, since_ms=since_ms, until_ms=until_ms, limit=limit)
+
+    async def bars(
+        self,
+        instrument: str,
+        interval: str = "1m",
+        *,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Bar]:
+        """
+        Return closed bars of ``interval`` (``1m``, ``5m``, ``15m``), oldest first.
+
+        See :meth:`~mdgate.plugins.stores.redis_store._reader.StoreReader.bars`.
+
+        Raises:
+            ValueError: for an unknown interval.
+            StoreUnavailable: when Redis cannot be read.
+        """
+        return await self._reader.bars(
+            instrument, interval, since_ms=since_ms, until_ms=until_ms, limit=limit
+        )
+
+    def follow(
+        self, last_id: str = "$", *, count: int = 1000, block_ms: int = 1000
+    ) -> AsyncGenerator[tuple[str, list[Tick]], None]:
+        """
+        Follow the shared ``mdgate:feed`` stream: every gateway's ticks.
+
+        Yields ``(id, ticks)`` for each read: the ticks appended after
+        ``last_id`` (``"$"``: from now; ``"0"``: from the oldest kept), in
+        feed order, and the ID of the last one, from which a later call
+        resumes without loss (within the feed's retention). Uses its own
+        connection (``XREAD BLOCK``); while Redis is unreachable it retries
+        with capped, jittered backoff and resumes from the last ID read.
+        Runs until the caller stops iterating or the task is cancelled; close
+        it with ``contextlib.aclosing`` to release its connection at once.
+        """
+        return follow_feed(
+            self._url, self._runtime, self._io_timeout, last_id, count=count, block_ms=block_ms
+        )
+
+    # ------------------------------------------------------------------ counters and status
+
+    @property
+    def written(self) -> int:
+        """Ticks acknowledged as stored by Redis."""
+        return self._writer.written
+
+    @property
+    def dropped(self) -> int:
+        """Ticks dropped because the buffer was full."""
+        return self._writer.dropped
+
+    @property
+    def duplicates(self) -> int:
+        """Ticks skipped by Redis because their ID was already stored (retries)."""
+        return self._writer.duplicates
+
+    @property
+    def bars_written(self) -> int:
+        """Closed bars stored."""
+        return self._writer.bars_written
+
+    @property
+    def bars_dropped(self) -> int:
+        """Closed bars dropped because the bar buffer was full."""
+        return self._writer.bars_dropped
+
+    @property
+    def batches(self) -> int:
+        """Batches acknowledged by Redis."""
+        return self._writer.batches
+
+    @property
+    def failures(self) -> int:
+        """Failed batch attempts (each followed by a backoff and a retry)."""
+        return self._writer.failures
+
+    def status(self) -> dict[str, Any]:
+        """Return the store's state for ``/status`` (no secrets)."""
+        w = self._writer
+        return {
+            "kind": self.kind,
+            "state": w.state,
+            "buffered": w.buffered(),
+            "dropped": w.dropped,
+            "written": w.written,
+            "duplicates": w.duplicates,
+            "bars_written": w.bars_written,
+            "bars_dropped": w.bars_dropped,
+            "late_ticks": w.builder.late if w.builder is not None else 0,
+            "batches": w.batches,
+            "failures": w.failures,
+            "rejected": w.packer.rejected,
+            "last_error": w.last_error,
+            "url": self._url.masked,
+        }
+
+    async def aclose(self) -> None:
+        """Flush what is buffered (bounded by the shutdown timeout) and close."""
+        if self._writer.closed:
+            return
+        try:
+            await self._writer.aclose()
+        finally:
+            # Also when the caller's own shutdown deadline cancels us.
+            with anyio.CancelScope(shield=True):
+                await self._reader.aclose()

@@ -1,0 +1,453 @@
+"""
+The write side of the Redis store: the buffer, bar building and the batch writer.
+
+:meth:`BatchWriter.write` only appends to an in-order bounded buffer and
+builds one-minute bars; :meth:`BatchWriter.run` sends the buffer in batches
+of up to ``batch_max`` ticks, each batch one ``EVALSHA`` of
+:data:`~mdgate.plugins.stores.redis_store._lua.WRITE_BATCH` (up to
+:data:`PIPELINE_DEPTH` in flight), packed with hiredis. When Redis is
+unreachable the batches in flight are kept (with their stream IDs) and
+re-sent unchanged after a reconnect with capped, fully jittered backoff; the
+script skips IDs already stored, so a retry never duplicates. Buffer
+overflow drops the oldest ticks, counted and logged.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any, Final
+
+import anyio
+import structlog
+from redis.asyncio import ConnectionPool
+from redis.asyncio.connection import AbstractConnection
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from mdgate._backoff import Backoff
+from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._model import Bar, Tick, now_ms
+from mdgate.plugins.stores.bars import MINUTE_MS, BarBuilder
+from mdgate.plugins.stores.redis_store._codec import BatchPacker, ticks_key
+from mdgate.plugins.stores.redis_store._lua import LAST_IDS, LAST_IDS_SHA, WRITE_BATCH
+from mdgate.plugins.stores.redis_store._url import RedisUrl
+
+__all__ = ["BAR_GRACE_MS", "IO_TIMEOUT", "PIPELINE_DEPTH", "BatchWriter"]
+
+log = structlog.get_logger("mdgate.plugins.stores.redis_store")
+
+#: Seconds allowed for one batch round trip before the connection counts as dead.
+IO_TIMEOUT: Final = 10.0
+#: Batches sent before the reply of the first is read.
+PIPELINE_DEPTH: Final = 2
+#: Seconds without work after which the writer PINGs (keeps ``state`` honest).
+IDLE_PING: Final = 1.0
+#: Seconds between two ``redis_buffer_overflow`` log lines.
+DROP_LOG_INTERVAL: Final = 10.0
+#: Why the packer left a tick out (logged with ``redis_ticks_rejected``).
+REJECT_REASON: Final = 'instrument or provider holds one of ,"[]\\ or a control char'
+#: Grace after a minute's end before the wall clock closes its bar.
+BAR_GRACE_MS: Final = 2_000
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A packed batch: re-sent unchanged until Redis acknowledges it."""
+
+    data: bytes
+    ticks: int
+    bars: int
+
+
+class BatchWriter:
+    """
+    Buffers ticks and bars and writes them to Redis in batches, exactly once.
+
+    Args:
+        url: the store's Redis URL.
+        settings: the ``[redis]`` settings (batching, buffer, retention, bars).
+        runtime: backoff and shutdown timings.
+        latest: the table of this process's latest tick per instrument,
+            updated by :meth:`write` (the reads merge it).
+        io_timeout: seconds a write or reply may take before the connection
+            counts as dead (a hung server), is dropped and the batch retried.
+    """
+
+    def __init__(
+        self,
+        url: RedisUrl,
+        settings: RedisSettings,
+        runtime: RuntimeSettings,
+        latest: dict[str, Tick],
+        *,
+        io_timeout: float = IO_TIMEOUT,
+    ) -> None:
+        self._url = url
+        self._settings = s = settings
+        self._runtime = runtime
+        self._io_timeout = io_timeout
+        self._buf: deque[Tick] = deque(maxlen=s.buffer_max)
+        self._bars: deque[Bar] = deque(maxlen=max(s.buffer_max // 10, 10_000))
+        self._latest = latest
+        #: Builds one-minute bars (``None`` when ``[redis] bars`` is off).
+        self.builder: BarBuilder | None = BarBuilder() if s.bars else None
+        #: Packs batches; owns the per-instrument ID counters.
+        self.packer = BatchPacker(s.stream_maxlen, s.feed_maxlen, s.bars_maxlen)
+        self._inflight: deque[_Batch] = deque()
+        self._wake = anyio.Event()
+        self._lock = anyio.Lock()
+        self._wpool = ConnectionPool.from_url(
+            url.url,
+            socket_timeout=None,
+            socket_connect_timeout=5.0,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+        )
+        self._conn: AbstractConnection | None = None
+        #: ``ok`` once Redis answered, ``down`` after a failure (and at start).
+        self.state = "down"
+        #: The last failure, with credentials masked.
+        self.last_error: str | None = None
+        self._drop_logged = 0.0
+        #: Set by :meth:`aclose`: the background loops stop.
+        self.closed = False
+        self._rejected_logged = 0
+        #: Ticks acknowledged as stored by Redis.
+        self.written = 0
+        #: Ticks dropped because the buffer was full.
+        self.dropped = 0
+        #: Ticks skipped by Redis because their ID was already stored (retries).
+        self.duplicates = 0
+        #: Closed bars stored / dropped because the bar buffer was full.
+        self.bars_written = 0
+        self.bars_dropped = 0
+        #: Batches acknowledged by Redis.
+        self.batches = 0
+        #: Failed batch attempts (each followed by a backoff and a retry).
+        self.failures = 0
+
+    # ------------------------------------------------------------------ write path
+
+    def write(self, ticks: Sequence[Tick]) -> None:
+        """Buffer ticks in order and build bars; never blocks, never raises."""
+        try:
+            buf = self._buf
+            before = len(buf)
+            buf.extend(ticks)
+            lost = before + len(ticks) - len(buf)
+            if lost:
+                self._on_drop(lost)
+            latest = self._latest
+            builder = self.builder
+            if builder is None:
+                for t in ticks:
+                    prev = latest.get(t.instrument)
+                    if prev is None or t.ts >= prev.ts:
+                        latest[t.instrument] = t
+            else:
+                add, bars = builder.add, self._bars
+                for t in ticks:
+                    prev = latest.get(t.instrument)
+                    if prev is None:
+                        self._first_seen(t)
+                    if prev is None or t.ts >= prev.ts:
+                        latest[t.instrument] = t
+                    bar = add(t)
+                    if bar is not None:
+                        self._add_bar(bar, bars)
+            if before == 0 or len(buf) >= self._settings.batch_max:
+                self._wake.set()
+        except Exception as exc:  # the feed must never break because of the store
+            log.error("redis_store_write_failed", error=repr(exc))
+
+    def _first_seen(self, t: Tick) -> None:
+        # The first bar(s) of an instrument in this process may cover a minute
+        # a predecessor (a restarted gateway) already stored ticks of: the
+        # script rebuilds those from every stored tick of the minute.
+        minute = max(t.ts - t.ts % MINUTE_MS, t.recv_ts - t.recv_ts % MINUTE_MS)
+        self.packer.rebuild_until[t.instrument] = minute
+
+    def _add_bar(self, bar: Bar, bars: deque[Bar]) -> None:
+        if len(bars) == bars.maxlen:
+            self.bars_dropped += 1
+        bars.append(bar)
+
+    def _on_drop(self, n: int) -> None:
+        self.dropped += n
+        now = time.monotonic()
+        if now - self._drop_logged >= DROP_LOG_INTERVAL:
+            self._drop_logged = now
+            log.warning(
+                "redis_buffer_overflow",
+                dropped_total=self.dropped,
+                buffer_max=self._settings.buffer_max,
+                state=self.state,
+            )
+
+    def buffered(self) -> int:
+        """Return the ticks not yet acknowledged: buffered plus in flight."""
+        return len(self._buf) + sum(b.ticks for b in self._inflight)
+
+    # ------------------------------------------------------------------ background
+
+    async def run(self) -> None:
+        """Connect, flush batches and reconnect with backoff until cancelled or closed."""
+        async with anyio.create_task_group() as tg:
+            if self.builder is not None:
+                tg.start_soon(self._bar_clock)
+            await self._loop()
+
+    async def _bar_clock(self) -> None:
+        builder = self.builder
+        assert builder is not None
+        while not self.closed:
+            await anyio.sleep(1.0)
+            closed = builder.flush(now_ms(), BAR_GRACE_MS)
+            if closed:
+                for bar in closed:
+                    self._add_bar(bar, self._bars)
+                self._wake.set()
+
+    def has_work(self) -> bool:
+        """Return whether ticks or bars wait to be written (buffered or in flight)."""
+        return bool(self._buf or self._bars or self._inflight)
+
+    async def _wait(self, delay: float) -> None:
+        with anyio.move_on_after(delay):
+            await self._wake.wait()
+        if self._wake.is_set():
+            self._wake = anyio.Event()
+
+    async def _loop(self) -> None:
+        rt = self._runtime
+        backoff = Backoff(rt.backoff_initial, rt.backoff_max)
+        while not self.closed:
+            try:
+                if not self.has_work():
+                    if self.state == "ok":
+                        await self._wait(IDLE_PING)
+                    if not self.has_work():
+                        await self._ping()
+                        backoff.reset()
+                        continue
+                if not self._inflight and len(self._buf) < self._settings.batch_max:
+                    await self._wait(self._settings.batch_interval)
+                await self.flush()
+                backoff.reset()
+            except Exception as exc:
+                # Redis errors, OS errors and timeouts are expected; anything
+                # else is a bug, but the store keeps its buffer and retries
+                # rather than dying and taking the feed's storage down.
+                if not isinstance(exc, RedisError | OSError | TimeoutError):
+                    log.exception("redis_store_error")
+                self.failed(exc)
+                # Full jitter, capped: the first retry comes within backoff_initial.
+                await anyio.sleep(backoff.next())
+
+    def failed(self, exc: BaseException) -> None:
+        """Count a failed attempt, mark the store down and log it (once per new error)."""
+        self.failures += 1
+        text = str(exc) or (
+            f"no answer within {self._io_timeout:g} s" if isinstance(exc, TimeoutError) else ""
+        )
+        err = self._url.clean(f"{type(exc).__name__}: {text}")
+        if self.state != "down" or err != self.last_error:
+            log.warning(
+                "redis_store_down",
+                url=self._url.masked,
+                error=err,
+                buffered=self.buffered(),
+            )
+        self.state = "down"
+        self.last_error = err
+
+    def _ok(self) -> None:
+        if self.state != "ok":
+            log.info("redis_store_up", url=self._url.masked, buffered=self.buffered())
+        self.state = "ok"
+
+    # ------------------------------------------------------------------ connection
+
+    async def _connection(self) -> AbstractConnection:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._wpool.make_connection()  # type: ignore[no-untyped-call]
+        if not conn.is_connected:
+            try:
+                # The handshake (AUTH, SELECT...) reads replies without a
+                # socket timeout: bound it, a hung server must not hang us.
+                with anyio.fail_after(self._io_timeout):
+                    await conn.connect()
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await conn.disconnect(nowait=True)
+                raise
+            for script in (WRITE_BATCH, LAST_IDS):
+                await self._roundtrip(conn, ("SCRIPT", "LOAD", script), packed=False)
+        return conn
+
+    async def _roundtrip(
+        self,
+        conn: AbstractConnection,
+        cmd: bytes | tuple[Any, ...],
+        *,
+        packed: bool = True,
+    ) -> Any:
+        data = cmd if packed else conn.pack_command(*cmd)
+        try:
+            with anyio.fail_after(self._io_timeout):
+                await conn.send_packed_command(data, check_health=False)
+                return await conn.read_response()
+        except BaseException as exc:
+            if not isinstance(exc, RedisError) or _is_connection_error(exc):
+                with anyio.CancelScope(shield=True):
+                    await conn.disconnect(nowait=True)
+            raise
+
+    async def _ping(self) -> None:
+        async with self._lock:
+            conn = await self._connection()
+            await self._roundtrip(conn, ("PING",), packed=False)
+            self._ok()
+
+    # ------------------------------------------------------------------ batches
+
+    async def flush(self) -> None:
+        """
+        Send everything buffered, keeping up to :data:`PIPELINE_DEPTH` batches
+        in flight (the next batch is packed while Redis runs the previous
+        one). A batch leaves ``_inflight`` only once Redis acknowledged it;
+        after any error the connection is dropped and every batch still in
+        flight is re-sent, in order, on the next attempt (retries are
+        idempotent: the script skips IDs already stored).
+        """
+        for attempt in range(2):
+            try:
+                async with self._lock:
+                    await self._pump()
+                return
+            except NoScriptError:
+                # Scripts flushed (SCRIPT FLUSH, or a new server behind the
+                # address): the dropped connection reloads them on connect.
+                if attempt:
+                    raise
+
+    async def _pump(self) -> None:
+        conn = await self._connection()
+        pending = self._inflight
+        try:
+            for batch in pending:  # kept from a failed attempt: re-send first
+                await self._send(conn, batch.data)
+            # One partial batch per call (the caller waited batch_interval for
+            # it); beyond that only full ones, so that a slow trickle of ticks
+            # still travels in batches rather than one round trip per tick.
+            partial = True
+            full = self._settings.batch_max
+            while True:
+                while len(pending) < PIPELINE_DEPTH and (
+                    len(self._buf) >= full or (partial and (self._buf or self._bars))
+                ):
+                    partial = False
+                    if self._needs_seed():
+                        if pending:
+                            break  # read the replies first: seeding is a round trip
+                        await self._seed(conn)
+                    batch = self._take_batch()
+                    pending.append(batch)
+                    await self._send(conn, batch.data)
+                if not pending:
+                    return
+                with anyio.fail_after(self._io_timeout):
+                    reply = await conn.read_response()
+                self._acknowledged(pending.popleft(), reply)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await conn.disconnect(nowait=True)
+            raise
+
+    async def _send(self, conn: AbstractConnection, data: bytes) -> None:
+        with anyio.fail_after(self._io_timeout):
+            await conn.send_packed_command(data, check_health=False)
+
+    def _acknowledged(self, batch: _Batch, reply: Any) -> None:
+        added, skipped, bars, _bars_skipped = (int(x) for x in reply)
+        self.batches += 1
+        self.written += added
+        self.duplicates += skipped
+        self.bars_written += bars
+        if self.packer.rejected != self._rejected_logged:
+            self._rejected_logged = self.packer.rejected
+            log.error(
+                "redis_ticks_rejected",
+                rejected_total=self.packer.rejected,
+                reason=REJECT_REASON,
+            )
+        self._ok()
+
+    def _next_ticks(self) -> list[str]:
+        n = min(len(self._buf), self._settings.batch_max)
+        return self.packer.unknown(t.instrument for t in islice(self._buf, n))
+
+    def _needs_seed(self) -> bool:
+        return bool(self._next_ticks())
+
+    async def _seed(self, conn: AbstractConnection) -> None:
+        # Seed the ID counters of instruments new to this process from Redis
+        # before any of their ticks leave the buffer: a restarted gateway
+        # continues above its predecessor's IDs.
+        while new := self._next_ticks():
+            keys = [ticks_key(i) for i in new]
+            cmd = ("EVALSHA", LAST_IDS_SHA, len(keys), *keys)
+            try:
+                ids = await self._roundtrip(conn, cmd, packed=False)
+            except NoScriptError:
+                await self._roundtrip(conn, ("SCRIPT", "LOAD", LAST_IDS), packed=False)
+                ids = await self._roundtrip(conn, cmd, packed=False)
+            for inst, last in zip(new, ids, strict=True):
+                self.packer.seed(inst, last)
+
+    def _take_batch(self) -> _Batch:
+        # No await between the seeding check and here: the ticks taken are
+        # exactly the ones checked.
+        buf = self._buf
+        ticks = [buf.popleft() for _ in range(min(len(buf), self._settings.batch_max))]
+        bars = list(self._bars)
+        self._bars.clear()
+        return _Batch(self.packer.pack(ticks, bars), len(ticks), len(bars))
+
+    # ------------------------------------------------------------------ shutdown
+
+    async def aclose(self) -> None:
+        """Flush what is buffered (bounded by the shutdown timeout) and close the connection."""
+        if self.closed:
+            return
+        self.closed = True
+        deadline = max(0.5, self._runtime.shutdown_timeout - 1.0)
+        try:
+            with anyio.move_on_after(deadline):
+                while self.has_work():
+                    try:
+                        await self.flush()
+                    except Exception as exc:
+                        self.failed(exc)
+                        await anyio.sleep(0.1)
+        finally:
+            # Also when the caller's own shutdown deadline cancels us.
+            left = self.buffered()
+            if left:
+                log.warning("redis_store_closed_with_buffer", lost=left, url=self._url.masked)
+            with anyio.CancelScope(shield=True):
+                if self._conn is not None:
+                    await self._conn.disconnect(nowait=True)
+                await self._wpool.aclose()
+
+
+def _is_connection_error(exc: RedisError) -> bool:
+    from redis.exceptions import ConnectionError, TimeoutError
+
+    return isinstance(exc, ConnectionError | TimeoutError)
