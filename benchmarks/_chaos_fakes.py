@@ -138,7 +138,7 @@ class ChaosYahoo(FakeYahooServer):
                 unsubs.setdefault(code, []).append(now)
         return added
 
-    async def _handle(self, ws: Any) -> None:
+    async def _handler(self, ws: Any) -> None:
         if self.refuse_left > 0:
             self.refuse_left -= 1
             self.refusals += 1
@@ -147,7 +147,7 @@ class ChaosYahoo(FakeYahooServer):
             return
         self.ledger.log("yahoo", ws)
         try:
-            await super()._handle(ws)
+            await super()._handler(ws)
         finally:
             self.ledger.closed("yahoo", ws)
 
@@ -169,11 +169,11 @@ class ChaosDhan(FakeDhanServer):
         return super()._credentials_ok(path)
 
     async def _request(self, conn: Any, text: str) -> bool:
-        before = set(conn.subscriptions)
+        before = set(conn.subscribed)
         try:
             return await super()._request(conn, text)
         finally:
-            gone = before - set(conn.subscriptions)
+            gone = before - set(conn.subscribed)
             if gone:
                 now = time.monotonic()
                 unsubs = self.ledger.log("dhan", conn.ws).unsubs
@@ -224,7 +224,7 @@ class Feeder:
         else:
             for dc in self.server.connections:
                 if dc.ws not in self.server.silent:
-                    out.extend((dc.ws, code) for code in dc.subscriptions if code in self.instruments)
+                    out.extend((dc.ws, code) for code in dc.subscribed if code in self.instruments)
         return out
 
     def _held(self) -> bool:
@@ -234,7 +234,7 @@ class Feeder:
         if isinstance(self.server, ChaosYahoo):
             return any(c.ws is ws and code in c.subscribed and not c.silent for c in self.server.connections)
         return ws not in self.server.silent and any(
-            c.ws is ws and code in c.subscriptions for c in self.server.connections)
+            c.ws is ws and code in c.subscribed for c in self.server.connections)
 
     def _frame(self, code: str, volume: int, ts_ms: int | None = None) -> str | bytes:
         price = 100.0 + (volume % 200) * 0.25

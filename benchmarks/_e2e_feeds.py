@@ -49,7 +49,7 @@ class _Yahoo:
 
     async def _run(self, rate: float | None, count: int) -> int:
         srv = self.srv
-        if not srv.subscribed():
+        if not srv.subscribed:
             return 0
         target = srv.stream_sent + count
         srv.start_stream(rate, count=count)
@@ -73,7 +73,7 @@ class _Yahoo:
         return sent
 
     def state(self) -> dict[str, int]:
-        return {"subscribed": len(self.srv.subscribed()), "connections": len(self.srv.connections),
+        return {"subscribed": len(self.srv.subscribed), "connections": len(self.srv.connections),
                 "sent": self.srv.stream_sent}
 
 
@@ -98,7 +98,7 @@ class _Dhan:
         return sent
 
     def state(self) -> dict[str, int]:
-        return {"subscribed": len(self.srv.subscribed()), "connections": len(self.srv.connections),
+        return {"subscribed": len(self.srv.subscribed), "connections": len(self.srv.connections),
                 "sent": self.srv.streamed}
 
 

@@ -170,7 +170,7 @@ class Soak:
                 await anyio.sleep(0.05)
             ycodes = {_yahoo_code(i) for i in YAHOO_TRACKED}
             dcodes = set(self.dhan_codes.values())
-            while not (ycodes <= self.yahoo.subscribed() and dcodes <= self.dhan.subscribed()):
+            while not (ycodes <= self.yahoo.subscribed and dcodes <= self.dhan.subscribed):
                 await anyio.sleep(0.05)
 
     async def _soak(self) -> dict[str, Any]:

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from mdgate._config import Settings
-from mdgate.testing import FakeFeedServer, settings_from_toml
+from mdgate.testing import settings_from_toml
+
+if TYPE_CHECKING:
+    from mdgate_example.testing import FakeExampleServer
 
 EXAMPLE_PACKAGE = Path(__file__).parent / "example_provider"
 
@@ -57,38 +59,12 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class ExampleFeed(FakeFeedServer):
-    """A FakeFeedServer that speaks the example provider's JSON protocol."""
-
-    def __init__(self, port: int = 0) -> None:
-        super().__init__(on_message=self._on_msg, port=port)
-        self.subscribed: set[str] = set()
-        self.subscribe_frames: list[list[str]] = []
-        self.unsubscribe_frames: list[list[str]] = []
-        self.pings = 0
-        self.refuse_auth = False
-
-    def _on_msg(self, server: FakeFeedServer, ws: Any, frame: Any) -> Any:
-        msg = json.loads(frame)
-        if msg["action"] == "subscribe":
-            self.subscribe_frames.append(msg["symbols"])
-            self.subscribed.update(msg["symbols"])
-            if self.refuse_auth:
-                return ws.send(json.dumps({"error": "auth", "message": "token refused"}))
-        elif msg["action"] == "unsubscribe":
-            self.unsubscribe_frames.append(msg["symbols"])
-            self.subscribed.difference_update(msg["symbols"])
-        elif msg["action"] == "ping":
-            self.pings += 1
-        return None
-
-    async def tick(self, symbol: str, price: float, ts: int = 1_700_000_000_000, **extra: Any) -> None:
-        await self.push(json.dumps({"s": symbol, "p": price, "t": ts, **extra}))
-
-
 @pytest.fixture
-async def feed() -> AsyncIterator[ExampleFeed]:
-    async with ExampleFeed() as server:
+async def feed() -> AsyncIterator[FakeExampleServer]:
+    """The example provider's fake feed (installed by pytest_configure, hence imported here)."""
+    from mdgate_example.testing import FakeExampleServer
+
+    async with FakeExampleServer() as server:
         yield server
 
 

@@ -2,39 +2,57 @@
 mdgate: a market-data gateway.
 
 Many providers in (as plugins), one normalized tick stream out, to Redis and
-to WebSocket clients. The public API for plugin authors is re-exported here;
-everything in ``mdgate._*`` modules is private.
+to WebSocket clients.
+
+The public API is this package's namespace (everything in ``__all__``), the
+hook reference :mod:`mdgate.hookspecs` and the test helpers
+:mod:`mdgate.testing`: everything a provider, store or route-source plugin
+needs. Every module with a ``_`` component in its path is private and may
+change in any release; ``mdgate.plugins`` holds the built-in plugins (entry
+point targets, not an API). ``tests/unit/test_public_surface.py`` guards this.
 """
 
 from __future__ import annotations
 
+from mdgate._cli.context import CommandContext, pass_context
+from mdgate._config import Secret, Settings
 from mdgate._errors import (
     AuthenticationError,
     ConfigError,
     DecodeError,
+    InstrumentError,
     MdgateError,
     NoRouteError,
     ProviderConnectionError,
     ProviderDisabled,
     ProviderError,
     RateLimitedError,
+    StoreUnavailable,
     SubscriptionRejected,
 )
 from mdgate._model import Bar, Tick, now_ms, parse_instrument
-from mdgate._provider import Connector, Decoder, Endpoint, Frame, ProviderSpec, Transport
+from mdgate._provider import Backfill, Connector, Decoder, Endpoint, Frame, ProviderSpec, Transport
+from mdgate._redact import mask_url
+from mdgate._routing.table import ExchangeRoute, InstrumentMapping, RouteSource, RouteTable
 from mdgate.hookspecs import hookimpl
+from mdgate.plugins.stores.protocol import Store
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AuthenticationError",
+    "Backfill",
     "Bar",
+    "CommandContext",
     "ConfigError",
     "Connector",
     "DecodeError",
     "Decoder",
     "Endpoint",
+    "ExchangeRoute",
     "Frame",
+    "InstrumentError",
+    "InstrumentMapping",
     "MdgateError",
     "NoRouteError",
     "ProviderConnectionError",
@@ -42,11 +60,19 @@ __all__ = [
     "ProviderError",
     "ProviderSpec",
     "RateLimitedError",
+    "RouteSource",
+    "RouteTable",
+    "Secret",
+    "Settings",
+    "Store",
+    "StoreUnavailable",
     "SubscriptionRejected",
     "Tick",
     "Transport",
     "__version__",
     "hookimpl",
+    "mask_url",
     "now_ms",
     "parse_instrument",
+    "pass_context",
 ]

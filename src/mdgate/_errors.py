@@ -25,15 +25,16 @@ mdgate's exception hierarchy.
 Provider plugins raise these from their pure decode functions; the core's
 connection runtime decides from ``retryable`` whether to back off and retry,
 or to wait for new credentials.
+
+This module imports nothing of mdgate (``_model`` imports it for
+``InstrumentError``), so the ticks an error carries are typed ``object``:
+the core screens them like any decoder result.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from mdgate._model import Tick
+from typing import ClassVar
 
 __all__ = [
     "AuthenticationError",
@@ -118,12 +119,13 @@ class ProviderError(MdgateError):
 
     def __init__(
         self, provider: str, message: str, *, code: int | None = None,
-        ticks: Sequence[Tick] = (),
+        ticks: Sequence[object] = (),
     ) -> None:
         self.provider = provider
         self.message = message
         self.code = code
-        #: Ticks decoded from the same frame before the failure; never lost.
+        #: Ticks (:class:`mdgate.Tick`) decoded from the same frame before the
+        #: failure; never lost (the core screens them like any decoder result).
         self.ticks = ticks
         super().__init__(f"{provider}: {message}")
 
@@ -149,7 +151,7 @@ class AuthenticationError(ProviderError):
 
     def __init__(
         self, provider: str, message: str, *, code: int | None = None,
-        hint: str | None = None, ticks: Sequence[Tick] = (),
+        hint: str | None = None, ticks: Sequence[object] = (),
     ) -> None:
         super().__init__(provider, message, code=code, ticks=ticks)
         self.hint = hint
@@ -170,7 +172,7 @@ class DecodeError(ProviderError):
 
     def __init__(
         self, provider: str, kind: str, message: str, *, excerpt: bytes | str = b"",
-        ticks: Sequence[Tick] = (),
+        ticks: Sequence[object] = (),
     ) -> None:
         super().__init__(provider, f"{kind}: {message}", ticks=ticks)
         self.kind = kind

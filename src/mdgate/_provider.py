@@ -9,7 +9,7 @@ core's connection runtime does all I/O; the plugin supplies
   :class:`Connector` for a transport of its own;
 * subscribe / unsubscribe / heartbeat frames (pure encoders);
 * a :class:`Decoder` per connection: a stateful, pure object turning provider
-  frames into :class:`~mdgate._model.Tick` lists.
+  frames into :class:`mdgate.Tick` lists.
 
 Everything here is plain data or a ``typing.Protocol``; nothing imports I/O
 libraries, so plugin ``protocol.py`` modules stay sans-I/O.
@@ -84,8 +84,8 @@ class ProviderSpec:
             which a connection counts as stalled and is reconnected.
         parse_config: validates the provider's config table (and the
             environment, for secrets) into the object every hook receives as
-            ``config``. Raises :class:`~mdgate._errors.ConfigError` naming the
-            key for a bad table, :class:`~mdgate._errors.ProviderDisabled` when
+            ``config``. Raises :class:`mdgate.ConfigError` naming the
+            key for a bad table, :class:`mdgate.ProviderDisabled` when
             the provider cannot run (missing credentials).
         instrument_table: the provider knows its instruments from an explicit
             table only (its own built-in list, ``[instruments]`` codes,
@@ -106,7 +106,7 @@ class ProviderSpec:
     max_connections: int = 1
     heartbeat_interval: float | None = None
     stall_timeout: float = 30.0
-    parse_config: Callable[[Mapping[str, Any], Mapping[str, str]], Any] = default_parse_config
+    parse_config: Callable[[Mapping[str, Any], Mapping[str, str]], object] = default_parse_config
     instrument_table: bool = False
     backup_for: tuple[str, ...] = ()
     display_name: str = ""
@@ -206,11 +206,11 @@ class Decoder(Protocol):
         Decode one frame received at ``recv_ts`` (epoch ms, UTC).
 
         Returns the ticks it carries (often none: status packets only update
-        state). Raises :class:`~mdgate._errors.DecodeError` for a malformed
+        state). Raises :class:`mdgate.DecodeError` for a malformed
         frame or packet, with any ticks decoded before the fault in
-        ``error.ticks``; raises :class:`~mdgate._errors.AuthenticationError`,
-        :class:`~mdgate._errors.RateLimitedError` or another
-        :class:`~mdgate._errors.ProviderError` for a provider's disconnect
+        ``error.ticks``; raises :class:`mdgate.AuthenticationError`,
+        :class:`mdgate.RateLimitedError` or another
+        :class:`mdgate.ProviderError` for a provider's disconnect
         message.
         """
         ...

@@ -100,8 +100,8 @@ async def test_tail_prints_ticks_and_status_shows_table(daemon, feed):
 
         tg.start_soon(tail)
         await feed.wait_until(lambda f: "ACME" in f.subscribed, timeout=15)
-        await feed.tick("ACME", 101.25, v=5)
-        await feed.tick("ACME", 101.5, v=6)
+        await feed.send_tick("ACME", 101.25, v=5)
+        await feed.send_tick("ACME", 101.5, v=6)
     out = result["tail"].stdout.decode()
     assert result["tail"].returncode == 0
     assert "subscribed: EXAMPLE:ACME" in out and "101.25" in out and "101.5" in out and " EX " in out
@@ -133,7 +133,7 @@ async def test_history_via_running_daemon(daemon, feed):
     async with connect(f"ws://127.0.0.1:{daemon.port}/ws") as ws:
         await ws.send(json.dumps({"op": "subscribe", "instruments": ["EXAMPLE:ACME"]}))
         await feed.wait_until(lambda f: "ACME" in f.subscribed)
-        await feed.tick("ACME", 1.5, ts=1_700_000_000_000)
+        await feed.send_tick("ACME", 1.5, ts=1_700_000_000_000)
         while json.loads(await ws.recv())["type"] != "ticks":
             pass
     res = await anyio.run_process(
@@ -155,7 +155,7 @@ async def test_sigterm_graceful_shutdown(daemon, feed):
         assert info.value.rcvd is not None and info.value.rcvd.code == 1001
     code = await anyio.to_thread.run_sync(daemon.proc.wait, 5)
     assert code == 0 and time.monotonic() - t0 < 5
-    assert ["ACME"] in feed.unsubscribe_frames  # provider unsubscribed before closing
+    assert ["ACME"] in feed.unsubscribe_requests  # provider unsubscribed before closing
     assert "gateway_stopped" in daemon.log.read_text()
 
 
@@ -166,7 +166,7 @@ async def test_sighup_reload_keeps_clients(daemon, feed, config):
         config.write_text(config.read_text().replace("linger = 0", 'linger = 0\nalways = ["EXAMPLE:BOLT"]'))
         daemon.proc.send_signal(signal.SIGHUP)
         await feed.wait_until(lambda f: "BOLT" in f.subscribed)
-        await feed.tick("ACME", 3.0)
+        await feed.send_tick("ACME", 3.0)
         while True:
             msg = json.loads(await ws.recv())
             if msg["type"] == "ticks":
@@ -231,3 +231,11 @@ async def test_backfill_calls_provider_hook():
 async def test_backfill_no_capable_provider_is_clear_error():
     res = await anyio.run_process([*MDGATE, "backfill", "MARS:ROVER"], env=env(), check=False)
     assert res.returncode == 1 and "MARS" in res.stderr.decode()
+
+
+async def test_backfill_json_is_the_same_one_document():
+    argv = ["backfill", "EXAMPLE:ACME", "--since", "1700000000000", "--until", "1700000200000"]
+    plain = await anyio.run_process([*MDGATE, *argv], env=env(), check=False)
+    res = await anyio.run_process([*MDGATE, *argv, "--json"], env=env(), check=False)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout) == json.loads(plain.stdout) and len(res.stdout.splitlines()) == 1

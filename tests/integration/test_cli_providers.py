@@ -49,7 +49,7 @@ async def test_mdgate_run_yahoo_streams_aapl_to_tail(tmp_path):
                 await yahoo.wait_subscribed("AAPL", timeout=15)
                 now = int(time.time()) * 1000
                 for i in range(3):
-                    await yahoo.push("AAPL", price=189.91 + i, time=now + i, day_volume=1000 + i)
+                    await yahoo.send_pricing("AAPL", price=189.91 + i, time=now + i, day_volume=1000 + i)
             assert [(t["instrument"], t["provider"], t["price"], t["ts"]) for t in got] == [
                 ("NASDAQ:AAPL", "YF", round(189.91 + i, 2), now + i) for i in range(3)
             ]
@@ -77,7 +77,7 @@ async def test_mdgate_run_dhan_streams_reliance_with_utc_ts(tmp_path):
 
             async with anyio.create_task_group() as tg:
                 tg.start_soon(run_tail)
-                await dhan.wait_subscribed(["NSE_EQ:2885"])
+                await dhan.wait_subscribed("NSE_EQ:2885")
                 true_utc_ms = int(time.time()) * 1000
                 await dhan.send_quote("NSE_EQ:2885", 2456.75, ts_ms=true_utc_ms)
             t = got[0]

@@ -141,7 +141,7 @@ async def test_request_over_max_instruments_per_request_refused_whole(feed, make
         assert (await c.recv())["code"] == "limit"
         # nothing else lost: the earlier subscription still streams
         await feed.wait_until(lambda f: "ACME" in f.subscribed)
-        await feed.tick("ACME", 3.0)
+        await feed.send_tick("ACME", 3.0)
         assert (await c.ticks(1))[0]["price"] == 3.0
         assert gw.status()["server"]["limit_errors"] == 2
 
@@ -291,7 +291,7 @@ async def test_same_host_origin_when_not_listening_on_loopback(feed, make_settin
     # listening on every address: only a page of the same host and port (e.g. behind a proxy)
     settings = make_settings(feed.url, extra='[server]\nhost = "0.0.0.0"\n')
     async with running_gateway(settings) as gw:
-        gw.gateway.settings = settings  # running_gateway binds 127.0.0.1; judge as configured
+        gw.gateway.server.settings = settings.server  # running_gateway binds 127.0.0.1; judge as configured
         port = gw.port
         assert await _handshake(port, f"http://desk.example:{port}", f"desk.example:{port}") == 101
         assert await _handshake(port, "https://desk.example", "desk.example") == 101
@@ -319,8 +319,8 @@ async def test_client_that_stops_reading_receives_1008(feed, make_settings):
             slow.transport.pause_reading()
             with anyio.fail_after(20):
                 i = 0
-                while server.closed["slow"] == 0:
-                    await feed.push(json.dumps([{"s": n, "p": 1.0 + i, "t": i, "v": i} for n in names]))
+                while server.stats.closed["slow"] == 0:
+                    await feed.send(json.dumps([{"s": n, "p": 1.0 + i, "t": i, "v": i} for n in names]))
                     i += 1
                     await anyio.sleep(0.001)
             # the gateway gave up on the client: it dropped what it still held, and the close frame
@@ -349,7 +349,7 @@ async def test_client_flooding_requests_without_reading_closed_over_budget(feed,
             peak = 0
             request = json.dumps({"op": "subscribe", "instruments": [f"MARS:R{i}" for i in range(100)]})
             with anyio.fail_after(20):
-                while server.closed["over_budget"] == 0:
+                while server.stats.closed["over_budget"] == 0:
                     await hostile.send(request)
                     for o in server._outboxes:
                         peak = max(peak, o.nbytes + o.in_flight)

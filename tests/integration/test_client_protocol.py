@@ -18,7 +18,7 @@ async def test_subscribe_flow_subscribed_then_snapshot_then_ticks(feed, make_set
         assert sub == {"type": "subscribed", "instruments": ["EXAMPLE:ACME"]}
         assert snap == {"type": "snapshot", "ticks": []}
         await feed.wait_until(lambda f: "ACME" in f.subscribed)
-        await feed.tick("ACME", 12.5, q=10, v=100)
+        await feed.send_tick("ACME", 12.5, q=10, v=100)
         ticks = await c.ticks(1)
         t = ticks[0]
         assert t["instrument"] == "EXAMPLE:ACME" and t["price"] == 12.5
@@ -32,8 +32,8 @@ async def test_snapshot_second_client_gets_latest_tick(feed, make_settings):
         async with GatewayClient.connect(gw.ws_url) as c1:
             await c1.subscribe("EXAMPLE:ACME")
             await feed.wait_until(lambda f: "ACME" in f.subscribed)
-            await feed.tick("ACME", 1.0, ts=1_700_000_000_000)
-            await feed.tick("ACME", 2.0, ts=1_700_000_001_000)
+            await feed.send_tick("ACME", 1.0, ts=1_700_000_000_000)
+            await feed.send_tick("ACME", 2.0, ts=1_700_000_001_000)
             await c1.ticks(2)
             async with GatewayClient.connect(gw.ws_url) as c2:
                 _, snap = await c2.subscribe("EXAMPLE:ACME", "EXAMPLE:NONE")
@@ -103,7 +103,7 @@ async def test_unsubscribe_stops_ticks_and_releases_provider(feed, make_settings
         await c.send({"op": "unsubscribe", "instruments": ["example:acme"]})
         assert await c.recv_type("unsubscribed") == {"type": "unsubscribed", "instruments": ["EXAMPLE:ACME"]}
         await feed.wait_until(lambda f: "ACME" not in f.subscribed)
-        await feed.tick("BOLT", 3.0)
+        await feed.send_tick("BOLT", 3.0)
         ticks = await c.ticks(1)
         assert [t["instrument"] for t in ticks] == ["EXAMPLE:BOLT"]
 
@@ -190,7 +190,7 @@ async def test_history_endpoint_ticks_and_bad_params(feed, make_settings):
         await c.subscribe("EXAMPLE:ACME")
         await feed.wait_until(lambda f: "ACME" in f.subscribed)
         for i in range(3):
-            await feed.tick("ACME", 10.0 + i, ts=1_700_000_000_000 + i)
+            await feed.send_tick("ACME", 10.0 + i, ts=1_700_000_000_000 + i)
         await c.ticks(3)
         async with httpx.AsyncClient(base_url=gw.http_url) as http:
             r = await http.get("/history", params={"instrument": "example:acme", "since": 1_700_000_000_001})

@@ -69,8 +69,8 @@ async def test_example_provider_serves_lse_and_nyse_from_the_config_file(feed, t
         async with anyio.create_task_group() as tg:
             tg.start_soon(tail)
             await feed.wait_until(lambda f: {"VOD", "IBM"} <= f.subscribed, timeout=15)
-            await feed.tick("VOD", 71.25)
-            await feed.tick("IBM", 190.5)
+            await feed.send_tick("VOD", 71.25)
+            await feed.send_tick("IBM", 190.5)
     finally:
         daemon.stop()
     out = result["tail"].stdout.decode()

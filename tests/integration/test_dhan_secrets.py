@@ -74,12 +74,12 @@ async def test_plugin_trace_never_logs_the_dhan_token(tmp_path: Path) -> None:
         try:
             await wait_status(gw, port, lambda s: dhan_state(s) == "connected")
             with anyio.fail_after(10):
-                await dhan.wait_subscribed([RELIANCE])
+                await dhan.wait_subscribed(RELIANCE)
             await dhan.send_quote(RELIANCE, 2456.75)
             # the error paths log too: an expired-token disconnect, then a reconnect
             await dhan.disconnect(807)
             with anyio.fail_after(10):
-                await dhan.wait_for(lambda: len(dhan.history) >= 2 and RELIANCE in dhan.subscribed())
+                await dhan.wait_until(lambda _: len(dhan.history) >= 2 and RELIANCE in dhan.subscribed)
             status = await wait_status(gw, port, lambda s: dhan_state(s) == "connected")
         finally:
             assert gw.stop() == 0, gw.log.read_text()
@@ -115,7 +115,7 @@ async def test_token_rotation_through_the_token_file_and_sighup(tmp_path: Path) 
             t0 = time.monotonic()
             gw.proc.send_signal(signal.SIGHUP)
             with anyio.fail_after(10):
-                await dhan.wait_subscribed([RELIANCE])
+                await dhan.wait_subscribed(RELIANCE)
             reconnect_s = time.monotonic() - t0
             status = await wait_status(gw, port, lambda s: dhan_state(s) == "connected")
             assert dhan.connection_attempts > attempts

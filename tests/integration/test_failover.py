@@ -6,13 +6,13 @@ from contextlib import AbstractAsyncContextManager
 
 import anyio
 import pytest
-from mdgate_example.plugin import ExampleConfig, parse_config
+from mdgate_example.config import ExampleConfig, parse_config
 from mdgate_example.protocol import ExampleDecoder, encode_subscribe, encode_unsubscribe
+from mdgate_example.testing import FakeExampleServer as ExampleFeed
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
 from mdgate._config import Settings
 from mdgate.testing import GatewayClient, GatewayHandle, running_gateway, settings_from_toml
-from tests.conftest import ExampleFeed
 
 pytestmark = pytest.mark.anyio
 
@@ -79,14 +79,14 @@ url = "{beta.url}"
             await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")
             await c.subscribe("DUO:FOO")
             await alpha.wait_until(lambda f: "FOO" in f.subscribed)
-            await alpha.tick("FOO", 1.0)
+            await alpha.send_tick("FOO", 1.0)
             assert (await c.ticks(1))[0]["provider"] == "A"
-            assert beta.subscribe_frames == []
+            assert beta.subscribe_requests == []
 
             # kill the primary: nothing listens on its port any more
             await alpha.__aexit__(None, None, None)
             await beta.wait_until(lambda f: "FOO" in f.subscribed, timeout=5)
-            await beta.tick("FOO", 2.0)
+            await beta.send_tick("FOO", 2.0)
             t = (await c.ticks(1))[0]
             assert (t["provider"], t["price"]) == ("B", 2.0)
             sw = gw.status()["routing"]["switches"][-1]
@@ -98,7 +98,7 @@ url = "{beta.url}"
             async with ExampleFeed(port=port) as alpha2:
                 await alpha2.wait_until(lambda f: "FOO" in f.subscribed, timeout=10)
                 await beta.wait_until(lambda f: "FOO" not in f.subscribed, timeout=5)
-                await alpha2.tick("FOO", 3.0)
+                await alpha2.send_tick("FOO", 3.0)
                 t = (await c.ticks(1))[0]
                 assert (t["provider"], t["price"]) == ("A", 3.0)
                 sw = gw.status()["routing"]["switches"][-1]

@@ -44,7 +44,7 @@ url = "{yahoo.url}"
         )
         async with running_gateway(settings) as gw, GatewayClient.connect(gw.ws_url) as client:
             await client.subscribe("nse:reliance")
-            await dhan.wait_subscribed(["NSE_EQ:2885"])
+            await dhan.wait_subscribed("NSE_EQ:2885")
             now = int(time.time()) * 1000
             await dhan.send_quote("NSE_EQ:2885", 2456.75, ts_ms=now)
             t = (await client.ticks(1))[0]
@@ -54,11 +54,11 @@ url = "{yahoo.url}"
                 2456.75,
                 now,
             )
-            assert "RELIANCE.NS" not in yahoo.subscribed()
+            assert "RELIANCE.NS" not in yahoo.subscribed
 
             await dhan.stop()  # the Dhan endpoint is gone
             await yahoo.wait_subscribed("RELIANCE.NS", timeout=10)
-            await yahoo.push("RELIANCE.NS", price=2457.5, time=now + 1000)
+            await yahoo.send_pricing("RELIANCE.NS", price=2457.5, time=now + 1000)
             t = (await client.ticks(1))[0]
             assert (t["instrument"], t["provider"], t["price"]) == ("NSE:RELIANCE", "YF", 2457.5)
             sw = gw.status()["routing"]["switches"][-1]
@@ -71,8 +71,8 @@ url = "{yahoo.url}"
             dhan2 = FakeDhanServer(token=TOKEN, client_id=CLIENT, port=dhan_port)
             await dhan2.start()
             try:
-                await dhan2.wait_subscribed(["NSE_EQ:2885"])
-                await yahoo.wait_for(lambda: "RELIANCE.NS" not in yahoo.subscribed(), timeout=10)
+                await dhan2.wait_subscribed("NSE_EQ:2885")
+                await yahoo.wait_until(lambda _: "RELIANCE.NS" not in yahoo.subscribed, timeout=10)
                 await dhan2.send_quote("NSE_EQ:2885", 2458.0, ts_ms=now + 2000)
                 t = (await client.ticks(1))[0]
                 assert (t["provider"], t["price"]) == ("DHAN", 2458.0)

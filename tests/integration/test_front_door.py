@@ -4,8 +4,9 @@ The documented command line, run as an operator runs it: the real
 
 * ``--config PATH`` after the sub-command (the documented form) as well as
   before it, for ``run`` and for the commands that read the config;
-* every start-up failure is ONE line on stderr (``mdgate: ...``) and an exit
-  code: 2 for what the operator wrote, 1 for the state of the machine.
+* every start-up failure is ONE line on stderr (``mdgate: error: ...``) and an
+  exit code: 2 for what the operator wrote, 1 for the state of the machine;
+* shell completion (click's) and a light ``mdgate --help``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ def mdgate(*args: str, env: dict[str, str] | None = None) -> subprocess.Complete
 
 
 def one_line(res: subprocess.CompletedProcess[str], code: int) -> str:
-    """Assert ``res`` failed with ``code`` and exactly one ``mdgate: ...`` line on stderr; return it."""
+    """Assert ``res`` failed with ``code`` and exactly one ``mdgate: error: ...`` stderr line; return it."""
     lines = res.stderr.splitlines()
     assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("mdgate: "), res.stderr
+    assert lines[0].startswith("mdgate: error: "), res.stderr
     assert res.returncode == code, (res.returncode, res.stderr)
     return lines[0]
 
@@ -173,9 +174,11 @@ def test_start_up_failures_are_one_line_and_an_exit_code(config: Path, tmp_path:
             "unreadable": ["run", "--config", "/proc/self/mem"],
             "not UTF-8": ["run", "--config", str(latin1)],
         })
-    host_error, file_error = "mdgate: config error: server.host:", "mdgate: config error: --config:"
+    host_error, file_error = "mdgate: error: server.host:", "mdgate: error: --config:"
     expected = {
-        "port in use": (EXIT_RUNTIME, f"mdgate: cannot listen on 127.0.0.1:{port}: address already in use"),
+        "port in use": (
+            EXIT_RUNTIME, f"mdgate: error: cannot listen on 127.0.0.1:{port}: address already in use"
+        ),
         "unresolvable host": (EXIT_CONFIG, f"{host_error} cannot resolve 'nosuch.invalid'"),
         "host not local": (EXIT_CONFIG, f"{host_error} '192.0.2.1' is not an address of this machine"),
         "directory": (EXIT_CONFIG, f"{file_error} {tmp_path}: Is a directory"),
@@ -186,3 +189,51 @@ def test_start_up_failures_are_one_line_and_an_exit_code(config: Path, tmp_path:
         line = one_line(res[case], code)
         assert line.startswith(start), (case, line)
         assert "Traceback" not in res[case].stderr
+
+
+def test_usage_errors_are_one_line_and_exit_2_for_core_and_plugin_commands() -> None:
+    res = run_all({
+        "unknown option": ["run", "--bogus"],
+        "unknown command": ["nosuch"],
+        "missing argument": ["tail"],
+        "bad choice": ["history", "NSE:X", "--bars", "7m"],
+        "plugin group without command": ["db"],
+        "plugin option": ["routes", "set", "NSE"],
+        "dhan": ["dhan", "import-instruments", "--toml", "-"],
+    })
+    for case, result in res.items():
+        line = one_line(result, EXIT_CONFIG)
+        assert "Traceback" not in result.stderr and result.stdout == "", (case, result.stdout)
+        assert "usage" not in line.lower() or case == "plugin group without command", (case, line)
+    assert "No such option '--bogus'" in res["unknown option"].stderr
+    assert "missing command: one of seed, status, upgrade" in res["plugin group without command"].stderr
+
+
+def test_shell_completion_script_and_completions() -> None:
+    script = mdgate(env=clean_env(_MDGATE_COMPLETE="bash_source"))
+    assert script.returncode == 0 and "_mdgate_completion()" in script.stdout, script.stderr
+    assert "complete -o nosort -F _mdgate_completion mdgate" in script.stdout
+    words = subprocess.run(
+        [MDGATE_EXE], capture_output=True, text=True, timeout=30, check=False,
+        env=clean_env(_MDGATE_COMPLETE="bash_complete", COMP_WORDS="mdgate ro", COMP_CWORD="1"),
+    )
+    assert words.returncode == 0
+    assert {"plain,route", "plain,routes"} <= set(words.stdout.splitlines()), words.stdout
+
+
+HEAVY = ("redis", "psycopg", "websockets", "httpx", "yfinance", "dhanhq", "google.protobuf")
+
+
+def test_help_imports_no_heavy_module() -> None:
+    """``mdgate --help`` (every plugin loaded, their commands listed) imports no client library."""
+    probe = (
+        "import sys\n"
+        "from mdgate._cli import main\n"
+        "code = main(['--help'])\n"
+        f"print('HEAVY', sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=30,
+                         env=clean_env(MDGATE_LOAD_PLUGINS="yahoo,dhan,example"), check=False)
+    assert res.returncode == 0, res.stderr
+    assert "usage: mdgate" in res.stdout and "routes" in res.stdout and "dhan" in res.stdout
+    assert res.stdout.splitlines()[-1] == "HEAVY []", res.stdout

@@ -21,12 +21,12 @@ from typing import Any
 import anyio
 import httpx
 import pytest
+from mdgate_example.testing import FakeExampleServer as ExampleFeed
 from websockets.asyncio.client import connect
 
 from mdgate import Endpoint, ProviderSpec, hookimpl
 from mdgate._config import Settings
 from mdgate.testing import running_gateway
-from tests.conftest import ExampleFeed
 from tests.integration.test_cli import MDGATE, Daemon, env, free_port
 
 pytestmark = pytest.mark.anyio
@@ -124,10 +124,10 @@ async def test_every_plugin_fault_contained_in_a_running_daemon(tmp_path, feed, 
             await ws.send(json.dumps({"op": "subscribe", "instruments": ["EXAMPLE:ACME"]}))
             await feed.wait_until(lambda f: "ACME" in f.subscribed)
             # both decoder providers subscribed (the others fault before they can)
-            await faulty_feed.wait_until(lambda f: f.subscribe_frames.count(["X"]) >= 2)
+            await faulty_feed.wait_until(lambda f: f.subscribe_requests.count(["X"]) >= 2)
             for price in (1.0, 2.0, 3.0):
-                await faulty_feed.tick("X", price)
-                await feed.tick("ACME", price)
+                await faulty_feed.send_tick("X", price)
+                await feed.send_tick("ACME", price)
                 await next_tick(ws, price)  # the healthy provider streams throughout
             doc = await wait_status(d.port, faults_seen)
 
@@ -151,7 +151,7 @@ async def test_every_plugin_fault_contained_in_a_running_daemon(tmp_path, feed, 
             d.proc.send_signal(signal.SIGHUP)
             doc = await wait_status(d.port, lambda s: s["plugins"]["faulty_code"]["faults"] > before)
             assert d.proc.poll() is None
-            await feed.tick("ACME", 4.0)
+            await feed.send_tick("ACME", 4.0)
             await next_tick(ws, 4.0)
         assert d.proc.poll() is None
         d.proc.send_signal(signal.SIGTERM)

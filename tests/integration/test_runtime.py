@@ -24,13 +24,13 @@ async def _subscribed(gw, feed, c, *instruments):
 async def test_reconnect_after_abrupt_drop_resubscribes_everything(feed, make_settings):
     async with running_gateway(make_settings(feed.url)) as gw, GatewayClient.connect(gw.ws_url) as c:
         await _subscribed(gw, feed, c, "EXAMPLE:ACME", "EXAMPLE:BOLT", "EXAMPLE:CRUX")
-        frames_before = len(feed.subscribe_frames)
+        frames_before = len(feed.subscribe_requests)
         feed.subscribed.clear()
         feed.drop()
-        await feed.wait_until(lambda f: f.connections == 2 and {"ACME", "BOLT", "CRUX"} <= f.subscribed)
+        await feed.wait_until(lambda f: f.accepted == 2 and {"ACME", "BOLT", "CRUX"} <= f.subscribed)
         # batches of max_per_message (2) on the new connection
-        assert all(len(f) <= 2 for f in feed.subscribe_frames[frames_before:])
-        await feed.tick("CRUX", 5.0)
+        assert all(len(f) <= 2 for f in feed.subscribe_requests[frames_before:])
+        await feed.send_tick("CRUX", 5.0)
         assert (await c.ticks(1))[0]["instrument"] == "EXAMPLE:CRUX"
         st = gw.status()["providers"]["example"]
         assert st["reconnects"] >= 1 and "dropped" in st["last_error"]
@@ -40,10 +40,10 @@ async def test_reconnect_after_clean_close(feed, make_settings):
     async with running_gateway(make_settings(feed.url)) as gw, GatewayClient.connect(gw.ws_url) as c:
         await _subscribed(gw, feed, c, "EXAMPLE:ACME")
         feed.subscribed.clear()
-        await feed.close(1000)
-        await feed.wait_until(lambda f: f.connections == 2 and "ACME" in f.subscribed)
+        await feed.close_all(1000)
+        await feed.wait_until(lambda f: f.accepted == 2 and "ACME" in f.subscribed)
         assert "closed the connection (code 1000)" in gw.status()["providers"]["example"]["last_error"]
-        await feed.tick("ACME", 7.0)
+        await feed.send_tick("ACME", 7.0)
         assert (await c.ticks(1))[0]["price"] == 7.0
 
 
@@ -53,7 +53,7 @@ async def test_silent_stall_detected_and_reconnected(feed, make_settings):
         await _subscribed(gw, feed, c, "EXAMPLE:ACME")
         feed.subscribed.clear()
         t0 = time.monotonic()
-        await feed.wait_until(lambda f: f.connections >= 2 and "ACME" in f.subscribed, timeout=5)
+        await feed.wait_until(lambda f: f.accepted >= 2 and "ACME" in f.subscribed, timeout=5)
         assert 0.3 < time.monotonic() - t0 < 3.0
         assert "stalled" in gw.status()["providers"]["example"]["last_error"]
 
@@ -63,7 +63,7 @@ async def test_no_stall_without_subscriptions(feed, make_settings):
     async with running_gateway(settings) as gw:
         await gw.wait_for(lambda s: s["providers"]["example"]["state"] == "connected")
         await anyio.sleep(0.8)
-        assert feed.connections == 1
+        assert feed.accepted == 1
 
 
 async def test_heartbeat_sent_periodically(feed, make_settings):
@@ -83,7 +83,7 @@ async def test_auth_failure_no_storm_then_reload_retries_at_once(feed, make_sett
         assert st["providers"]["example"]["hint"]
         assert st["status"] == "degraded"
         await anyio.sleep(1.0)
-        assert feed.connections == 1  # auth_retry is 60 s: no storm
+        assert feed.accepted == 1  # auth_retry is 60 s: no storm
         # a new token through reload -> one attempt at once
         feed.refuse_auth = False
         cfg = tmp_path / "reload.toml"
@@ -92,7 +92,7 @@ async def test_auth_failure_no_storm_then_reload_retries_at_once(feed, make_sett
         gw.gateway.config_path = str(cfg)
         assert gw.gateway.reload()
         await gw.wait_for(lambda s: s["providers"]["example"]["state"] == "connected")
-        assert feed.connections == 2
+        assert feed.accepted == 2
 
 
 async def test_refcount_two_clients_one_provider_subscription(feed, make_settings):
@@ -108,12 +108,12 @@ async def test_refcount_two_clients_one_provider_subscription(feed, make_setting
                 assert subs.refs("EXAMPLE:ACME") == 2
             await anyio.sleep(0.1)
             assert subs.refs("EXAMPLE:ACME") == 1
-            assert sum(f.count("ACME") for f in feed.subscribe_frames) == 1
+            assert sum(f.count("ACME") for f in feed.subscribe_requests) == 1
         # last client gone: lingers, then released
         await anyio.sleep(0.1)
-        assert "ACME" in feed.subscribed and feed.unsubscribe_frames == []
+        assert "ACME" in feed.subscribed and feed.unsubscribe_requests == []
         await feed.wait_until(lambda f: "ACME" not in f.subscribed, timeout=3)
-        assert feed.unsubscribe_frames == [["ACME"]]
+        assert feed.unsubscribe_requests == [["ACME"]]
 
 
 async def test_resubscribe_within_linger_keeps_provider_subscription(feed, make_settings):
@@ -124,8 +124,8 @@ async def test_resubscribe_within_linger_keeps_provider_subscription(feed, make_
         async with GatewayClient.connect(gw.ws_url) as c2:
             await c2.subscribe("EXAMPLE:ACME")
             await anyio.sleep(1.3)
-            assert feed.unsubscribe_frames == []
-            assert sum(f.count("ACME") for f in feed.subscribe_frames) == 1
+            assert feed.unsubscribe_requests == []
+            assert sum(f.count("ACME") for f in feed.subscribe_requests) == 1
 
 
 async def test_always_list_subscribed_without_clients(feed, make_settings):
@@ -143,16 +143,16 @@ async def test_limit_over_capacity_is_unavailable_error_naming_limit(feed, make_
         assert len(sub["instruments"]) == 10
         err = await c.recv()
         assert err["code"] == "unavailable" and "limit reached" in err["errors"][0]["message"]
-        await feed.wait_until(lambda f: f.connections == 2 and len(f.subscribed) == 10)
+        await feed.wait_until(lambda f: f.accepted == 2 and len(f.subscribed) == 10)
 
 
 async def test_decode_errors_counted_stream_goes_on(feed, make_settings):
     async with running_gateway(make_settings(feed.url)) as gw, GatewayClient.connect(gw.ws_url) as c:
         await _subscribed(gw, feed, c, "EXAMPLE:ACME")
-        await feed.push("not json")
-        await feed.push(json.dumps({"s": "ZZZ", "p": 1}))
-        await feed.push(json.dumps([{"s": "ACME", "p": 1.5}, {"p": 2}]))  # one good, then bad
-        await feed.tick("ACME", 2.5)
+        await feed.send("not json")
+        await feed.send(json.dumps({"s": "ZZZ", "p": 1}))
+        await feed.send(json.dumps([{"s": "ACME", "p": 1.5}, {"p": 2}]))  # one good, then bad
+        await feed.send_tick("ACME", 2.5)
         ticks = await c.ticks(2)
         assert [t["price"] for t in ticks] == [1.5, 2.5]
         errs = gw.status()["providers"]["example"]["decode_errors_by_kind"]
@@ -179,7 +179,7 @@ async def test_slow_client_conflated_fast_client_full_rate(feed, make_settings):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(read_fast)
                 for start in range(0, n, batch):
-                    await feed.push(json.dumps(
+                    await feed.send(json.dumps(
                         [{"s": "ACME" if i % 2 else "BOLT", "p": 1.0, "t": i, "v": i}
                          for i in range(start, start + batch)]))
                     await anyio.lowlevel.checkpoint()
@@ -212,7 +212,7 @@ async def test_client_not_draining_closed_with_1008(feed, make_settings):
             with anyio.fail_after(30):
                 i = 0
                 while gw.status()["clients"] > 0:
-                    await feed.push(json.dumps(
+                    await feed.send(json.dumps(
                         [{"s": n, "p": 1.0 + i, "t": i, "v": i, "q": 1} for n in names]))
                     i += 1
                     if i % 50 == 0:

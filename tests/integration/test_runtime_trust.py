@@ -92,9 +92,9 @@ async def test_far_future_ticks_are_not_stored_nor_sent(feed, make_settings):
         await c.subscribe("EXAMPLE:ACME")
         await feed.wait_until(lambda f: "ACME" in f.subscribed)
         now = now_ms()
-        await feed.tick("ACME", 1.0, ts=2**62)  # Yahoo-style garbage time
-        await feed.tick("ACME", 2.0, ts=0xFFFFFFFF * 1000)  # Dhan LTT 0xFFFFFFFF: the year 2106
-        await feed.tick("ACME", 3.0, ts=now)
+        await feed.send_tick("ACME", 1.0, ts=2**62)  # Yahoo-style garbage time
+        await feed.send_tick("ACME", 2.0, ts=0xFFFFFFFF * 1000)  # Dhan LTT 0xFFFFFFFF: the year 2106
+        await feed.send_tick("ACME", 3.0, ts=now)
         t = (await c.ticks(1))[0]
         assert (t["price"], t["ts"]) == (3.0, now)
         ex = gw.status()["providers"]["example"]
@@ -103,6 +103,6 @@ async def test_far_future_ticks_are_not_stored_nor_sent(feed, make_settings):
         history = await gw.gateway.store.history("EXAMPLE:ACME")
         assert [h.price for h in history] == [3.0]
         # the next good tick is not hidden behind a future one
-        await feed.tick("ACME", 4.0, ts=now + 1)
+        await feed.send_tick("ACME", 4.0, ts=now + 1)
         assert (await c.ticks(1))[0]["price"] == 4.0
         assert time.time() * 1000 - now < 60_000

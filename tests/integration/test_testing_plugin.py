@@ -12,6 +12,6 @@ async def test_fake_feed_server_fixture_records_and_pushes(fake_feed_server):
     async with connect(fake_feed_server.url) as ws:
         await ws.send("hello")
         await fake_feed_server.wait_until(lambda f: f.received == ["hello"])
-        await fake_feed_server.push("tick")
+        await fake_feed_server.send("tick")
         assert await ws.recv() == "tick"
-    assert fake_feed_server.connections == 1
+    assert fake_feed_server.accepted == 1

@@ -34,10 +34,10 @@ async def test_dhan_disabled_known_symbol_served_by_yahoo_unknown_refused(tmp_pa
                 "unknown instrument NSE:NOSUCHSYMBOL: dhan, the primary provider of NSE"
             )
             await yahoo.wait_subscribed("RELIANCE.NS")
-            await yahoo.push("RELIANCE.NS", price=2457.5, time=1_700_000_000_000)
+            await yahoo.send_pricing("RELIANCE.NS", price=2457.5, time=1_700_000_000_000)
             t = (await client.ticks(1))[0]
             assert (t["instrument"], t["provider"], t["price"]) == ("NSE:RELIANCE", "YF", 2457.5)
-            assert "NOSUCHSYMBOL.NS" not in yahoo.subscribed()
+            assert "NOSUCHSYMBOL.NS" not in yahoo.subscribed
             # Exchanges whose primary derives codes (Yahoo on NASDAQ) keep doing so.
             await client.subscribe("NASDAQ:ANYNEW")
             await yahoo.wait_subscribed("ANYNEW")

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-import argparse
+import json
 import os
 import subprocess
 import sys
@@ -8,11 +8,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import psycopg
 import pytest
 from structlog.testing import capture_logs
 
-from mdgate.plugins.pg_routes import cli
+from mdgate._cli.context import CommandContext
+from mdgate._cli.root import adopt, invoke
+from mdgate.plugins.pg_routes import cli, cli_common
 from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, upgrade
 
 from ._fakes import fake_registry
@@ -32,19 +35,18 @@ Run = Callable[..., Result]
 
 @pytest.fixture(autouse=True)
 def _fake_providers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli, "_registry", lambda settings: fake_registry())
+    monkeypatch.setattr(cli_common, "registry", lambda settings: fake_registry())
 
 
 @pytest.fixture
 def run(capsys: pytest.CaptureFixture[str]) -> Run:
     def run(*argv: str) -> Result:
-        # The lead's top-level parser: a global --config, then the commands.
-        parser = argparse.ArgumentParser(prog="mdgate")
-        parser.add_argument("--config")
-        cli.add_commands(parser.add_subparsers(dest="command", required=True))
-        args = parser.parse_args(argv)
+        # the root group: a global --config, then the commands (the core's error mapping)
+        root = click.Group("mdgate")
+        cli.add_commands(root)
+        adopt(root)
         with capture_logs():  # logs go wherever the CLI configures them; not stdout
-            code = args.func(args)
+            code = invoke(root, argv, CommandContext())
         cap = capsys.readouterr()
         return Result(code, cap.out, cap.err)
 
@@ -383,3 +385,52 @@ def test_cli_route_malformed_instrument_is_usage_error(run: Run) -> None:
     r = run("route", "RELIANCE")
     assert r.code == 2
     assert r.err == "mdgate: error: bad instrument 'RELIANCE': expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE\n"
+
+
+def test_cli_json_of_every_database_command(run: Run, empty_dsn: str, tmp_path: Path) -> None:
+    """``--json``: each command that prints data prints one JSON document (nothing else on stdout)."""
+
+    def doc(*argv: str) -> object:
+        r = run(*argv, "--json", "--database-url", empty_dsn)
+        assert r.code == 0, r.err
+        return json.loads(r.out)
+
+    status = doc("db", "status")
+    assert status["schema_version"] == 0 and status["needed"] == SCHEMA_VERSION
+    assert status["migrations"][0]["state"] == "pending" and status["database"].startswith("postgresql://")
+    upgraded = doc("db", "upgrade")
+    assert upgraded["applied"][0] == {"version": 1, "name": "routing_tables"}
+    assert doc("db", "status")["pending"] == 0
+    seeded = doc("db", "seed")
+    assert (seeded["providers"], seeded["exchanges"], seeded["mappings"], seeded["reset"]) == (2, 4, 6, False)
+    assert doc("db", "seed") == {**seeded, "providers": 0, "exchanges": 0, "mappings": 0}
+    routes = doc("routes")
+    assert routes["source"] == "database"
+    assert {"exchange": "NSE", "priority": 0, "provider": "dhan", "code": "DHAN", "primary": True,
+            "active": True} in routes["routes"]
+    changed = doc("routes", "set", "NYSE", "yahoo", "--priority", "3")
+    assert changed["created"] is False and changed["routes"][0]["priority"] == 3
+    providers = doc("providers")["providers"]
+    assert [p["name"] for p in providers] == ["dhan", "yahoo"] and providers[0]["installed"] is True
+    assert doc("providers", "set", "dhan", "--rate-limit", "5")["rate_limit"] == 5
+    assert doc("providers", "add", "acme", "AC")["code"] == "AC"
+    added = doc("instruments", "add", "NSE:RELIANCE", "dhan", "NSE_EQ:2885", "--extra", "lot_size=1")
+    assert added == {"instrument": "NSE:RELIANCE", "provider": "dhan", "code": "NSE_EQ:2885",
+                     "extra": {"lot_size": "1"}, "note": None}
+    csv = tmp_path / "codes.csv"
+    csv.write_text("instrument,code\nNSE:TCS,NSE_EQ:11536\n", encoding="utf-8")
+    assert doc("instruments", "import", "--csv", str(csv), "--provider", "dhan")["imported"] == 1
+    listed = doc("instruments", "list", "--provider", "dhan")
+    assert [m["instrument"] for m in listed] == ["NSE:RELIANCE", "NSE:TCS"]
+    route = doc("route", "NSE:RELIANCE")
+    assert route["candidates"][0]["code"] == "NSE_EQ:2885" and route["served_by"] == {
+        "provider": "yahoo", "code": "RELIANCE.NS"}
+
+
+def test_cli_json_routes_without_database(run: Run) -> None:
+    r = run("routes", "--json")
+    assert r.code == 0
+    doc = json.loads(r.out)
+    assert doc["source"] == "defaults" and doc["database"] is None
+    assert doc["routes"][0] == {"exchange": "BSE", "priority": 0, "provider": "dhan", "code": "DHAN",
+                                "primary": True, "active": True}

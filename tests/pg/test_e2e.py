@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from tests.conftest import ExampleFeed
+from mdgate_example.testing import FakeExampleServer as ExampleFeed
 from tests.integration.test_failover import duo_gateway
 
 from mdgate._errors import ConfigError
@@ -57,7 +57,7 @@ url = "{beta.url}"
             assert gw.status()["routing"]["source"] == "postgresql"
             await client.subscribe("DUO:FOO")
             await alpha.wait_until(lambda _: "FOO" in alpha.subscribed)
-            await alpha.tick("FOO", 1.0)
+            await alpha.send_tick("FOO", 1.0)
             assert (await client.ticks(1))[0]["provider"] == "A"
 
             # Switch alpha off for DUO in the database: FOO moves to beta.
@@ -65,14 +65,14 @@ url = "{beta.url}"
                 set_exchange_route(conn, "DUO", "alpha", active=False)
             await beta.wait_until(lambda _: "FOO" in beta.subscribed, timeout=2.5)
             await alpha.wait_until(lambda _: "FOO" not in alpha.subscribed, timeout=2.5)
-            await beta.tick("FOO", 2.0)
+            await beta.send_tick("FOO", 2.0)
             tick = (await client.ticks(1))[0]
             assert (tick["provider"], tick["price"]) == ("B", 2.0)
 
             # An explicit code added by an importer replaces the derived one live.
             upsert_instrument_mappings(dsn, [InstrumentMapping("DUO:FOO", "beta", "FOO-X")])
             await beta.wait_until(lambda _: "FOO-X" in beta.subscribed, timeout=2.5)
-            await beta.tick("FOO-X", 3.0)
+            await beta.send_tick("FOO-X", 3.0)
             tick = (await client.ticks(1))[0]
             assert (tick["instrument"], tick["provider"], tick["price"]) == ("DUO:FOO", "B", 3.0)
 

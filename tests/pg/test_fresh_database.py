@@ -116,8 +116,8 @@ async def test_smoke_mdgate_run_and_tail_on_fresh_database(empty_dsn: str, tmp_p
             async with anyio.create_task_group() as tg:
                 tg.start_soon(tail)
                 await yahoo.wait_subscribed("AAPL", timeout=15)
-                await yahoo.push("AAPL", price=227.55, time=T0)
-                await yahoo.push("AAPL", price=227.6, time=T0 + 1000)
+                await yahoo.send_pricing("AAPL", price=227.55, time=T0)
+                await yahoo.send_pricing("AAPL", price=227.6, time=T0 + 1000)
             out = result["tail"].stdout.decode()
             assert result["tail"].returncode == 0, result["tail"].stderr
             assert "subscribed: NASDAQ:AAPL" in out and "227.55" in out and "227.6" in out
@@ -126,7 +126,7 @@ async def test_smoke_mdgate_run_and_tail_on_fresh_database(empty_dsn: str, tmp_p
                 await client.send({"op": "subscribe", "instruments": ["NSE:NOSUCHSYMBOL"]})
                 err = await client.recv_type("error")
             assert err["code"] == "no_route" and "unknown instrument NSE:NOSUCHSYMBOL" in err["message"]
-            assert "NOSUCHSYMBOL.NS" not in yahoo.subscribed()
+            assert "NOSUCHSYMBOL.NS" not in yahoo.subscribed
             async with httpx.AsyncClient() as http:
                 status = (await http.get(f"{url}/status")).json()
             assert status["status"] == "ok", status
@@ -160,9 +160,9 @@ async def test_no_loss_every_tick_lands_in_redis_once_on_fresh_database(
         async with running_gateway(settings) as gw, GatewayClient.connect(gw.ws_url) as client:
             await client.subscribe("NASDAQ:AAPL", "NSE:RELIANCE")
             await yahoo.wait_subscribed("AAPL")
-            await dhan.wait_subscribed(["NSE_EQ:2885"])
+            await dhan.wait_subscribed("NSE_EQ:2885")
             for i in range(n):
-                await yahoo.push("AAPL", price=200.0 + i, time=T0 + i * 1000)
+                await yahoo.send_pricing("AAPL", price=200.0 + i, time=T0 + i * 1000)
                 await dhan.send_quote("NSE_EQ:2885", 2400.0 + i, ts_ms=T0 + i * 1000)
             got = await client.ticks(2 * n, timeout=20)
             assert len(got) == 2 * n
@@ -194,22 +194,22 @@ async def test_failover_dhan_to_yahoo_and_back_on_fresh_database(empty_dsn: str,
             assert err["code"] == "no_route" and "unknown instrument NSE:NOSUCHSYMBOL" in err["message"]
 
             await client.subscribe("nse:reliance")
-            await dhan.wait_subscribed(["NSE_EQ:2885"])
+            await dhan.wait_subscribed("NSE_EQ:2885")
             await dhan.send_quote("NSE_EQ:2885", 2456.75, ts_ms=T0)
             t = (await client.ticks(1))[0]
             assert (t["instrument"], t["provider"], t["price"]) == ("NSE:RELIANCE", "DHAN", 2456.75)
 
             await dhan.stop()  # the Dhan endpoint is gone
             await yahoo.wait_subscribed("RELIANCE.NS", timeout=10)
-            await yahoo.push("RELIANCE.NS", price=2457.5, time=T0 + 1000)
+            await yahoo.send_pricing("RELIANCE.NS", price=2457.5, time=T0 + 1000)
             t = (await client.ticks(1))[0]
             assert (t["instrument"], t["provider"], t["price"]) == ("NSE:RELIANCE", "YF", 2457.5)
 
             dhan2 = FakeDhanServer(token=TOKEN, client_id=CLIENT, port=dhan_port)
             await dhan2.start()
             try:
-                await dhan2.wait_subscribed(["NSE_EQ:2885"])
-                await yahoo.wait_for(lambda: "RELIANCE.NS" not in yahoo.subscribed(), timeout=10)
+                await dhan2.wait_subscribed("NSE_EQ:2885")
+                await yahoo.wait_until(lambda _: "RELIANCE.NS" not in yahoo.subscribed, timeout=10)
                 await dhan2.send_quote("NSE_EQ:2885", 2458.0, ts_ms=T0 + 2000)
                 t = (await client.ticks(1))[0]
                 assert (t["provider"], t["price"]) == ("DHAN", 2458.0)

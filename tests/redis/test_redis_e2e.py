@@ -44,7 +44,7 @@ async def test_gateway_stores_ticks_in_redis_and_serves_snapshot_from_it(
         await c.subscribe("EXAMPLE:ACME")
         await feed.wait_until(lambda f: "ACME" in f.subscribed)
         for i in range(5):
-            await feed.tick("ACME", 10.0 + i, ts=T0 + i * 1000, q=1, v=100 + i)
+            await feed.send_tick("ACME", 10.0 + i, ts=T0 + i * 1000, q=1, v=100 + i)
         assert [t["price"] for t in await c.ticks(5)] == [10.0, 11.0, 12.0, 13.0, 14.0]
         st = await gw.wait_for(lambda s: s["store"]["written"] == 5)
         assert (st["store"]["kind"], st["store"]["state"]) == ("redis", "ok")
@@ -74,7 +74,7 @@ async def test_gateway_redis_killed_mid_stream_clients_keep_ticks_no_loss(
         async def burst(k: int) -> None:
             nonlocal n
             for _ in range(k):
-                await feed.tick("ACME", 1.0, ts=T0 + n, q=1, v=n)
+                await feed.send_tick("ACME", 1.0, ts=T0 + n, q=1, v=n)
                 n += 1
             got = await c.ticks(k)
             assert [t["ts"] for t in got] == list(range(T0 + n - k, T0 + n))

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import errno
 import socket
 from collections.abc import Iterator
 
+import click
 import pytest
 
-from mdgate._cli import build_parser
-from mdgate._cli.frontdoor import ListenError, add_config_option, check_listen, one_error
+from mdgate._cli.context import CommandContext, pass_context
+from mdgate._cli.frontdoor import ListenError, check_listen, one_error
+from mdgate._cli.root import adopt, build_cli, invoke
 from mdgate._errors import ConfigError, MdgateError
 
 
@@ -54,22 +55,42 @@ def test_one_error_finds_the_cause_in_nested_groups(taken_port: int) -> None:
     assert one_error(ExceptionGroup("g", [KeyError("x")]), "h", 1) is None
 
 
+def parsed_config(argv: list[str], cli: click.Group | None = None) -> str | None:
+    """Parse ``argv`` down to its last sub-command (no command runs); the ``--config`` that won."""
+    obj = CommandContext()
+    cli = cli or build_cli()
+    ctx = cli.make_context("mdgate", list(argv), obj=obj)
+    while isinstance(ctx.command, click.Group) and ctx._protected_args + ctx.args:
+        name, command, rest = ctx.command.resolve_command(ctx, [*ctx._protected_args, *ctx.args])
+        assert command is not None and name is not None
+        ctx = command.make_context(name, rest, parent=ctx)
+    return obj.config_path
+
+
 def test_config_option_is_accepted_after_any_subcommand() -> None:
-    parser = build_parser()  # with the plugins' commands (db, routes, dhan...)
-    assert parser.parse_args(["run", "--config", "a.toml"]).config == "a.toml"
-    assert parser.parse_args(["--config", "a.toml", "run"]).config == "a.toml"
-    assert parser.parse_args(["-c", "a.toml", "status", "-c", "b.toml"]).config == "b.toml"
-    assert parser.parse_args(["status"]).config is None
-    assert parser.parse_args(["db", "status", "--config", "c.toml"]).config == "c.toml"
-    assert parser.parse_args(["tail", "NSE:X", "--config", "d.toml"]).config == "d.toml"
-    assert parser.parse_args(["history", "NSE:X", "-c", "e.toml"]).config == "e.toml"
+    # with the plugins' commands (db, routes, dhan...)
+    assert parsed_config(["run", "--config", "a.toml"]) == "a.toml"
+    assert parsed_config(["--config", "a.toml", "run"]) == "a.toml"
+    assert parsed_config(["-c", "a.toml", "status", "-c", "b.toml"]) == "b.toml"
+    assert parsed_config(["status"]) is None
+    assert parsed_config(["db", "status", "--config", "c.toml"]) == "c.toml"
+    assert parsed_config(["tail", "NSE:X", "--config", "d.toml"]) == "d.toml"
+    assert parsed_config(["history", "NSE:X", "-c", "e.toml"]) == "e.toml"
 
 
 def test_add_config_option_keeps_a_commands_own_c_flag() -> None:
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers()
-    own = sub.add_parser("own")
-    own.add_argument("-c", dest="count", type=int)
-    add_config_option(parser)
-    args = parser.parse_args(["own", "-c", "3", "--config", "x.toml"])
-    assert (args.count, args.config) == (3, "x.toml")
+    seen: dict[str, object] = {}
+
+    @click.group()
+    def cli() -> None:
+        pass
+
+    @cli.command("own")
+    @click.option("-c", "count", type=int)
+    @pass_context
+    def own(obj: CommandContext, count: int) -> None:
+        seen.update(count=count, config=obj.config_path)
+
+    adopt(cli)
+    assert invoke(cli, ["own", "-c", "3", "--config", "x.toml"]) == 0
+    assert (seen["count"], seen["config"]) == (3, "x.toml")

@@ -38,11 +38,11 @@ async def test_gateway_latest_never_goes_back_in_time():
     gw = Gateway(Settings(), load_registry({}, entry_points=False))
     assert isinstance(gw.store, MemoryStore)
     async with anyio.create_task_group() as tg:
-        tg.start_soon(gw._pipeline)
+        tg.start_soon(gw.pipeline.run)
         for i, batch in enumerate(BATCHES, 1):
             assert gw.queue.put_nowait(batch)
             with anyio.fail_after(5):
-                while gw.batches < i:
+                while gw.pipeline_stats.batches < i:
                     await anyio.sleep(0.001)
             if i == 2:
                 assert gw.latest["NSE:RELIANCE"].price == 2.0
@@ -68,14 +68,14 @@ async def test_memory_store_latest_never_goes_back_in_time():
 async def test_pipeline_survives_a_malformed_tick_and_keeps_the_rest():
     gw = Gateway(Settings(), load_registry({}, entry_points=False))
     async with anyio.create_task_group() as tg:
-        tg.start_soon(gw._pipeline)
+        tg.start_soon(gw.pipeline.run)
         bad = Tick(["not", "hashable"], 1.0, BASE, BASE, "DHAN")  # type: ignore[arg-type]
         gw.queue.put_nowait([tick(BASE, 1.0), bad, tick(BASE + 1, 2.0)])
         gw.queue.put_nowait([tick(BASE + 2, 3.0)])
         with anyio.fail_after(5):
-            while gw.ticks_in < 3:
+            while gw.pipeline_stats.ticks < 3:
                 await anyio.sleep(0.001)
         tg.cancel_scope.cancel()
     assert gw.latest["NSE:RELIANCE"].price == 3.0
-    assert gw.pipeline_errors == 1
+    assert gw.pipeline_stats.errors == 1
     assert [t.price for t in await gw.store.history("NSE:RELIANCE")] == [1.0, 2.0, 3.0]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import resource
 import time
-from types import SimpleNamespace
 
 import pytest
 
@@ -98,7 +97,7 @@ def test_rate_limited_log_one_line_per_interval_counts_the_rest():
 
 def test_accept_failures_counted_logged_rate_limited_others_passed_on():
     clock, out = FakeClock(), Lines()
-    server = ClientServer(SimpleNamespace(settings=Settings()), clock=clock)
+    server = ClientServer(Settings().server, clock=clock)
     server.ratelog.logger = out
     passed: list[dict] = []
     handler = server.exception_handler(lambda loop, ctx: passed.append(ctx))
@@ -106,7 +105,7 @@ def test_accept_failures_counted_logged_rate_limited_others_passed_on():
            "exception": OSError(24, "Too many open files")}
     for _ in range(900):
         handler(None, ctx)
-    assert server.accept_errors == 900 and len(out.lines) == 1 and out.lines[0][0] == "accept_failed"
+    assert server.stats.accept_errors == 900 and len(out.lines) == 1 and out.lines[0][0] == "accept_failed"
     assert passed == []
     clock.now += 10
     handler(None, ctx)

@@ -8,12 +8,12 @@ name and the rest goes on. (End to end, with every fault at once in a real
 
 from __future__ import annotations
 
-import argparse
 import importlib.metadata
 import itertools
 from typing import Any
 
 import anyio
+import click
 import pytest
 from structlog.testing import capture_logs
 
@@ -322,8 +322,8 @@ class Commands:
         self.name, self.fail = name, fail
 
     @hookimpl
-    def mdgate_add_commands(self, subparsers: Any) -> None:
-        subparsers.add_parser(self.name).set_defaults(func=lambda a: 0)
+    def mdgate_add_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command(self.name, callback=lambda: None))
         if self.fail is not None:
             raise self.fail
 
@@ -333,12 +333,12 @@ def test_faulty_add_commands_leaves_its_commands_out_and_keeps_the_others(exc):
     reg = load_registry({"MDGATE_LOAD_PLUGINS": ""}, extra=[
         ("good_cli", Commands("good-cmd", None)), ("bad_cli", Commands("half-cmd", exc)),
     ])
-    parser = argparse.ArgumentParser()
-    sub = parser.add_subparsers(dest="command")
-    sub.add_parser("run")
-    add_commands(reg, sub)
-    assert {"run", "good-cmd", "db"} <= set(sub.choices) and "half-cmd" not in sub.choices
-    assert "half-cmd" not in parser.format_help()
+    cli = click.Group("mdgate")
+    cli.add_command(click.Command("run"))
+    add_commands(reg, cli)
+    assert {"run", "good-cmd", "db"} <= set(cli.commands) and "half-cmd" not in cli.commands
+    with click.Context(cli, info_name="mdgate") as ctx:
+        assert "half-cmd" not in cli.get_help(ctx)
     assert reg.faults.status()["bad_cli"]["by_hook"] == {"mdgate_add_commands": 1}
 
 
@@ -553,7 +553,7 @@ async def test_store_task_and_status_faults_keep_the_daemon_up_and_degraded():
         assert st["status"] == "degraded"
         assert st["store"]["state"] == "down" and "store task bug" in st["store"]["error"]
         assert st["plugins"]["broken_store"]["state"] == "failed"
-        gw.gateway._store_fault = None  # now only status() itself raises
+        gw.gateway.store_guard.fault = None  # now only status() itself raises
         st = gw.gateway.status()
         assert st["store"]["state"] == "down" and "status bug" in st["store"]["error"]
         assert st["plugins"]["broken_store"]["by_hook"]["store.status"] == 1

@@ -67,7 +67,7 @@ class FakeWs:
 
 def _server(clock: FakeClock, drain_timeout: float = 30.0) -> ClientServer:
     settings = Settings(server=ServerSettings(drain_timeout=drain_timeout))
-    return ClientServer(SimpleNamespace(settings=settings), clock=clock)
+    return ClientServer(settings.server, clock=clock)
 
 
 def _outbox_with_ticks(n: int) -> ClientOutbox:
@@ -115,11 +115,11 @@ async def test_undrained_socket_closed_1008_after_drain_timeout_then_aborted_aft
             outbox.push(frames, ticks, sum(map(len, frames)))
         clock.now = 29.9
         await anyio.sleep(0.05)
-        assert ws.closes == [] and server.closed["slow"] == 0
+        assert ws.closes == [] and server.stats.closed["slow"] == 0
         clock.now = 30.0
         await _until(lambda: ws.closes)
         assert ws.closes[0][0] == 1008 and "too slow" in ws.closes[0][1]
-        assert server.closed == {"slow": 1, "over_budget": 0}
+        assert server.stats.closed == {"slow": 1, "over_budget": 0}
         assert outbox.nbytes == 0 and not outbox.queue and outbox.dropped > 0  # user space dropped
         assert ws.close_timeout == 5.0
         await anyio.sleep(0.1)
@@ -174,7 +174,7 @@ async def test_over_budget_client_closed_1008_at_once():
         await _until(lambda: ws.closes)
         await _until(finished.is_set)
     assert ws.closes[0][0] == 1008 and "over budget" in ws.closes[0][1]
-    assert server.closed == {"slow": 0, "over_budget": 1}
+    assert server.stats.closed == {"slow": 0, "over_budget": 1}
 
 
 def test_default_grace_is_a_few_seconds_or_drain_timeout():

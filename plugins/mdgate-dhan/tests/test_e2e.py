@@ -79,7 +79,7 @@ async def test_e2e_reliance_streams_with_true_utc_ts(make: Make) -> None:
         assert subscribed["instruments"] == ["NSE:RELIANCE"]
         assert snapshot["ticks"] == []
         with anyio.fail_after(10):
-            await server.wait_subscribed(["NSE_EQ:2885"])
+            await server.wait_subscribed("NSE_EQ:2885")
         await server.send_quote(
             "NSE_EQ:2885",
             2885.05,
@@ -115,7 +115,7 @@ async def test_e2e_150_instruments_use_batches_of_at_most_100(make: Make) -> Non
     ):
         await client.subscribe(*names)
         with anyio.fail_after(10):
-            await server.wait_subscribed([f"NSE_EQ:{1000 + i}" for i in range(150)])
+            await server.wait_subscribed(*[f"NSE_EQ:{1000 + i}" for i in range(150)])
         counts = [r["InstrumentCount"] for r in server.requests]
         assert all(c <= 100 for c in counts) and sum(counts) == 150
         assert len(counts) >= 2
@@ -141,9 +141,9 @@ async def test_e2e_more_than_5000_instruments_open_a_second_connection(make: Mak
         for i in range(0, n, 1000):
             await client.send({"op": "subscribe", "instruments": names[i : i + 1000]})
         with anyio.fail_after(30):
-            await server.wait_for(lambda: len(server.subscribed()) == n)
+            await server.wait_until(lambda _: len(server.subscribed) == n)
         assert len(server.connections) == 2
-        assert all(len(c.subscriptions) <= 5000 for c in server.connections)
+        assert all(len(c.subscribed) <= 5000 for c in server.connections)
         assert server.disconnects_sent == []
         st = await gw.wait_for(lambda s: dhan(s)["connections"] == 2)
         assert dhan(st)["subscriptions"] == n
@@ -182,7 +182,7 @@ async def test_e2e_token_expired_807_is_auth_failed_without_storm(
                 assert gw.gateway.reload()
             await gw.wait_for(lambda s: dhan(s)["state"] == "connected", timeout=5)
             with anyio.fail_after(5):
-                await server.wait_subscribed(["NSE_EQ:2885"])
+                await server.wait_subscribed("NSE_EQ:2885")
 
 
 @pytest.mark.parametrize("mode", ["disconnect", "http"])
@@ -205,13 +205,13 @@ async def test_e2e_805_backs_off_hard_before_reconnecting(make: Make) -> None:
     ):
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):
-            await server.wait_subscribed(["NSE_EQ:2885"])
+            await server.wait_subscribed("NSE_EQ:2885")
         await server.disconnect(805)
         st = await gw.wait_for(lambda s: "805" in (dhan(s)["last_error"] or ""))
         assert dhan(st)["state"] == "reconnecting"
         t0 = time.monotonic()
         with anyio.fail_after(10):
-            await server.wait_connections(1)
+            await server.wait_connections(2)  # the reconnect: the second connection accepted
         # A rate-limit disconnect waits at least half of backoff_max (not 0.05 s).
         assert time.monotonic() - t0 >= 0.8
         assert server.connection_attempts == 2
@@ -225,11 +225,11 @@ async def test_e2e_drop_reconnects_and_resubscribes(make: Make) -> None:
     ):
         await client.subscribe("NSE:RELIANCE", "NSE:INFY")
         with anyio.fail_after(10):
-            await server.wait_subscribed(["NSE_EQ:2885", "NSE_EQ:1594"])
-        await server.drop()
+            await server.wait_subscribed("NSE_EQ:2885", "NSE_EQ:1594")
+        server.drop()
         with anyio.fail_after(10):
-            await server.wait_for(
-                lambda: len(server.history) == 2 and {"NSE_EQ:2885", "NSE_EQ:1594"} <= server.subscribed()
+            await server.wait_until(
+                lambda _: len(server.history) == 2 and {"NSE_EQ:2885", "NSE_EQ:1594"} <= server.subscribed
             )
         await server.send_ticker("NSE_EQ:1594", 1601.2)
         (tick,) = await next_ticks(client, 1)
@@ -245,8 +245,8 @@ async def test_e2e_silence_is_a_stall_and_reconnects(make: Make) -> None:
     ):
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):
-            await server.wait_subscribed(["NSE_EQ:2885"])
-            await server.wait_for(lambda: len(server.history) >= 2)
+            await server.wait_subscribed("NSE_EQ:2885")
+            await server.wait_until(lambda _: len(server.history) >= 2)
         assert "stalled" in (dhan(gw.status())["last_error"] or "")
 
 
@@ -258,7 +258,7 @@ async def test_e2e_malformed_packets_counted_while_stream_goes_on(make: Make) ->
     ):
         await client.subscribe("NSE:RELIANCE")
         with anyio.fail_after(10):
-            await server.wait_subscribed(["NSE_EQ:2885"])
+            await server.wait_subscribed("NSE_EQ:2885")
         conn = server.connections[0]
         await conn.ws.send("not binary")
         await server.send(b"\x63\x0c\x00\x01\x45\x0b\x00\x00\x00\x00\x00\x00")  # code 99

@@ -28,7 +28,7 @@ async def test_fake_subscribe_records_requests_and_sends_prev_close() -> None:
                 await ws.send(frame)
             with anyio.fail_after(5):
                 data = await ws.recv()
-                await server.wait_subscribed(["NSE_EQ:2885", "NSE_EQ:1333"])
+                await server.wait_subscribed("NSE_EQ:2885", "NSE_EQ:1333")
             decoder = DhanDecoder()
             decoder.track("NSE_EQ:2885", "NSE:RELIANCE")
             assert decoder.feed(data, 0) == []  # prev close: state only
@@ -42,9 +42,9 @@ async def test_fake_subscribe_records_requests_and_sends_prev_close() -> None:
             )
             await ws.send(encode_unsubscribe(["NSE_EQ:1333"], "quote")[0])
             with anyio.fail_after(5):
-                await server.wait_for(lambda: server.subscribed() == {"NSE_EQ:2885"})
+                await server.wait_until(lambda _: server.subscribed == {"NSE_EQ:2885"})
         assert [r["RequestCode"] for r in server.requests] == [17, 18]
-        assert server.history[0].subscriptions == {"NSE_EQ:2885": 17}
+        assert server.history[0].subscribed == {"NSE_EQ:2885": 17}
 
 
 async def test_fake_bad_token_disconnects_with_808() -> None:
@@ -86,7 +86,7 @@ async def test_fake_sixth_connection_drops_oldest_with_805() -> None:
                 with pytest.raises(RateLimitedError):
                     DhanDecoder().feed(await oldest.recv(), 0)
                 with anyio.fail_after(5):
-                    await server.wait_for(lambda: len(server.connections) == 5)
+                    await server.wait_until(lambda _: len(server.connections) == 5)
                 assert server.history[0].closed
             finally:
                 for ws in others:
@@ -98,7 +98,7 @@ async def test_fake_stream_encodes_sequence_and_send_time() -> None:
         async with connect(feed_url(server)) as ws:
             await ws.send(encode_subscribe(["NSE_EQ:2885"], "quote")[0])
             with anyio.fail_after(5):
-                await server.wait_subscribed(["NSE_EQ:2885"])
+                await server.wait_subscribed("NSE_EQ:2885")
             assert await server.stream(6, per_frame=3) == 6
             decoder = DhanDecoder()
             decoder.track("NSE_EQ:2885", "NSE:RELIANCE")
@@ -121,7 +121,7 @@ async def test_fake_drop_and_disconnect_reason() -> None:
         async with connect(feed_url(server)) as ws:
             with anyio.fail_after(5):
                 await server.wait_connections(1)
-            await server.drop()
+            server.drop()
             with pytest.raises(ConnectionClosed) as info:
                 await ws.recv()
             assert info.value.rcvd is None  # no close frame: an abrupt drop

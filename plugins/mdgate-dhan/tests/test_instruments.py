@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import tomllib
 from pathlib import Path
 
+import click
 import psycopg
 import pytest
 
+from mdgate._cli.root import adopt, invoke
 from mdgate_dhan.cli import add_commands, import_instruments
 from mdgate_dhan.instruments import ScripMasterError, mappings_to_toml, parse_scrip_master
 
@@ -93,20 +94,26 @@ def test_mappings_to_toml_is_valid_instruments_config() -> None:
     assert len(data["instruments"]) == len(mappings)
 
 
-def _args(*argv: str) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="mdgate")
-    parser.add_argument("--config")
-    add_commands(parser.add_subparsers(dest="command"))
-    return parser.parse_args(argv)
+def _root() -> click.Group:
+    """The ``mdgate`` group with only this plugin's commands (and mdgate's --config on each)."""
+    root = click.Group("mdgate")
+    add_commands(root)
+    adopt(root)
+    return root
+
+
+def mdgate(*argv: str) -> int:
+    """Run ``mdgate ARGV`` in-process: mdgate's one error line and exit code."""
+    return invoke(_root(), argv)
 
 
 def test_cli_toml_output_writes_snippet_and_summary(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "dhan.toml"
-    args = _args("dhan", "import-instruments", "--csv", str(COMPACT), "--toml", str(out))
-    assert args.func is import_instruments
-    assert import_instruments(args) == 0
+    dhan = _root().commands["dhan"]
+    assert isinstance(dhan, click.Group) and dhan.commands["import-instruments"] is import_instruments
+    assert mdgate("dhan", "import-instruments", "--csv", str(COMPACT), "--toml", str(out)) == 0
     assert tomllib.loads(out.read_text())["instruments"]["BSE:TCS"] == {"dhan": "BSE_EQ:532540"}
     printed = capsys.readouterr().out
     assert "imported 10 Dhan instrument mappings" in printed
@@ -119,29 +126,31 @@ def test_cli_without_database_fails_with_usage_error(
 ) -> None:
     monkeypatch.delenv("MDGATE_DATABASE_URL", raising=False)
     monkeypatch.chdir(tmp_path)  # no ./mdgate.toml
-    args = _args("dhan", "import-instruments", "--csv", str(COMPACT))
-    assert import_instruments(args) == 2
-    assert "--toml" in capsys.readouterr().err
+    assert mdgate("dhan", "import-instruments", "--csv", str(COMPACT)) == 2
+    err = capsys.readouterr().err
+    assert "--toml" in err and err.startswith("mdgate: error: ") and err.count("\n") == 1
 
 
 def test_cli_missing_file_fails(capsys: pytest.CaptureFixture[str]) -> None:
-    args = _args("dhan", "import-instruments", "--csv", "/nonexistent/x.csv", "--toml", "-")
-    assert import_instruments(args) == 1
+    assert mdgate("dhan", "import-instruments", "--csv", "/nonexistent/x.csv", "--toml", "-") == 1
     assert "cannot read" in capsys.readouterr().err
 
 
+def test_cli_csv_or_url_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    assert mdgate("dhan", "import-instruments", "--toml", "-") == 2
+    assert capsys.readouterr().err == "mdgate: error: give one of --csv PATH or --url [URL]\n"
+
+
 def test_cli_url_default_is_compact_master() -> None:
-    args = _args("dhan", "import-instruments", "--url")
-    assert args.url == "https://images.dhan.co/api-data/api-scrip-master.csv"
+    ctx = import_instruments.make_context("import-instruments", ["--url"])
+    assert ctx.params["url"] == "https://images.dhan.co/api-data/api-scrip-master.csv"
 
 
 def test_cli_database_import_upserts_mappings(pg_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
-    args = _args("dhan", "import-instruments", "--csv", str(DETAILED), "--database-url", pg_dsn)
-    assert import_instruments(args) == 0
+    assert mdgate("dhan", "import-instruments", "--csv", str(DETAILED), "--database-url", pg_dsn) == 0
     assert "imported 7 Dhan instrument mappings (database)" in capsys.readouterr().out
     # Importing the compact file too updates and extends them.
-    args = _args("dhan", "import-instruments", "--csv", str(COMPACT), "--database-url", pg_dsn)
-    assert import_instruments(args) == 0
+    assert mdgate("dhan", "import-instruments", "--csv", str(COMPACT), "--database-url", pg_dsn) == 0
     from mdgate.plugins.pg_routes.instruments import list_instrument_mappings
 
     with psycopg.connect(pg_dsn) as conn:
@@ -167,13 +176,11 @@ def test_cli_url_downloads_from_local_http_server(tmp_path: Path, capsys: pytest
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/scrip_master_detailed.csv"
         out = tmp_path / "out.toml"
-        assert import_instruments(_args("dhan", "import-instruments", "--url", url, "--toml", str(out))) == 0
+        assert mdgate("dhan", "import-instruments", "--url", url, "--toml", str(out)) == 0
         assert "imported 7" in capsys.readouterr().out
         assert tomllib.loads(out.read_text())["instruments"]["BSE:SENSEX"] == {"dhan": "IDX_I:51"}
         missing = url.replace("detailed", "missing")
-        assert (
-            import_instruments(_args("dhan", "import-instruments", "--url", missing, "--toml", str(out))) == 1
-        )
+        assert mdgate("dhan", "import-instruments", "--url", missing, "--toml", str(out)) == 1
         assert "404" in capsys.readouterr().err
     finally:
         server.shutdown()

@@ -15,10 +15,10 @@ import pytest
 from mdgate._config import load_settings
 from mdgate._errors import AuthenticationError, ConfigError
 from mdgate.testing import running_gateway
+from mdgate_dhan.backfill import rest_error
 from mdgate_dhan.config import MAX_TOKEN_FILE_BYTES, SETTINGS, parse_config
 from mdgate_dhan.hints import TOKEN_HINT
 from mdgate_dhan.protocol import DISCONNECT_REASONS, disconnect_error
-from mdgate_dhan.rest import rest_error
 
 CLIENT = "1100223344"
 FILE_TOKEN = "eyJ.FILE-TOKEN.sig"

@@ -38,7 +38,7 @@ class Rig:
 
     async def tick_round_trip(self, price: float, volume: int) -> dict[str, Any]:
         """Push one price for AAPL and return the tick the client receives."""
-        await self.yahoo.push("AAPL", price=price, time=T, day_volume=volume, price_hint=2)
+        await self.yahoo.send_pricing("AAPL", price=price, time=T, day_volume=volume, price_hint=2)
         while True:
             (tick,) = await self.client.ticks(1)
             if tick["volume"] == volume:
@@ -91,7 +91,7 @@ async def test_e2e_subscribe_reaches_yahoo_and_ticks_flow() -> None:
 
 async def test_e2e_heartbeat_resubscribes_whole_set() -> None:
     async with rig(heartbeat_interval=0.2) as r:
-        await r.yahoo.wait_for(lambda: r.yahoo.received.count(SUB_AAPL) >= 3)
+        await r.yahoo.wait_until(lambda _: r.yahoo.received.count(SUB_AAPL) >= 3)
         assert r.yahoo.accepted == 1  # heartbeats on the same connection
 
 
@@ -99,8 +99,8 @@ async def test_e2e_client_unsubscribe_unsubscribes_yahoo() -> None:
     async with rig() as r:
         await r.client.send({"op": "unsubscribe", "instruments": ["NASDAQ:AAPL"]})
         await r.client.recv_type("unsubscribed")
-        await r.yahoo.wait_for(lambda: '{"unsubscribe": ["AAPL"]}' in r.yahoo.received)
-        await r.yahoo.wait_for(lambda: not r.yahoo.subscribed())
+        await r.yahoo.wait_until(lambda _: '{"unsubscribe": ["AAPL"]}' in r.yahoo.received)
+        await r.yahoo.wait_until(lambda _: not r.yahoo.subscribed)
 
 
 async def test_e2e_abrupt_drop_reconnects_and_resubscribes() -> None:
@@ -128,8 +128,8 @@ async def test_e2e_silent_stall_reconnects_and_resubscribes() -> None:
         await r.tick_round_trip(227.55, 1)
         r.yahoo.go_silent()
         await r.yahoo.wait_connections(2, timeout=10)
-        await r.yahoo.wait_for(
-            lambda: any(not c.silent and "AAPL" in c.subscribed for c in r.yahoo.connections)
+        await r.yahoo.wait_until(
+            lambda _: any(not c.silent and "AAPL" in c.subscribed for c in r.yahoo.connections)
         )
         assert (await r.tick_round_trip(230.0, 4))["price"] == 230.0
         status = r.yahoo_status()
@@ -159,10 +159,10 @@ async def test_e2e_over_hundred_symbols_second_connection() -> None:
         await r.client.recv_type("subscribed")
         codes = [n.split(":")[1] for n in names]
         await r.yahoo.wait_subscribed(*codes)
-        await r.yahoo.wait_for(lambda: len(r.yahoo.connections) == 2)
+        await r.yahoo.wait_until(lambda _: len(r.yahoo.connections) == 2)
         assert sorted(len(c.subscribed) for c in r.yahoo.connections) == [1, 100]
         assert all(not c.refused for c in r.yahoo.connections)
-        await r.yahoo.push("S099", price=12.5, time=T, day_volume=9)
+        await r.yahoo.send_pricing("S099", price=12.5, time=T, day_volume=9)
         (tick,) = await r.client.ticks(1)
         assert (tick["instrument"], tick["price"]) == ("NASDAQ:S099", 12.5)
 
@@ -173,7 +173,7 @@ async def test_e2e_nse_instrument_derived_symbol_ticks() -> None:
     async with rig() as r:
         await r.client.subscribe("NSE:RELIANCE", "BSE:TCS")
         await r.yahoo.wait_subscribed("RELIANCE.NS", "TCS.BO")
-        await r.yahoo.push("RELIANCE.NS", price=2456.75, time=T, day_volume=42)
+        await r.yahoo.send_pricing("RELIANCE.NS", price=2456.75, time=T, day_volume=42)
         (tick,) = await r.client.ticks(1)
         assert (tick["instrument"], tick["price"], tick["volume"]) == (
             "NSE:RELIANCE",

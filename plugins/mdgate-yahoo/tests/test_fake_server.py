@@ -34,8 +34,8 @@ async def test_fake_server_subscribe_recorded_and_pushed() -> None:
         await ws.send(encode_subscribe(["AAPL", "RELIANCE.NS"]))
         await yahoo.wait_subscribed("AAPL", "RELIANCE.NS")
         assert yahoo.received == ['{"subscribe": ["AAPL", "RELIANCE.NS"]}']
-        assert await yahoo.push("RELIANCE.NS", price=2456.75, day_volume=10) == 1
-        assert await yahoo.push("MSFT", price=1.0) == 0  # not subscribed: not sent
+        assert await yahoo.send_pricing("RELIANCE.NS", price=2456.75, day_volume=10) == 1
+        assert await yahoo.send_pricing("MSFT", price=1.0) == 0  # not subscribed: not sent
         dec = YahooDecoder()
         dec.track("RELIANCE.NS", "NSE:RELIANCE")
         (tick,) = dec.feed(await _recv(ws), 1)
@@ -51,15 +51,15 @@ async def test_fake_server_unsubscribe_stops_pushes() -> None:
         await ws.send(encode_subscribe(["AAPL", "IBM"]))
         await yahoo.wait_subscribed("AAPL", "IBM")
         await ws.send(encode_unsubscribe(["AAPL"]))
-        await yahoo.wait_for(lambda: yahoo.subscribed() == {"IBM"})
-        assert await yahoo.push("AAPL", price=1.0) == 0
+        await yahoo.wait_until(lambda _: yahoo.subscribed == {"IBM"})
+        assert await yahoo.send_pricing("AAPL", price=1.0) == 0
 
 
 async def test_fake_server_cap_keeps_first_hundred() -> None:
     async with FakeYahooServer() as yahoo, connect(yahoo.url) as ws:
         symbols = [f"S{i}" for i in range(101)]
         await ws.send(encode_subscribe(symbols))
-        await yahoo.wait_for(lambda: len(yahoo.received) == 1)
+        await yahoo.wait_until(lambda _: len(yahoo.received) == 1)
         await yahoo.wait_subscribed(*symbols[:100])
         (conn,) = yahoo.connections
         assert conn.refused == ["S100"]
@@ -94,7 +94,7 @@ async def test_fake_server_drop_aborts_connection() -> None:
         with anyio.fail_after(5), pytest.raises(ConnectionClosed) as ei:
             await ws.recv()
         assert ei.value.rcvd is None  # no close frame: abrupt
-        await yahoo.wait_for(lambda: not yahoo.connections)
+        await yahoo.wait_until(lambda _: not yahoo.connections)
 
 
 async def test_fake_server_close_all_clean_1000() -> None:
@@ -113,12 +113,12 @@ async def test_fake_server_silent_sends_nothing_new_connection_normal() -> None:
             await ws.send(encode_subscribe(["AAPL"]))
             await yahoo.wait_subscribed("AAPL")
             yahoo.go_silent()
-            assert await yahoo.push("AAPL", price=1.0) == 0
+            assert await yahoo.send_pricing("AAPL", price=1.0) == 0
             assert await _nothing_within(ws, 0.2)
         async with connect(yahoo.url) as ws2:
             await ws2.send(encode_subscribe(["AAPL"]))
-            await yahoo.wait_for(lambda: any(not c.silent and c.subscribed for c in yahoo.connections))
-            assert await yahoo.push("AAPL", price=1.0) == 1
+            await yahoo.wait_until(lambda _: any(not c.silent and c.subscribed for c in yahoo.connections))
+            assert await yahoo.send_pricing("AAPL", price=1.0) == 1
             assert json.loads(await _recv(ws2))["type"] == "pricing"
 
 

@@ -17,6 +17,7 @@ from mdgate_yahoo.protocol import (
     encode_heartbeat,
     encode_subscribe,
     encode_unsubscribe,
+    round_price,
 )
 from mdgate_yahoo.testing import MALFORMED_FRAMES, encode_envelope, encode_pricing
 
@@ -193,6 +194,14 @@ def test_decoder_price_float32_rounded_to_precision(price: float, hint: int, exp
     t = one(aapl(), price=price, time=T, price_hint=hint)
     assert t.price == expected
     assert repr(t.price) == repr(expected)
+
+
+def test_decoder_rounds_half_up_like_every_provider() -> None:
+    # 1.125 and 2.5 are exact in float32: a tie, which half-even round() would send down.
+    t = one(aapl(), price=1.125, time=T, price_hint=2, bid=2.5, ask=-1.125, day_high=1.375)
+    assert (t.price, t.bid, t.high) == (1.13, 2.5, 1.38)
+    assert t.ask == -1.12  # half up is toward +infinity
+    assert round_price(1.125, 2) == 1.13 and round_price(2.5, 0) == 3.0
 
 
 def test_decoder_price_hint_remembered_across_messages() -> None:

@@ -5,37 +5,23 @@ one line and an exit code, never a traceback.
 * :func:`check_listen` tries the listen address before anything starts (no
   log line, no provider connection), the way the server will bind it;
 * :func:`one_error` digs the error that matters out of the exception groups
-  a task group raises;
-* :func:`add_config_option` lets ``--config`` follow any sub-command
-  (``mdgate run --config PATH``) as well as precede it.
+  a task group raises.
 
-Exit codes: :data:`EXIT_RUNTIME` (1) for the state of the machine or the
-network (a port in use, no permission, a gateway that does not answer),
-:data:`EXIT_CONFIG` (2) for what the operator wrote (options, the config file
-and its values, a listen host that does not resolve or is not local).
+A :class:`ListenError` (a port in use, no permission) is the state of the
+machine (exit code 1), a :class:`~mdgate._errors.ConfigError` (a listen host
+that does not resolve or is not local) what the operator wrote (exit code 2):
+see :mod:`mdgate._cli.errors`, the one exit-code table.
 """
 
 from __future__ import annotations
 
-import argparse
 import errno
 import socket
 from typing import Final
 
 from mdgate._errors import ConfigError, MdgateError
 
-__all__ = [
-    "EXIT_CONFIG",
-    "EXIT_RUNTIME",
-    "ListenError",
-    "add_config_option",
-    "check_listen",
-    "one_error",
-]
-
-EXIT_RUNTIME: Final = 1
-EXIT_CONFIG: Final = 2
-CONFIG_HELP: Final = "TOML configuration file (default: ./mdgate.toml when present)"
+__all__ = ["ListenError", "check_listen", "one_error"]
 
 # name-resolution failures that say the name is wrong, not that DNS is down now
 _BAD_NAME: Final = frozenset(
@@ -126,18 +112,3 @@ def one_error(exc: BaseException, host: str, port: int) -> MdgateError | None:
         if isinstance(e, MdgateError):
             return e
     return None
-
-
-def add_config_option(parser: argparse.ArgumentParser) -> None:
-    """
-    Accept ``--config PATH`` after every sub-command of ``parser`` (recursively),
-    besides before it; the one given last wins.
-    """
-    for action in parser._actions:
-        if not isinstance(action, argparse._SubParsersAction):
-            continue
-        for sub in dict.fromkeys(action.choices.values()):
-            if "--config" not in sub._option_string_actions:
-                flags = ["--config"] if "-c" in sub._option_string_actions else ["--config", "-c"]
-                sub.add_argument(*flags, metavar="PATH", default=argparse.SUPPRESS, help=CONFIG_HELP)
-            add_config_option(sub)

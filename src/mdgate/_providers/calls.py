@@ -36,7 +36,7 @@ from mdgate._routing.table import RouteSource
 from mdgate.plugins.stores.protocol import Store
 
 if TYPE_CHECKING:
-    import argparse
+    import click
 
     from mdgate._config import Settings
 
@@ -92,22 +92,20 @@ def select_route_source(registry: Registry, settings: Settings) -> tuple[RouteSo
     return answer.value, answer.plugin
 
 
-def add_commands(registry: Registry, subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Let every plugin add its sub-commands (``mdgate_add_commands``), containing each plugin's faults."""
+def add_commands(registry: Registry, cli: click.Group) -> None:
+    """Let every plugin add its commands to ``cli`` (``mdgate_add_commands``), faults contained."""
     for impl in registry.pm.hook.mdgate_add_commands.get_hookimpls():
         if impl.hookwrapper or impl.wrapper:
             continue
-        names = dict(subparsers.choices)
-        actions = list(subparsers._choices_actions)
+        commands = dict(cli.commands)
         try:
-            impl.function(subparsers=subparsers)
+            impl.function(cli=cli)
         except KeyboardInterrupt:
             raise
         except BaseException as exc:  # SystemExit included: the other commands must still work
             # take back what the plugin added before it failed: a half-built command is worse than none
-            subparsers.choices.clear()
-            subparsers.choices.update(names)
-            subparsers._choices_actions[:] = actions
+            cli.commands.clear()
+            cli.commands.update(commands)
             registry.faults.record(impl.plugin_name, "mdgate_add_commands", exc)
 
 

@@ -8,9 +8,9 @@ right now (failover) is the subscription manager's decision.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import structlog
 
@@ -20,7 +20,7 @@ from mdgate._providers.faults import secret_values
 from mdgate._providers.registry import Registry
 from mdgate._routing.table import Route, RouteTable, default_table
 
-__all__ = ["MAX_CODE", "ProviderConfigs", "Router", "config_table", "parse_provider_configs"]
+__all__ = ["MAX_CODE", "ProviderConfigs", "Router", "config_table", "live_configs", "parse_provider_configs"]
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +34,53 @@ class ProviderConfigs:
 
     configs: Mapping[str, Any]
     disabled: Mapping[str, str]
+
+
+class Configured(Protocol):
+    """What holds a provider's configuration in a running gateway (its session)."""
+
+    @property
+    def config(self) -> Any:
+        """The parsed configuration (None when disabled)."""
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why the provider is disabled, or None."""
+
+
+class _Live(Mapping[str, Any]):
+    """Read-through view of the sessions' configurations (or of why they are disabled)."""
+
+    def __init__(self, holders: Mapping[str, Configured], disabled: bool) -> None:
+        self._holders = holders
+        self._disabled = disabled
+
+    def _value(self, holder: Configured) -> Any:
+        return holder.disabled_reason if self._disabled else holder.config
+
+    def _has(self, holder: Configured) -> bool:
+        return (holder.disabled_reason is not None) is self._disabled
+
+    def __getitem__(self, name: str) -> Any:
+        holder = self._holders[name]
+        if not self._has(holder):
+            raise KeyError(name)
+        return self._value(holder)
+
+    def __iter__(self) -> Iterator[str]:
+        return (name for name, h in self._holders.items() if self._has(h))
+
+    def __len__(self) -> int:
+        return sum(1 for h in self._holders.values() if self._has(h))
+
+
+def live_configs(holders: Mapping[str, Configured]) -> ProviderConfigs:
+    """
+    The configurations a running gateway uses, read through from where they
+    are held: each provider's session (the one place; a reload applies new
+    ones there and the router sees them at once).
+    """
+    return ProviderConfigs(_Live(holders, False), _Live(holders, True))
 
 
 def parse_provider_configs(

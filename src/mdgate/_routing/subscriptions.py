@@ -31,7 +31,7 @@ from typing import Any
 import anyio
 import structlog
 
-from mdgate._config import RuntimeSettings
+from mdgate._config import RuntimeSettings, SubscriptionSettings
 from mdgate._errors import NoRouteError, SubscriptionRejected
 from mdgate._model import now_ms, parse_instrument
 from mdgate._providers.session import ProviderSession
@@ -140,6 +140,11 @@ class SubscriptionManager:
             act.always = True
             act.release_at = None
         return errors
+
+    def apply(self, settings: SubscriptionSettings) -> list[str]:
+        """Take a (re)loaded ``[subscriptions]`` slice (linger, always); return what failed, with why."""
+        self.linger = settings.linger
+        return self.set_always(settings.always)
 
     def refs(self, instrument: str) -> int:
         """Current reference count of ``instrument`` (clients only)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 import structlog
@@ -12,10 +12,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from mdgate._errors import InstrumentError
-from mdgate._model import encode, parse_instrument
-from mdgate.plugins.stores.protocol import BAR_INTERVALS, Store
+from mdgate._model import Bar, Tick, encode, parse_instrument
+from mdgate.plugins.stores.protocol import BAR_INTERVALS
 
-__all__ = ["history", "json_response", "text_response"]
+__all__ = ["HistoryReader", "history", "json_response", "text_response"]
 
 log = structlog.get_logger("mdgate._serve.server")
 
@@ -37,7 +37,25 @@ def text_response(status: int, text: str, extra: Sequence[tuple[str, str]] = ())
     return Response(status, http.HTTPStatus(status).phrase, headers, data)
 
 
-async def history(store: Store, query: dict[str, list[str]]) -> Response:
+class HistoryReader(Protocol):
+    """The part of a store ``/history`` reads (``Store.history``, ``Store.bars``)."""
+
+    async def history(
+        self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Tick]:
+        """Stored ticks of ``instrument``, oldest first."""
+        ...
+
+    async def bars(
+        self, instrument: str, interval: str = "1m", *, since_ms: int | None = None,
+        until_ms: int | None = None, limit: int = 1000,
+    ) -> list[Bar]:
+        """Closed bars of ``interval``, oldest first."""
+        ...
+
+
+async def history(store: HistoryReader, query: dict[str, list[str]]) -> Response:
     """Answer ``GET /history`` (ticks or bars of one instrument) from ``store``."""
 
     def one(key: str) -> str | None:

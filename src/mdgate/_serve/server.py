@@ -16,10 +16,11 @@ Client protocol (JSON text frames, see docs/client-protocol.md)::
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hmac
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
 import anyio
@@ -32,8 +33,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from mdgate._config import ServerSettings
 from mdgate._errors import InstrumentError, NoRouteError, SubscriptionRejected
-from mdgate._model import Tick, encode, parse_instrument
+from mdgate._model import encode, parse_instrument
+from mdgate._serve.backends import Backends, detached
 from mdgate._serve.fanout import ClientOutbox
 from mdgate._serve.http import history, json_response, text_response
 from mdgate._serve.limits import (
@@ -46,9 +49,7 @@ from mdgate._serve.limits import (
     raise_nofile,
     refusal_frame,
 )
-
-if TYPE_CHECKING:
-    from mdgate._app import Gateway
+from mdgate._stats import ClientStats
 
 __all__ = ["ClientServer"]
 
@@ -87,14 +88,23 @@ def _address(conn: ServerConnection) -> str:
 
 
 class ClientServer:
-    """Serves clients for one :class:`~mdgate._app.Gateway`."""
+    """Serves clients from its ``[server]`` settings and the collaborators it is handed."""
 
-    def __init__(self, gateway: Gateway, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.gw = gateway
-        s = gateway.settings.server
+    def __init__(
+        self, settings: ServerSettings, backends: Backends | None = None, *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """
+        Args:
+            settings: the ``[server]`` slice (:meth:`apply` takes a reloaded one).
+            backends: fan-out, interest, snapshot, history and status;
+                None: :func:`~mdgate._serve.backends.detached`.
+            clock: monotonic seconds (tests pass a fake).
+        """
+        s = self.settings = settings
+        self.backends = backends if backends is not None else detached(settings)
         self.server: Server | None = None
         self.port = 0
-        self.clients = 0
         #: Monotonic seconds: drain timeouts and closing grace are measured with it.
         self.clock = clock
         #: Seconds a client being closed gets for the closing handshake before the socket is
@@ -102,39 +112,34 @@ class ClientServer:
         self.close_grace: float | None = None
         self.limits = ConnectionLimits(s.max_clients, s.max_clients_per_address, s.max_clients)
         self.ratelog = RateLimitedLog(log, clock=clock)
-        self.closed = {"slow": 0, "over_budget": 0}
-        self.limit_errors = 0
-        self.internal_errors = 0
-        self.accept_errors = 0
+        #: Client counters (``/status`` ``server``).
+        self.stats = ClientStats()
         self._origins: tuple[tuple[str, ...], str, OriginPolicy] | None = None
         self._outboxes: set[ClientOutbox] = set()
-        self._conflated_gone = 0
-        self._dropped_gone = 0
+
+    def apply(self, settings: ServerSettings) -> None:
+        """Take a reloaded ``[server]`` slice; the listening address stays until a restart."""
+        old = self.settings
+        self.settings = dataclasses.replace(settings, host=old.host, port=old.port)
+
+    @property
+    def clients(self) -> int:
+        """WebSocket clients connected now."""
+        return self.stats.clients
 
     @property
     def conflated(self) -> int:
         """Ticks dropped by conflation for slow clients, since start."""
-        return self._conflated_gone + sum(o.conflated for o in self._outboxes)
+        return self.stats.conflated(self._outboxes)
 
     def status(self) -> dict[str, Any]:
         """Client counters for ``/status``."""
-        lim = self.limits
-        return {
-            "clients": self.clients,
-            "sockets": lim.sockets,
-            "max_clients": lim.max_clients,
-            "refused": dict(lim.refused),
-            "closed": dict(self.closed),
-            "limit_errors": self.limit_errors,
-            "internal_errors": self.internal_errors,
-            "accept_errors": self.accept_errors,
-            "dropped_ticks": self._dropped_gone + sum(o.dropped for o in self._outboxes),
-        }
+        return self.stats.document(self.limits, self._outboxes)
 
     # -- HTTP --------------------------------------------------------------
 
     def _authorized(self, request: Request) -> bool:
-        tokens = self.gw.settings.server.tokens
+        tokens = self.settings.tokens
         if not tokens:
             return True
         presented: str | None = None
@@ -152,7 +157,7 @@ class ClientServer:
         return any(hmac.compare_digest(given, t.reveal().encode()) for t in tokens)
 
     def _origin_policy(self) -> OriginPolicy:
-        s = self.gw.settings.server
+        s = self.settings
         cached = self._origins
         if cached is None or cached[0] != s.allowed_origins or cached[1] != s.host:
             cached = self._origins = (s.allowed_origins, s.host, OriginPolicy(s.allowed_origins, s.host))
@@ -182,11 +187,11 @@ class ClientServer:
             return text_response(401, "a valid access token is required\n",
                                   [("WWW-Authenticate", 'Bearer realm="mdgate"')])
         if path == "/status":
-            return json_response(200, self.gw.status())
+            return json_response(200, self.backends.status())
         if path == "/history":
-            return await history(self.gw.store, parse_qs(url.query))
+            return await history(self.backends.history, parse_qs(url.query))
         lim = self.limits
-        lim.max_per_address = self.gw.settings.server.max_clients_per_address
+        lim.max_per_address = self.settings.max_clients_per_address
         address = _address(connection)
         reason = lim.admit(connection, address)
         if reason is not None:
@@ -235,7 +240,7 @@ class ClientServer:
 
         def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
             if context.get("message") == _ACCEPT_EXHAUSTED:
-                self.accept_errors += 1
+                self.stats.accept_errors += 1
                 self.ratelog.warning("accept_failed", error=str(context.get("exception")),
                                      hint="out of file descriptors: raise the open-files limit "
                                           "(ulimit -n) or lower [server] max_clients")
@@ -248,7 +253,7 @@ class ClientServer:
         return handler
 
     def _plan_sockets(self) -> None:
-        s = self.gw.settings.server
+        s = self.settings
         before, after = raise_nofile(s.max_clients)
         if after != before:
             log.info("open_files_limit_raised", before=before, after=after)
@@ -264,7 +269,7 @@ class ClientServer:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int]) -> None:
         """Listen until cancelled; ``task_status.started(port)`` once bound."""
-        s = self.gw.settings.server
+        s = self.settings
         self._plan_sockets()
         loop = asyncio.get_running_loop()
         previous = loop.get_exception_handler()
@@ -300,12 +305,11 @@ class ClientServer:
                 await self.server.wait_closed()
 
     async def _handle(self, ws: ServerConnection) -> None:
-        gw = self.gw
-        s = gw.settings.server
-        outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame, framed=gw.fanout.framed,
+        s, backends = self.settings, self.backends
+        outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame, framed=backends.fanout.framed,
                               budget=s.client_buffer_bytes)
         wanted: set[str] = set()
-        self.clients += 1
+        self.stats.clients += 1
         self._outboxes.add(outbox)
         try:
             async with anyio.create_task_group() as tg:
@@ -319,13 +323,12 @@ class ClientServer:
                     pass
                 tg.cancel_scope.cancel()
         finally:
-            self.clients -= 1
+            self.stats.clients -= 1
             self._outboxes.discard(outbox)
-            self._conflated_gone += outbox.conflated
-            self._dropped_gone += outbox.dropped
-            gw.fanout.set_instruments(outbox, frozenset())
+            self.stats.gone(outbox)
+            backends.fanout.set_instruments(outbox, frozenset())
             for name in wanted:
-                gw.subs.release(name)
+                backends.interest.release(name)
 
     async def _writer(self, ws: ServerConnection, outbox: ClientOutbox, scope: anyio.CancelScope) -> None:
         try:
@@ -362,7 +365,7 @@ class ClientServer:
         """Wait until the socket's buffer is back under the high-water mark, for at most ``drain_timeout``."""
         clock = self.clock
         since = clock()
-        timeout = self.gw.settings.server.drain_timeout
+        timeout = self.settings.drain_timeout
         while True:
             if transport.is_closing():
                 return None
@@ -383,7 +386,7 @@ class ClientServer:
                 return "over_budget"
             frames = outbox.take(_TAKE_BYTES)
             try:
-                with anyio.fail_after(self.gw.settings.server.drain_timeout):
+                with anyio.fail_after(self.settings.drain_timeout):
                     for frame in frames:
                         await ws.send(frame, text=True)
             except TimeoutError:
@@ -396,7 +399,7 @@ class ClientServer:
         """Seconds the closing handshake of a slow or over-budget client may take."""
         if self.close_grace is not None:
             return self.close_grace
-        return min(CLOSE_GRACE, max(1.0, self.gw.settings.server.drain_timeout))
+        return min(CLOSE_GRACE, max(1.0, self.settings.drain_timeout))
 
     async def _close_client(self, ws: ServerConnection, outbox: ClientOutbox, why: str) -> None:
         """
@@ -405,8 +408,8 @@ class ClientServer:
         socket already holds), give the closing handshake :attr:`close_grace`
         seconds (:meth:`grace`), then abort the socket.
         """
-        s = self.gw.settings.server
-        self.closed[why] += 1
+        s = self.settings
+        self.stats.closed[why] += 1
         outbox.dropped += outbox.pending_ticks
         outbox.drop()
         outbox.over_budget = True  # nothing more is queued for it
@@ -446,7 +449,7 @@ class ClientServer:
         try:
             await self._on_message(outbox, wanted, message)
         except Exception as exc:  # a request must never take the connection (or the daemon) down
-            self.internal_errors += 1
+            self.stats.internal_errors += 1
             self.ratelog.warning("client_request_failed", remote=_address(ws),
                                  error=f"{type(exc).__name__}: {label(str(exc))}")
             outbox.control(error_frame("internal", "the gateway could not process this request"))
@@ -473,9 +476,9 @@ class ClientServer:
         if not isinstance(instruments, list) or not instruments:
             outbox.control(error_frame("bad_request", "instruments must be a non-empty list of strings"))
             return
-        most = self.gw.settings.server.max_instruments_per_request
+        most = self.settings.max_instruments_per_request
         if len(instruments) > most:
-            self.limit_errors += 1
+            self.stats.limit_errors += 1
             outbox.control(error_frame(
                 "limit", f"a request may name at most {most} instruments; this one names {len(instruments)} "
                          "(nothing was done: split it)"))
@@ -513,8 +516,8 @@ class ClientServer:
             outbox.control(refusal_frame(errors))
 
     async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
-        subs = self.gw.subs
-        most = self.gw.settings.server.max_instruments_per_client
+        interest = self.backends.interest
+        most = self.settings.max_instruments_per_client
         room = most - len(wanted)
         errors: list[dict[str, str]] = []
         good: list[str] = []
@@ -529,7 +532,7 @@ class ClientServer:
                                    "message": f"a client may subscribe to at most {most} instruments"})
                     continue
                 try:
-                    available = subs.acquire(name)
+                    available = interest.acquire(name)
                 except NoRouteError as exc:
                     errors.append({"instrument": name, "code": "no_route", "message": str(exc)})
                     continue
@@ -542,14 +545,14 @@ class ClientServer:
                     errors.append({"instrument": name, "code": "unavailable",
                                    "message": f"providers for {name} are down; ticks flow once one recovers"})
             good.append(name)
-        self.limit_errors += limited
+        self.stats.limit_errors += limited
         if good:
             outbox.control(encode({"type": "subscribed", "instruments": good}))
         self._report(outbox, errors)
         if good:
-            snapshot = await self.gw.snapshot(good)
+            snapshot = await self.backends.snapshot(good)
             outbox.control(encode({"type": "snapshot", "ticks": snapshot}))
-            self.gw.fanout.set_instruments(outbox, frozenset(wanted))
+            self.backends.fanout.set_instruments(outbox, frozenset(wanted))
 
     def _unsubscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
         errors: list[dict[str, str]] = []
@@ -557,18 +560,9 @@ class ClientServer:
         for name in done:
             if name in wanted:
                 wanted.discard(name)
-                self.gw.subs.release(name)
-        self.gw.fanout.set_instruments(outbox, frozenset(wanted))
+                self.backends.interest.release(name)
+        self.backends.fanout.set_instruments(outbox, frozenset(wanted))
         if done:
             outbox.control(encode({"type": "unsubscribed", "instruments": done}))
         self._report(outbox, errors)
 
-
-def merge_latest(a: dict[str, Tick], b: dict[str, Tick]) -> dict[str, Tick]:
-    """Merge two latest-tick maps, keeping the newer tick (by ``ts``) per instrument."""
-    out = dict(a)
-    for name, tick in b.items():
-        prev = out.get(name)
-        if prev is None or tick.ts >= prev.ts:
-            out[name] = tick
-    return out

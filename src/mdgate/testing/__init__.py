@@ -2,8 +2,11 @@
 Public test helpers for mdgate and provider plugins.
 
 * :func:`running_gateway`: the whole daemon in-process on a free port.
-* :class:`FakeFeedServer`: a real WebSocket server on 127.0.0.1 that records
-  what clients send and lets a test push frames, drop, close or go silent.
+* :class:`FakeProviderServer`: the base of every provider's fake server (a
+  real WebSocket server on 127.0.0.1 that records what clients send and lets
+  a test send frames, drop, close or go silent), and :class:`FakeFeedServer`,
+  a protocol-less one answering through callbacks
+  (:mod:`mdgate.testing.fake_server`).
 * :class:`GatewayClient`: a small WebSocket client speaking the client protocol.
 """
 
@@ -13,18 +16,24 @@ import dataclasses
 import json
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Self
+from typing import Any
 
 import anyio
 import anyio.abc
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
 
 from mdgate._config import Settings, load_settings
-from mdgate._provider import Frame
+from mdgate.testing.fake_server import FakeConnection, FakeFeedServer, FakeProviderServer
 
-__all__ = ["FakeFeedServer", "GatewayClient", "GatewayHandle", "running_gateway", "settings_from_toml"]
+__all__ = [
+    "FakeConnection",
+    "FakeFeedServer",
+    "FakeProviderServer",
+    "GatewayClient",
+    "GatewayHandle",
+    "running_gateway",
+    "settings_from_toml",
+]
 
 
 def settings_from_toml(text: str, environ: Mapping[str, str] | None = None, tmp_path: Any = None) -> Settings:
@@ -162,106 +171,3 @@ class GatewayClient:
                 if msg.get("type") == "ticks":
                     out.extend(msg["ticks"])
         return out
-
-
-class FakeFeedServer:
-    """
-    A real WebSocket server on 127.0.0.1 standing in for a provider.
-
-    It records every frame clients send (``received``), counts connections
-    (``connections``) and lets the test ``push`` frames to every client,
-    ``drop`` connections abruptly, ``close`` them cleanly or go ``silent``
-    (keep sockets open, send nothing). ``on_message(server, conn, frame)``
-    may answer client frames.
-    """
-
-    def __init__(
-        self,
-        on_message: Callable[[FakeFeedServer, ServerConnection, Frame], Any] | None = None,
-        on_connect: Callable[[FakeFeedServer, ServerConnection], Any] | None = None,
-        port: int = 0,
-    ) -> None:
-        self.on_message = on_message
-        self.on_connect = on_connect
-        self.received: list[Frame] = []
-        self.connections = 0
-        self.clients: set[ServerConnection] = set()
-        self.paths: list[str] = []
-        self.silent = False
-        self.port = port
-        self._server: Server | None = None
-        self._changed = anyio.Event()
-
-    @property
-    def url(self) -> str:
-        """``ws://127.0.0.1:PORT``."""
-        return f"ws://127.0.0.1:{self.port}"
-
-    async def __aenter__(self) -> Self:
-        self._server = await serve(
-            self._handler, "127.0.0.1", self.port, compression=None, ping_interval=None, reuse_address=True
-        )
-        self.port = next(iter(self._server.sockets)).getsockname()[1]
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self._server is not None
-        self._server.close(close_connections=False)
-        for ws in list(self.clients):
-            ws.transport.abort()
-        await self._server.wait_closed()
-
-    def _notify(self) -> None:
-        event, self._changed = self._changed, anyio.Event()
-        event.set()
-
-    async def _handler(self, ws: ServerConnection) -> None:
-        self.connections += 1
-        self.paths.append(ws.request.path if ws.request else "")
-        self.clients.add(ws)
-        self._notify()
-        try:
-            if self.on_connect is not None:
-                await _maybe_await(self.on_connect(self, ws))
-            async for frame in ws:
-                self.received.append(frame)
-                self._notify()
-                if self.on_message is not None:
-                    await _maybe_await(self.on_message(self, ws, frame))
-        except ConnectionClosed:
-            pass
-        finally:
-            self.clients.discard(ws)
-            self._notify()
-
-    async def wait_until(self, predicate: Callable[[FakeFeedServer], bool], timeout: float = 10.0) -> None:
-        """Wait until ``predicate(self)`` holds."""
-        with anyio.fail_after(timeout):
-            while not predicate(self):
-                await self._changed.wait()
-
-    async def push(self, frame: Frame) -> None:
-        """Send ``frame`` to every connected client (unless silent)."""
-        if self.silent:
-            return
-        for ws in list(self.clients):
-            try:
-                await ws.send(frame)
-            except ConnectionClosed:
-                pass
-
-    def drop(self) -> None:
-        """Abort every connection (no close frame)."""
-        for ws in list(self.clients):
-            ws.transport.abort()
-
-    async def close(self, code: int = 1000) -> None:
-        """Close every connection cleanly."""
-        for ws in list(self.clients):
-            await ws.close(code)
-
-
-async def _maybe_await(value: Any) -> Any:
-    if hasattr(value, "__await__"):
-        return await value
-    return value

@@ -8,17 +8,23 @@ mappings to PostgreSQL (``--database-url``, default ``MDGATE_DATABASE_URL``
 or ``[database] url``) or, with ``--toml OUT``, writes an
 ``[instruments."NSE:RELIANCE"]`` config snippet (works offline, no
 database).
+
+Only mdgate's public API is used: the command gets a
+:class:`mdgate.CommandContext` (settings, the routing database) and fails by
+raising (:class:`click.UsageError`: exit code 2, :class:`mdgate.MdgateError`:
+exit code 1); mdgate prints the one error line.
 """
 
 from __future__ import annotations
 
-import argparse
 import io
-import os
 import sys
 from pathlib import Path
 from typing import Final, TextIO
 
+import click
+
+from mdgate import CommandContext, MdgateError, pass_context
 from mdgate_dhan.instruments import (
     COMPACT_URL,
     BadRow,
@@ -27,68 +33,36 @@ from mdgate_dhan.instruments import (
     parse_scrip_master,
 )
 
-__all__ = ["add_commands", "import_instruments"]
+__all__ = ["add_commands", "dhan", "import_instruments"]
 
-EXIT_OK: Final = 0
-EXIT_FAILED: Final = 1
-EXIT_USAGE: Final = 2
 _SHOW_BAD: Final = 5
 
 
-def add_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def add_commands(cli: click.Group) -> None:
     """Add ``mdgate dhan import-instruments`` to the command line."""
-    dhan = subparsers.add_parser("dhan", help="Dhan provider tools")
-    sub = dhan.add_subparsers(dest="dhan_command", metavar="COMMAND", required=True)
-    p = sub.add_parser(
-        "import-instruments",
-        help="import Dhan's instrument master (scrip master CSV)",
-        description="Parse Dhan's scrip master (compact or detailed CSV) and store "
-        "NSE/BSE equity and index codes as explicit mappings in PostgreSQL, or "
-        "write them as a TOML snippet with --toml.",
-    )
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--csv", metavar="PATH", help="read the CSV from a file")
-    source.add_argument(
-        "--url",
-        nargs="?",
-        const=COMPACT_URL,
-        metavar="URL",
-        help=f"download the CSV (default {COMPACT_URL})",
-    )
-    p.add_argument(
-        "--database-url",
-        metavar="DSN",
-        help="PostgreSQL DSN (default: $MDGATE_DATABASE_URL, else [database] url)",
-    )
-    p.add_argument(
-        "--toml",
-        metavar="OUT",
-        help="write an [instruments] config snippet to OUT ('-' = stdout) instead of the database",
-    )
-    p.set_defaults(func=import_instruments)
+    cli.add_command(dhan)
 
 
-def _read(args: argparse.Namespace) -> str:
-    if args.csv:
-        return Path(args.csv).read_text(encoding="utf-8-sig")
+@click.group("dhan", short_help="Dhan provider tools")
+def dhan() -> None:
+    """Dhan provider tools."""
+
+
+def _read(csv_path: str | None, url: str | None) -> str:
+    if csv_path:
+        try:
+            return Path(csv_path).read_text(encoding="utf-8-sig")
+        except OSError as exc:
+            raise MdgateError(f"cannot read {csv_path}: {exc.strerror or exc}") from None
     import httpx
 
-    response = httpx.get(args.url, timeout=120.0, follow_redirects=True)
-    response.raise_for_status()
+    assert url is not None
+    try:
+        response = httpx.get(url, timeout=120.0, follow_redirects=True)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise MdgateError(f"download of {url} failed: {type(exc).__name__}: {exc}") from None
     return response.text
-
-
-def _database_url(args: argparse.Namespace) -> str | None:
-    if args.database_url:
-        return str(args.database_url)
-    if os.environ.get("MDGATE_DATABASE_URL"):
-        return os.environ["MDGATE_DATABASE_URL"]
-    from mdgate._config import load_settings
-
-    settings = load_settings(getattr(args, "config", None), os.environ)
-    return settings.database.url.reveal() if settings.database.url else None
 
 
 def _summary(out: TextIO, imported: int, bad: list[BadRow], where: str) -> None:
@@ -99,51 +73,53 @@ def _summary(out: TextIO, imported: int, bad: list[BadRow], where: str) -> None:
         out.write(f"  ... and {len(bad) - _SHOW_BAD} more\n")
 
 
-def import_instruments(args: argparse.Namespace) -> int:
+@dhan.command(
+    "import-instruments",
+    short_help="import Dhan's instrument master (scrip master CSV)",
+    help="Parse Dhan's scrip master (compact or detailed CSV) and store NSE/BSE equity and index "
+    "codes as explicit mappings in PostgreSQL, or write them as a TOML snippet with --toml.",
+)
+@click.option("--csv", "csv_path", metavar="PATH", help="read the CSV from a file")
+@click.option("--url", is_flag=False, flag_value=COMPACT_URL, metavar="URL",
+              help=f"download the CSV (default {COMPACT_URL})")
+@click.option("--database-url", metavar="DSN",
+              help="PostgreSQL DSN (default: $MDGATE_DATABASE_URL, else [database] url)")
+@click.option("--toml", metavar="OUT",
+              help="write an [instruments] config snippet to OUT ('-' = stdout) instead of the database")
+@pass_context
+def import_instruments(obj: CommandContext, csv_path: str | None, url: str | None,
+                       database_url: str | None, toml: str | None) -> None:
     """
     Run ``mdgate dhan import-instruments``.
 
-    Returns:
-        0 on success, 1 when reading or storing failed, 2 for a usage error
-        (no database configured, not a scrip master).
+    Raises:
+        click.UsageError: not exactly one of ``--csv``/``--url``, no database
+            configured, or the file is not a scrip master (exit code 2).
+        MdgateError: reading, downloading or storing failed (exit code 1).
     """
-    out, err = sys.stdout, sys.stderr
-    try:
-        text = _read(args)
-    except OSError as exc:
-        err.write(f"error: cannot read {args.csv}: {exc.strerror or exc}\n")
-        return EXIT_FAILED
-    except Exception as exc:  # httpx errors: report and fail, no traceback
-        err.write(f"error: download of {args.url} failed: {type(exc).__name__}: {exc}\n")
-        return EXIT_FAILED
+    if (csv_path is None) == (url is None):
+        raise click.UsageError("give one of --csv PATH or --url [URL]")
+    text = _read(csv_path, url)
     try:
         mappings, bad = parse_scrip_master(io.StringIO(text, newline=""))
     except ScripMasterError as exc:
-        err.write(f"error: {exc}\n")
-        return EXIT_USAGE
-    if args.toml:
+        raise click.UsageError(str(exc)) from None
+    stdout, stderr = sys.stdout, sys.stderr
+    if toml:
         snippet = mappings_to_toml(mappings)
-        if args.toml == "-":
-            out.write(snippet)
-            _summary(err, len(mappings), bad, "TOML to stdout")
+        if toml == "-":
+            stdout.write(snippet)
+            _summary(stderr, len(mappings), bad, "TOML to stdout")
         else:
-            Path(args.toml).write_text(snippet, encoding="utf-8")
-            _summary(out, len(mappings), bad, f"TOML written to {args.toml}")
-        return EXIT_OK
-    dsn = _database_url(args)
-    if not dsn:
-        err.write(
-            "error: no database: give --database-url, set MDGATE_DATABASE_URL or "
-            "[database] url, or use --toml OUT\n"
+            Path(toml).write_text(snippet, encoding="utf-8")
+            _summary(stdout, len(mappings), bad, f"TOML written to {toml}")
+        return
+    if not obj.database_url(database_url):
+        raise click.UsageError(
+            "no database: give --database-url, set MDGATE_DATABASE_URL or [database] url, or use --toml OUT"
         )
-        return EXIT_USAGE
-    from mdgate._errors import MdgateError
-    from mdgate.plugins.pg_routes.instruments import upsert_instrument_mappings
-
     try:
-        stored = upsert_instrument_mappings(dsn, mappings)
+        stored = obj.store_instrument_mappings(mappings, database_url=database_url)
     except MdgateError as exc:
-        err.write(f"error: storing mappings failed: {exc}\n")
-        return EXIT_FAILED
-    _summary(out, stored, bad, "database")
-    return EXIT_OK
+        raise MdgateError(f"storing mappings failed: {exc}") from None
+    _summary(stdout, stored, bad, "database")

@@ -9,7 +9,7 @@ The access token can also come from a file (``access_token_file``, or the
 file, wherever it is configured, wins over a token given as a value, since a
 value in the process environment cannot change while the process runs.
 
-Both credentials are held in :class:`mdgate._config.Secret` so that neither
+Both credentials are held in :class:`mdgate.Secret` so that neither
 shows in a ``repr``, a log line or an error message.
 """
 
@@ -22,9 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Final
 from urllib.parse import urlsplit
 
-from mdgate._config import Secret
-from mdgate._errors import ConfigError, ProviderDisabled
-from mdgate_dhan.protocol import MODE_CODES
+from mdgate import ConfigError, ProviderDisabled, Secret
+from mdgate_dhan.protocol import MODE_CODES, NAME
 
 __all__ = [
     "DEFAULT_REST_URL",
@@ -36,7 +35,6 @@ __all__ = [
     "parse_config",
 ]
 
-PROVIDER: Final = "dhan"
 DEFAULT_URL: Final = "wss://api-feed.dhan.co"
 DEFAULT_REST_URL: Final = "https://api.dhan.co/v2"
 #: IST is UTC+05:30; Dhan's feed LTT is IST wall-clock time encoded as epoch seconds
@@ -103,7 +101,7 @@ class DhanConfig:
 
 
 def _key(name: str) -> str:
-    return f"providers.{PROVIDER}.{name}"
+    return f"providers.{NAME}.{name}"
 
 
 def _url(name: str, value: Any, schemes: tuple[str, ...]) -> str:
@@ -220,7 +218,7 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> DhanCo
     ]
     if client_id is None or token is None:
         raise ProviderDisabled(
-            PROVIDER,
+            NAME,
             f"missing credentials ({', '.join(missing)}): set {ENV_CLIENT_ID} and "
             f"{ENV_ACCESS_TOKEN} (or {ENV_ACCESS_TOKEN_FILE}) in the environment, or client_id "
             "and access_token (or access_token_file) in [providers.dhan]",

@@ -14,21 +14,20 @@ from __future__ import annotations
 import struct
 from typing import Final, NoReturn
 
-from mdgate._errors import DecodeError
-from mdgate._model import Tick
+from mdgate import DecodeError, Tick
 from mdgate_dhan.packets import (
+    CODE,
     DISCONNECT,
     DISCONNECT_BODY,
     FULL_BODY,
     HEADER,
     MARKET_STATUS,
+    NAME,
     OI,
     OI_BODY,
     PACKET_SIZES,
     PREV_CLOSE,
     PREV_CLOSE_BODY,
-    PROVIDER,
-    PROVIDER_CODE,
     QUOTE_BODY,
     SEGMENT_NAMES,
     TICKER,
@@ -53,7 +52,7 @@ _TICKER_WHOLE: Final = struct.Struct("<BHBIfI").unpack
 _QUOTE_WHOLE: Final = struct.Struct("<BHBIfHIfIIIffff").unpack
 
 Fault = tuple[str, str]
-"""A bad packet: ``(kind, message)``, kind as in :class:`~mdgate._errors.DecodeError`."""
+"""A bad packet: ``(kind, message)``, kind as in :class:`~mdgate.DecodeError`."""
 
 
 class _Instrument:
@@ -114,7 +113,7 @@ def _round(value: float, scale: float) -> float | None:
 class DhanDecoder:
     """
     Decode one connection's binary frames into ticks (implements
-    :class:`mdgate._provider.Decoder`).
+    :class:`mdgate.Decoder`).
 
     Ticker (2), Quote (4) and Full (8) packets become ticks; Prev close (6)
     and OI (5) update the instrument's state, merged into its later ticks;
@@ -131,7 +130,7 @@ class DhanDecoder:
             with LTP 0.
     """
 
-    def __init__(self, ltt_offset_seconds: int = 19_800, provider_code: str = PROVIDER_CODE) -> None:
+    def __init__(self, ltt_offset_seconds: int = 19_800, provider_code: str = CODE) -> None:
         self._offset = ltt_offset_seconds
         self._provider = provider_code
         self._by_key: dict[int, _Instrument] = {}
@@ -215,7 +214,7 @@ class DhanDecoder:
                     return [tick]
         # (a text frame never passes the fast paths: its items are str, not 2, 4 or 8)
         if type(frame) is not bytes and not isinstance(frame, bytes):
-            raise DecodeError(PROVIDER, "bad_frame", "text frame on the binary feed", excerpt=str(frame)[:64])
+            raise DecodeError(NAME, "bad_frame", "text frame on the binary feed", excerpt=str(frame)[:64])
         return self._walk(frame, recv_ts)
 
     def _walk(self, frame: bytes, recv_ts: int) -> list[Tick]:
@@ -257,7 +256,7 @@ class DhanDecoder:
             kind, message, at = faults[0]
             if len(faults) > 1:
                 message = f"{message} (+{len(faults) - 1} more bad packets in this frame)"
-            raise DecodeError(PROVIDER, kind, message, excerpt=bytes(frame[at : at + 64]), ticks=ticks)
+            raise DecodeError(NAME, kind, message, excerpt=bytes(frame[at : at + 64]), ticks=ticks)
         return ticks
 
     def _other(

@@ -34,9 +34,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from mdgate._errors import InstrumentError
-from mdgate._model import parse_instrument
-from mdgate._routing.table import InstrumentMapping
+from mdgate import InstrumentError, InstrumentMapping, parse_instrument
+from mdgate_dhan.protocol import NAME
 
 __all__ = [
     "COMPACT_URL",
@@ -49,7 +48,6 @@ __all__ = [
 
 COMPACT_URL: Final = "https://images.dhan.co/api-data/api-scrip-master.csv"
 DETAILED_URL: Final = "https://images.dhan.co/api-data/api-scrip-master-detailed.csv"
-PROVIDER: Final = "dhan"
 
 # Compact header -> detailed (canonical) header.
 _COMPACT: Final[Mapping[str, str]] = {
@@ -108,6 +106,84 @@ def _lot(value: str) -> str:
     return str(int(f)) if f.is_integer() else value
 
 
+@dataclass(frozen=True, slots=True)
+class _Columns:
+    """Where each column the import reads stands in a row."""
+
+    width: int
+    exch: int
+    segment: int
+    security_id: int
+    instrument: int
+    symbol: int
+    series: int | None
+    extras: list[tuple[int, str]]
+
+    @classmethod
+    def from_header(cls, header: list[str]) -> _Columns:
+        col = {name: i for i, name in enumerate(header)}
+        missing = [name for name in _REQUIRED if name not in col]
+        symbol = col.get("TRADING_SYMBOL", col.get("UNDERLYING_SYMBOL"))
+        if symbol is None:
+            missing.append("SEM_TRADING_SYMBOL or UNDERLYING_SYMBOL")
+        if missing or symbol is None:
+            raise ScripMasterError(f"not a Dhan scrip master: missing column(s) {', '.join(missing)}")
+        exch, segment, security_id, instrument = (col[n] for n in _REQUIRED)
+        extras = [(col[c], key) for c, key in _EXTRA_COLUMNS.items() if c in col]
+        return cls(len(header), exch, segment, security_id, instrument, symbol, col.get("SERIES"), extras)
+
+
+#: What one row becomes: ``(rank, mapping)`` to keep, ``None`` to skip silently,
+#: or the reason it is a bad row.
+_Row = tuple[int, InstrumentMapping] | str | None
+
+
+def _segment(exch: str, seg: str, kind: str, series: str) -> tuple[str, int] | str | None:
+    # (feed segment, rank: lower is preferred), None for rows not imported, or why the row is bad.
+    if seg == "I" or kind == "INDEX":
+        return ("IDX_I", 0) if exch in ("NSE", "BSE") else f"index on unknown exchange {exch!r}"
+    if seg == "E":
+        if exch not in ("NSE", "BSE"):
+            return f"equity on unknown exchange {exch!r}"
+        if kind != "EQUITY":
+            return None
+        if exch == "BSE":
+            return "BSE_EQ", 0
+        return ("NSE_EQ", NSE_SERIES.index(series)) if series in NSE_SERIES else None
+    if seg in ("D", "C", "M"):
+        return None  # derivatives, currency, commodity: not imported
+    return f"unknown segment {seg!r} for exchange {exch!r}"
+
+
+def _row(row: list[str], cols: _Columns) -> _Row:
+    if len(row) != cols.width:
+        return f"expected {cols.width} columns, got {len(row)}"
+    exch = row[cols.exch].strip().upper()
+    series = row[cols.series].strip().upper() if cols.series is not None else ""
+    picked = _segment(exch, row[cols.segment].strip().upper(), row[cols.instrument].strip().upper(), series)
+    if not isinstance(picked, tuple):
+        return picked
+    segment, rank = picked
+    sid = row[cols.security_id].strip()
+    if not (sid.isascii() and sid.isdigit()) or int(sid) > 0xFFFFFFFF:
+        return f"bad security id {sid!r}"
+    symbol = row[cols.symbol].strip().upper()
+    if segment == "IDX_I":
+        symbol = "".join(symbol.split())
+    if not symbol:
+        return "empty trading symbol"
+    try:
+        name, _, _ = parse_instrument(f"{exch}:{symbol}")
+    except InstrumentError:
+        return f"symbol {symbol!r} is not a valid instrument name"
+    extra = {"segment": segment, "security_id": sid}
+    for index, key in cols.extras:
+        value = row[index].strip()
+        if value:
+            extra[key] = _lot(value) if key == "lot_size" else value
+    return rank, InstrumentMapping(name, NAME, f"{segment}:{sid}", extra)
+
+
 def parse_scrip_master(
     text_lines: Iterable[str],
 ) -> tuple[list[InstrumentMapping], list[BadRow]]:
@@ -127,92 +203,26 @@ def parse_scrip_master(
     """
     reader = csv.reader(text_lines)
     try:
-        header = _canonical(next(reader))
+        cols = _Columns.from_header(_canonical(next(reader)))
     except StopIteration:
         raise ScripMasterError("empty file: no header line") from None
-    col = {name: i for i, name in enumerate(header)}
-    missing = [name for name in _REQUIRED if name not in col]
-    symbol_col = col.get("TRADING_SYMBOL", col.get("UNDERLYING_SYMBOL"))
-    if symbol_col is None:
-        missing.append("SEM_TRADING_SYMBOL or UNDERLYING_SYMBOL")
-    if missing:
-        raise ScripMasterError(f"not a Dhan scrip master: missing column(s) {', '.join(missing)}")
-    assert symbol_col is not None
-    i_exch, i_seg, i_sid, i_inst = (col[n] for n in _REQUIRED)
-    i_series = col.get("SERIES")
-    extras = [(col[c], key) for c, key in _EXTRA_COLUMNS.items() if c in col]
-    width = len(header)
-
     chosen: dict[str, tuple[int, InstrumentMapping]] = {}  # instrument -> (rank, mapping)
     bad: list[BadRow] = []
     for row in reader:
         line = reader.line_num
         if not row or all(not cell.strip() for cell in row):
             continue
-        if len(row) != width:
-            bad.append(BadRow(line, f"expected {width} columns, got {len(row)}"))
-            continue
-        exch = row[i_exch].strip().upper()
-        seg = row[i_seg].strip().upper()
-        instrument_kind = row[i_inst].strip().upper()
-        series = row[i_series].strip().upper() if i_series is not None else ""
-        if seg == "I" or instrument_kind == "INDEX":
-            segment = "IDX_I"
-            if exch not in ("NSE", "BSE"):
-                bad.append(BadRow(line, f"index on unknown exchange {exch!r}"))
-                continue
-            rank = 0
-        elif seg == "E":
-            if exch not in ("NSE", "BSE"):
-                bad.append(BadRow(line, f"equity on unknown exchange {exch!r}"))
-                continue
-            if instrument_kind != "EQUITY":
-                continue
-            segment = f"{exch}_EQ"
-            if exch == "NSE":
-                if series not in NSE_SERIES:
-                    continue
-                rank = NSE_SERIES.index(series)
-            else:
-                rank = 0
-        elif seg in ("D", "C", "M"):
-            continue  # derivatives, currency, commodity: not imported
-        else:
-            bad.append(BadRow(line, f"unknown segment {seg!r} for exchange {exch!r}"))
-            continue
-        sid = row[i_sid].strip()
-        if not (sid.isascii() and sid.isdigit()) or int(sid) > 0xFFFFFFFF:
-            bad.append(BadRow(line, f"bad security id {sid!r}"))
-            continue
-        symbol = row[symbol_col].strip().upper()
-        if segment == "IDX_I":
-            symbol = "".join(symbol.split())
-        if not symbol:
-            bad.append(BadRow(line, "empty trading symbol"))
-            continue
-        try:
-            name, _, _ = parse_instrument(f"{exch}:{symbol}")
-        except InstrumentError:
-            bad.append(BadRow(line, f"symbol {symbol!r} is not a valid instrument name"))
-            continue
-        extra = {"segment": segment, "security_id": sid}
-        for index, key in extras:
-            value = row[index].strip()
-            if value:
-                extra[key] = _lot(value) if key == "lot_size" else value
-        mapping = InstrumentMapping(name, PROVIDER, f"{segment}:{sid}", extra)
-        previous = chosen.get(name)
-        if previous is not None:
-            if previous[0] == rank:
-                bad.append(
-                    BadRow(
-                        line,
-                        f"duplicate {name}: kept {previous[1].code}, skipped {mapping.code}",
-                    )
-                )
-            if previous[0] <= rank:
-                continue  # a preferred series (or the first row) is already chosen
-        chosen[name] = (rank, mapping)
+        result = _row(row, cols)
+        if isinstance(result, str):
+            bad.append(BadRow(line, result))
+        elif result is not None:
+            rank, mapping = result
+            previous = chosen.get(mapping.instrument)
+            if previous is not None and previous[0] == rank:
+                reason = f"duplicate {mapping.instrument}: kept {previous[1].code}, skipped {mapping.code}"
+                bad.append(BadRow(line, reason))
+            if previous is None or rank < previous[0]:  # else a preferred series (or the first row) stays
+                chosen[mapping.instrument] = (rank, mapping)
     return [m for _, m in chosen.values()], bad
 
 

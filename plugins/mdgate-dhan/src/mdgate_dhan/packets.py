@@ -24,19 +24,19 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
 
-from mdgate._errors import (
+from mdgate import (
     AuthenticationError,
     ProviderConnectionError,
     ProviderError,
     RateLimitedError,
     SubscriptionRejected,
+    Tick,
 )
-from mdgate._model import Tick
 from mdgate_dhan.hints import AUTH_HINTS as _AUTH_HINTS
 
-PROVIDER: Final = "dhan"
-#: Provider code stored with every tick.
-PROVIDER_CODE: Final = "DHAN"
+#: Provider name (as in ``[providers.dhan]``) and code (stored with every tick).
+NAME: Final = "dhan"
+CODE: Final = "DHAN"
 
 #: ExchangeSegment string (JSON/REST) -> numeric enum (binary header).
 #: See ``docs/protocols/dhan.md#exchange-segments``.
@@ -160,24 +160,24 @@ def disconnect_error(reason: int, ticks: Sequence[Tick] = ()) -> ProviderError:
     """
     Return the typed error for a disconnect packet's reason code.
 
-    805 is :class:`~mdgate._errors.RateLimitedError` (back off hard);
-    806-810 are :class:`~mdgate._errors.AuthenticationError` with a hint (no
+    805 is :class:`~mdgate.RateLimitedError` (back off hard);
+    806-810 are :class:`~mdgate.AuthenticationError` with a hint (no
     retry until new credentials, at most one attempt a minute); 804 and
-    811-814 are :class:`~mdgate._errors.SubscriptionRejected` (the same
+    811-814 are :class:`~mdgate.SubscriptionRejected` (the same
     request would fail again); 800 and unknown codes are retryable
-    :class:`~mdgate._errors.ProviderConnectionError`. No message carries a
+    :class:`~mdgate.ProviderConnectionError`. No message carries a
     credential.
     """
     meaning = DISCONNECT_REASONS.get(reason, "unknown reason")
     message = f"server disconnected: {reason} {meaning}"
     if reason == 805:
-        return RateLimitedError(PROVIDER, message, code=reason, ticks=ticks)
+        return RateLimitedError(NAME, message, code=reason, ticks=ticks)
     hint = _AUTH_HINTS.get(reason)
     if hint is not None:
-        return AuthenticationError(PROVIDER, message, code=reason, hint=hint, ticks=ticks)
+        return AuthenticationError(NAME, message, code=reason, hint=hint, ticks=ticks)
     if reason in _REQUEST_ERRORS:
-        return SubscriptionRejected(PROVIDER, message, code=reason, ticks=ticks)
-    return ProviderConnectionError(PROVIDER, message, code=reason, ticks=ticks)
+        return SubscriptionRejected(NAME, message, code=reason, ticks=ticks)
+    return ProviderConnectionError(NAME, message, code=reason, ticks=ticks)
 
 
 # --------------------------------------------------------------------------

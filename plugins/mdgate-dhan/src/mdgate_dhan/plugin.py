@@ -2,29 +2,28 @@
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Callable, Sequence
 from urllib.parse import urlencode
 
-from mdgate import Endpoint, Frame, ProviderSpec, SubscriptionRejected, hookimpl
-from mdgate._provider import Backfill
+import click
+
+from mdgate import Backfill, Endpoint, Frame, ProviderSpec, SubscriptionRejected, hookimpl
 from mdgate_dhan.config import SETTINGS, DhanConfig, parse_config
 from mdgate_dhan.protocol import (
+    CODE,
     MAX_PER_MESSAGE,
-    PROVIDER_CODE,
+    NAME,
     DhanDecoder,
     encode_subscribe,
     encode_unsubscribe,
 )
-from mdgate_dhan.symbols import KNOWN_INSTRUMENTS
-
-NAME = "dhan"
+from mdgate_dhan.symbols import EXCHANGES, KNOWN_INSTRUMENTS
 
 SPEC = ProviderSpec(
     name=NAME,
-    code=PROVIDER_CODE,
+    code=CODE,
     display_name="Dhan",
-    exchanges=("NSE", "BSE"),  # primary on both
+    exchanges=EXCHANGES,  # primary on both
     settings=SETTINGS,
     secrets=("DHAN_CLIENT_ID", "DHAN_ACCESS_TOKEN", "DHAN_ACCESS_TOKEN_FILE"),
     max_per_message=MAX_PER_MESSAGE,
@@ -42,7 +41,7 @@ SPEC = ProviderSpec(
 
 @hookimpl
 def mdgate_providers() -> Sequence[ProviderSpec]:
-    """Declare the dhan provider."""
+    """Declare the ``dhan`` provider (code ``DHAN``)."""
     return [SPEC]
 
 
@@ -76,7 +75,9 @@ def _frames(
 @hookimpl
 def mdgate_subscribe(provider: str, config: DhanConfig, codes: Sequence[str]) -> Sequence[Frame] | None:
     """Encode subscribe requests in the configured mode (100 instruments each)."""
-    return _frames(encode_subscribe, codes, config.mode) if provider == NAME else None
+    if provider != NAME:
+        return None
+    return _frames(encode_subscribe, codes, config.mode)
 
 
 @hookimpl
@@ -84,49 +85,47 @@ def mdgate_unsubscribe(
     provider: str, config: DhanConfig, codes: Sequence[str], remaining: Sequence[str]
 ) -> Sequence[Frame] | None:
     """Encode unsubscribe requests in the configured mode."""
-    return _frames(encode_unsubscribe, codes, config.mode) if provider == NAME else None
+    if provider != NAME:
+        return None
+    return _frames(encode_unsubscribe, codes, config.mode)
 
 
 @hookimpl
 def mdgate_normalize(provider: str, config: DhanConfig) -> DhanDecoder | None:
     """Return a fresh decoder for one connection."""
-    return DhanDecoder(config.ltt_offset_seconds) if provider == NAME else None
+    if provider != NAME:
+        return None
+    return DhanDecoder(config.ltt_offset_seconds)
 
 
 @hookimpl
 def mdgate_instrument_code(provider: str, config: DhanConfig, exchange: str, symbol: str) -> str | None:
     """Answer from the explicit KNOWN_INSTRUMENTS table only (no derivation)."""
-    return KNOWN_INSTRUMENTS.get(f"{exchange}:{symbol}") if provider == NAME else None
+    if provider != NAME:
+        return None
+    return KNOWN_INSTRUMENTS.get(f"{exchange}:{symbol}")
 
 
 @hookimpl
 def mdgate_backfill(
-    provider: str,
-    config: DhanConfig,
-    instrument: str,
-    code: str,
-    start_ms: int,
-    end_ms: int,
+    provider: str, config: DhanConfig, instrument: str, code: str, start_ms: int, end_ms: int
 ) -> Backfill | None:
     """Fetch one-minute bars from /charts/intraday (equities and indices)."""
     if provider != NAME:
         return None
-    try:
-        from mdgate_dhan import rest  # httpx only when REST is used, not at start-up
+    from mdgate_dhan import backfill  # httpx only when REST is used, not at start-up
 
-        if rest.instrument_type(code) is None:
+    try:
+        if backfill.instrument_type(code) is None:
             return None
     except ValueError:
         return None
-    bars: Backfill = rest.fetch_intraday_bars(config, instrument, code, start_ms, end_ms)
-    return bars
+    return backfill.fetch_intraday_bars(config, instrument, code, start_ms, end_ms)
 
 
 @hookimpl
-def mdgate_add_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def mdgate_add_commands(cli: click.Group) -> None:
     """Add ``mdgate dhan import-instruments``."""
-    from mdgate_dhan import cli
+    from mdgate_dhan import cli as commands
 
-    cli.add_commands(subparsers)
+    commands.add_commands(cli)

@@ -23,6 +23,7 @@ from typing import Final
 
 from mdgate_dhan.decoder import DhanDecoder as DhanDecoder
 from mdgate_dhan.packets import (
+    CODE as CODE,
     DEPTH_LEVEL as DEPTH_LEVEL,
     DISCONNECT as DISCONNECT,
     DISCONNECT_BODY as DISCONNECT_BODY,
@@ -31,13 +32,12 @@ from mdgate_dhan.packets import (
     FULL_BODY as FULL_BODY,
     HEADER as HEADER,
     MARKET_STATUS as MARKET_STATUS,
+    NAME as NAME,
     OI as OI,
     OI_BODY as OI_BODY,
     PACKET_SIZES as PACKET_SIZES,
     PREV_CLOSE as PREV_CLOSE,
     PREV_CLOSE_BODY as PREV_CLOSE_BODY,
-    PROVIDER as PROVIDER,
-    PROVIDER_CODE as PROVIDER_CODE,
     QUOTE as QUOTE,
     QUOTE_BODY as QUOTE_BODY,
     SEGMENT_NAMES as SEGMENT_NAMES,
@@ -59,10 +59,11 @@ from mdgate_dhan.packets import (
 )
 
 __all__ = [
+    "CODE",
     "DISCONNECT_REASONS",
     "MAX_PER_MESSAGE",
     "MODE_CODES",
-    "PROVIDER_CODE",
+    "NAME",
     "SEGMENTS",
     "SEGMENT_NAMES",
     "DepthLevel",

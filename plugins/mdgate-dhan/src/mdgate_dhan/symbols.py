@@ -19,7 +19,10 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["KNOWN_INSTRUMENTS"]
+__all__ = ["EXCHANGES", "KNOWN_INSTRUMENTS"]
+
+#: Exchanges this provider can serve (primary on both).
+EXCHANGES: Final[tuple[str, ...]] = ("NSE", "BSE")
 
 #: instrument (``EXCHANGE:SYMBOL``) -> Dhan code (``SEGMENT:SECURITYID``).
 KNOWN_INSTRUMENTS: Final[dict[str, str]] = dict(

@@ -36,21 +36,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
 
-from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from mdgate import Frame
+from mdgate.testing import FakeConnection, FakeProviderServer
 from mdgate_dhan.protocol import (
     HEADER,
     MAX_PER_MESSAGE,
@@ -67,7 +67,7 @@ from mdgate_dhan.protocol import (
     parse_code,
 )
 
-__all__ = ["FakeConnection", "FakeDhanServer", "main"]
+__all__ = ["DhanConnection", "FakeDhanServer", "main"]
 
 IST_OFFSET: Final = 19_800
 _SUBSCRIBE: Final = frozenset({15, 17, 21})
@@ -84,28 +84,23 @@ def _now_ms() -> int:
 
 
 @dataclass(eq=False)
-class FakeConnection:
-    """One client connection as the fake server sees it."""
+class DhanConnection(FakeConnection):
+    """One client connection as the fake feed sees it (``subscribed``: code -> RequestCode 15, 17 or 21)."""
 
-    id: int
-    ws: ServerConnection
-    opened: float
-    #: code -> RequestCode it was subscribed with (15 ticker, 17 quote, 21 full).
-    subscriptions: dict[str, int] = field(default_factory=dict)
+    opened: float = 0.0
     #: Every JSON request received, decoded.
     requests: list[Any] = field(default_factory=list)
-    closed: bool = False
     _stream: tuple[int, list[tuple[int, int]]] = (-1, [])
 
     def stream_codes(self) -> list[tuple[int, int]]:
         """The subscribed codes as (segment, security id), cached until they change."""
-        version = hash(frozenset(self.subscriptions))
+        version = hash(frozenset(self.subscribed))
         if self._stream[0] != version:
-            self._stream = (version, [_ids(code) for code in self.subscriptions])
+            self._stream = (version, [_ids(code) for code in self.subscribed])
         return self._stream[1]
 
 
-class FakeDhanServer:
+class FakeDhanServer(FakeProviderServer[DhanConnection]):
     """
     A loopback Dhan v2 feed (see the module docstring for its behaviour).
 
@@ -131,10 +126,10 @@ class FakeDhanServer:
     ) -> None:
         if auth_failure not in ("disconnect", "http"):
             raise ValueError("auth_failure must be 'disconnect' or 'http'")
+        # Dhan's server pings every 10 s (docs/protocols/dhan.md#keepalive).
+        super().__init__(host=host, port=port, ping_interval=10)
         self.token = token
         self.client_id = client_id
-        self.host = host
-        self.port = port
         self.auth_failure = auth_failure
         self.auth_failure_code = auth_failure_code
         self.max_per_message = max_per_message
@@ -148,116 +143,22 @@ class FakeDhanServer:
         self.connection_attempts = 0
         #: Handshakes refused or disconnected for bad credentials.
         self.auth_failures = 0
-        #: Every connection ever accepted, oldest first.
-        self.history: list[FakeConnection] = []
         #: Disconnect reasons sent, in order.
         self.disconnects_sent: list[int] = []
         #: Packets (or stacked frames) sent by :meth:`stream`.
         self.streamed = 0
-        self._ids = itertools.count(1)
-        self._server: Server | None = None
         self._seq = 0
-        self._changed: asyncio.Event | None = None
 
-    # -- lifecycle ---------------------------------------------------------
-
-    async def start(self) -> None:
-        """Start listening (``port=0`` picks a free port, stored in ``self.port``)."""
-        self._server = await serve(
-            self._handler,
-            self.host,
-            self.port,
-            process_request=self._process_request,
-            compression=None,
-            ping_interval=10,
-            ping_timeout=40,
-        )
-        sock = next(iter(self._server.sockets))
-        self.port = sock.getsockname()[1]
-
-    async def stop(self) -> None:
-        """Close every connection and stop listening."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-
-    async def __aenter__(self) -> FakeDhanServer:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.stop()
-
-    @property
-    def url(self) -> str:
-        """The feed base URL (``ws://127.0.0.1:PORT``), for ``[providers.dhan] url``."""
-        return f"ws://{self.host}:{self.port}"
-
-    # -- inspection --------------------------------------------------------
-
-    @property
-    def connections(self) -> list[FakeConnection]:
-        """Open connections, oldest first."""
-        return [c for c in self.history if not c.closed]
+    def new_connection(self, cid: int, ws: ServerConnection, path: str) -> DhanConnection:
+        """A :class:`DhanConnection`."""
+        return DhanConnection(cid, ws, path, opened=time.monotonic())
 
     @property
     def requests(self) -> list[Any]:
         """Every JSON request received, connection by connection."""
         return [r for c in self.history for r in c.requests]
 
-    def subscribed(self) -> set[str]:
-        """Codes subscribed on any open connection."""
-        return {code for c in self.connections for code in c.subscriptions}
-
-    async def wait_for(self, predicate: Callable[[], bool]) -> None:
-        """Poll ``predicate()`` until true (wrap in ``anyio.fail_after``)."""
-        while not predicate():
-            if self._changed is None:
-                self._changed = asyncio.Event()
-            await self._changed.wait()
-
-    def _notify(self) -> None:
-        # Wake every waiter; they re-check their predicates.
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
-
-    async def wait_subscribed(self, codes: Iterable[str]) -> None:
-        """Wait until every code in ``codes`` is subscribed."""
-        wanted = set(codes)
-        await self.wait_for(lambda: wanted <= self.subscribed())
-
-    async def wait_connections(self, count: int) -> None:
-        """Wait until ``count`` connections are open."""
-        await self.wait_for(lambda: len(self.connections) >= count)
-
     # -- sending -----------------------------------------------------------
-
-    def _targets(self, conn: FakeConnection | None) -> list[FakeConnection]:
-        if conn is not None:
-            return [conn]
-        return self.connections
-
-    def _holders(self, code: str) -> list[FakeConnection]:
-        return [c for c in self.connections if code in c.subscriptions]
-
-    async def send(self, data: bytes, conn: FakeConnection | None = None) -> None:
-        """Send raw bytes (one frame) to ``conn`` or to every open connection."""
-        for c in self._targets(conn):
-            with contextlib.suppress(ConnectionClosed):
-                await c.ws.send(data)
-
-    async def send_to_holders(self, code: str, data: bytes) -> None:
-        """Send a frame to every connection subscribed to ``code``."""
-        for c in self._holders(code):
-            with contextlib.suppress(ConnectionClosed):
-                await c.ws.send(data)
 
     def ltt(self, ts_ms: int | None = None) -> int:
         """The LTT Dhan would send for ``ts_ms`` (default now): IST-shifted seconds."""
@@ -292,16 +193,16 @@ class FakeDhanServer:
         """Send an OI packet."""
         await self.send_to_holders(code, encode_oi(code, oi))
 
-    async def send_market_status(self, conn: FakeConnection | None = None) -> None:
+    async def send_market_status(self, conn: DhanConnection | None = None) -> None:
         """Send a Market status packet (header only)."""
         await self.send(encode_market_status(), conn)
 
-    async def disconnect(self, reason: int, conn: FakeConnection | None = None) -> None:
+    async def disconnect(self, reason: int, conn: DhanConnection | None = None) -> None:
         """Send a disconnect packet with ``reason`` (805, 807...), then close."""
-        for c in self._targets(conn):
+        for c in [conn] if conn is not None else self.connections:
             await self._disconnect(c, reason)
 
-    async def _disconnect(self, conn: FakeConnection, reason: int) -> None:
+    async def _disconnect(self, conn: DhanConnection, reason: int) -> None:
         self.disconnects_sent.append(reason)
         with contextlib.suppress(ConnectionClosed):
             await conn.ws.send(encode_disconnect_packet(reason))
@@ -309,21 +210,7 @@ class FakeDhanServer:
             await asyncio.sleep(self.close_delay)
         await conn.ws.close()
         conn.closed = True
-        self._notify()
-
-    async def close(self, conn: FakeConnection | None = None, code: int = 1000) -> None:
-        """Close cleanly (WebSocket close frame)."""
-        for c in self._targets(conn):
-            await c.ws.close(code)
-            c.closed = True
-            self._notify()
-
-    async def drop(self, conn: FakeConnection | None = None) -> None:
-        """Drop abruptly: abort the TCP connection without a close frame."""
-        for c in self._targets(conn):
-            c.ws.transport.abort()
-            c.closed = True
-            self._notify()
+        self.notify()
 
     async def stream(
         self,
@@ -350,7 +237,7 @@ class FakeDhanServer:
         start = time.monotonic()
         pack_header, pack_quote = HEADER.pack, QUOTE_BODY.pack
         while sent < count:
-            conns = [c for c in self.connections if c.subscriptions]
+            conns = [c for c in self.connections if c.subscribed]
             if not conns:
                 break
             for conn in conns:
@@ -410,43 +297,32 @@ class FakeDhanServer:
             and one("clientId") == self.client_id
         )
 
-    def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Count the handshake; refuse bad credentials with HTTP 401 when ``auth_failure="http"``."""
         self.connection_attempts += 1
         if self.auth_failure == "http" and not self._credentials_ok(request.path):
             self.auth_failures += 1
             return Response(401, "Unauthorized", Headers({"Content-Length": "0"}), b"")
         return None
 
-    async def _handler(self, ws: ServerConnection) -> None:
-        conn = FakeConnection(next(self._ids), ws, time.monotonic())
-        self.history.append(conn)
-        self._notify()
-        try:
-            if not self._credentials_ok(ws.request.path if ws.request else ""):
-                self.auth_failures += 1
-                await self._disconnect(conn, self.auth_failure_code)
-                return
-            open_conns = self.connections
-            if len(open_conns) > self.max_connections:
-                await self._disconnect(open_conns[0], 805)
-            async for message in ws:
-                if isinstance(message, bytes):
-                    continue  # v2 clients send JSON only
-                if not await self._on_request(conn, message):
-                    return
-        except ConnectionClosed:
-            pass
-        finally:
-            conn.closed = True
-            self._notify()
+    async def on_connect(self, conn: DhanConnection) -> bool:
+        """Check the credentials (else disconnect); past ``max_connections``, disconnect the oldest (805)."""
+        if not self._credentials_ok(conn.path):
+            self.auth_failures += 1
+            await self._disconnect(conn, self.auth_failure_code)
+            return False
+        open_conns = self.connections
+        if len(open_conns) > self.max_connections:
+            await self._disconnect(open_conns[0], 805)
+        return True
 
-    async def _on_request(self, conn: FakeConnection, text: str) -> bool:
-        try:
-            return await self._request(conn, text)
-        finally:
-            self._notify()
+    async def on_frame(self, conn: DhanConnection, frame: Frame) -> bool:
+        """Apply one JSON request (binary frames are ignored: v2 clients send JSON only)."""
+        if isinstance(frame, bytes):
+            return True
+        return await self._request(conn, frame)
 
-    async def _request(self, conn: FakeConnection, text: str) -> bool:
+    async def _request(self, conn: DhanConnection, text: str) -> bool:
         try:
             conn.requests.append(json.loads(text))
             request_code, codes = decode_request(text)
@@ -460,18 +336,15 @@ class FakeDhanServer:
             await self._disconnect(conn, 804)
             return False
         if request_code in _SUBSCRIBE:
-            new = [c for c in codes if c not in conn.subscriptions]
-            for code in codes:
-                conn.subscriptions[code] = request_code
-            if len(conn.subscriptions) > self.max_per_connection:
+            new = self.record_subscribe(conn, codes, request_code)
+            if len(conn.subscribed) > self.max_per_connection:
                 await self._disconnect(conn, 804)
                 return False
             frames = [encode_prev_close(c, self.prev_close[c]) for c in new if c in self.prev_close]
             if frames:
                 await conn.ws.send(b"".join(frames))
         elif request_code in _UNSUBSCRIBE:
-            for code in codes:
-                conn.subscriptions.pop(code, None)
+            self.record_unsubscribe(conn, codes)
         return True
 
 

@@ -27,9 +27,8 @@ from typing import Any, Final
 
 import anyio.to_thread
 
-from mdgate._errors import ProviderConnectionError, ProviderError, RateLimitedError
-from mdgate._model import Bar, now_ms
-from mdgate_yahoo.protocol import PROVIDER
+from mdgate import Bar, ProviderConnectionError, ProviderError, RateLimitedError, now_ms
+from mdgate_yahoo.protocol import NAME, round_price
 
 __all__ = [
     "MAX_AGE_MS",
@@ -84,7 +83,7 @@ def plan_windows(start_ms: int, end_ms: int, now: int) -> list[tuple[int, int]]:
     if start_ms < now - MAX_AGE_MS:
         days = (now - start_ms) / _DAY_MS
         raise BackfillRangeError(
-            PROVIDER,
+            NAME,
             "1-minute bars are only available for the last "
             f"{MAX_AGE_MS // _DAY_MS} days; "
             f"the range starts {days:.1f} days ago",
@@ -113,7 +112,7 @@ def decode_history(
     end_ms: int | None = None,
 ) -> list[Bar]:
     """
-    Turn a yfinance history DataFrame into :class:`~mdgate._model.Bar` objects.
+    Turn a yfinance history DataFrame into :class:`~mdgate.Bar` objects.
 
     Args:
         frame: a pandas DataFrame indexed by (tz-aware, any zone) minute
@@ -147,10 +146,10 @@ def decode_history(
             Bar(
                 instrument,
                 start,
-                round(o, d),
-                round(h, d),
-                round(lo, d),
-                round(c, d),
+                round_price(o, d),
+                round_price(h, d),
+                round_price(lo, d),
+                round_price(c, d),
                 volume,
                 0,
             )
@@ -190,9 +189,9 @@ def load_history_yfinance(
         )
         hint = (ticker.history_metadata or {}).get("priceHint")
     except YFRateLimitError as exc:
-        raise RateLimitedError(PROVIDER, f"history {symbol}: {exc}") from exc
+        raise RateLimitedError(NAME, f"history {symbol}: {exc}") from exc
     except Exception as exc:  # network, HTTP and yfinance errors alike
-        raise ProviderConnectionError(PROVIDER, f"history {symbol}: {type(exc).__name__}: {exc}") from exc
+        raise ProviderConnectionError(NAME, f"history {symbol}: {type(exc).__name__}: {exc}") from exc
     return frame, hint if isinstance(hint, int) else None
 
 

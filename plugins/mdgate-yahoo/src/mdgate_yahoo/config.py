@@ -20,8 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from mdgate._config import mask_url
-from mdgate._errors import ConfigError
+from mdgate import ConfigError, mask_url
 
 __all__ = ["DEFAULT_URL", "SETTINGS", "YahooConfig", "parse_config"]
 

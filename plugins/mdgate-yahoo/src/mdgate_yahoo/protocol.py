@@ -9,7 +9,7 @@ Client -> server: JSON text frames ``{"subscribe": [...]}`` and
 (messages, limits, every field) are in docs/protocols/yahoo.md; what this
 decoder reads is docs/protocols/yahoo.md#what-the-decoder-uses.
 
-:class:`YahooDecoder` turns those frames into :class:`~mdgate._model.Tick`
+:class:`YahooDecoder` turns those frames into :class:`~mdgate.Tick`
 objects. It is pure (no I/O, no logging) and keeps, per tracked symbol, the
 latest known day statistics and price precision.
 
@@ -52,30 +52,31 @@ from __future__ import annotations
 import binascii
 import json
 from collections.abc import Iterable
-from math import isfinite
-from typing import Final, Literal
+from math import floor, isfinite
+from typing import TYPE_CHECKING, Final, Literal
 
 import msgspec
-from google.protobuf import message as _pb_message
 
-from mdgate._errors import DecodeError
-from mdgate._model import Tick
-from mdgate_yahoo.pricing_pb2 import PricingData
+from mdgate import DecodeError, Tick
+
+if TYPE_CHECKING:
+    from mdgate_yahoo.pricing_pb2 import PricingData
 
 __all__ = [
+    "CODE",
     "CRYPTOCURRENCY",
-    "PROVIDER",
-    "PROVIDER_CODE",
+    "NAME",
     "STATS_MAX_GAP_MS",
     "YahooDecoder",
     "encode_heartbeat",
     "encode_subscribe",
     "encode_unsubscribe",
+    "round_price",
 ]
 
-#: Provider name (as in ``[providers.yahoo]``) and code (stored with ticks).
-PROVIDER: Final = "yahoo"
-PROVIDER_CODE: Final = "YF"
+#: Provider name (as in ``[providers.yahoo]``) and code (stored with every tick).
+NAME: Final = "yahoo"
+CODE: Final = "YF"
 
 #: ``quote_type`` of crypto quotes, whose ``last_size`` is not a trade size.
 CRYPTOCURRENCY: Final = 41
@@ -84,6 +85,8 @@ CRYPTOCURRENCY: Final = 41
 STATS_MAX_GAP_MS: Final = 6 * 3600 * 1000
 
 _MAX_DECIMALS: Final = 10
+#: ``10 ** decimals`` by decimals: prices round half up to ``1 / scale``.
+_SCALES: Final = tuple(10.0**d for d in range(_MAX_DECIMALS + 1))
 
 
 def _check(symbols: Iterable[str]) -> list[str]:
@@ -178,7 +181,7 @@ def _excerpt(frame: str | bytes) -> bytes:
 
 class YahooDecoder:
     """
-    Decoder for one streamer connection (implements :class:`mdgate._provider.Decoder`).
+    Decoder for one streamer connection (implements :class:`mdgate.Decoder`).
 
     Example::
 
@@ -187,11 +190,17 @@ class YahooDecoder:
         ticks = dec.feed(frame_text, recv_ts=now_ms())
     """
 
-    __slots__ = ("_msg", "_states")
+    __slots__ = ("_msg", "_protobuf_error", "_states")
 
     def __init__(self) -> None:
+        # protobuf is imported when a decoder is made, not when the plugin loads (`mdgate --help`)
+        from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+        from mdgate_yahoo.pricing_pb2 import PricingData
+
         self._states: dict[str, _State] = {}
         self._msg = PricingData()
+        self._protobuf_error: type[Exception] = ProtobufDecodeError
 
     def track(self, code: str, instrument: str) -> None:
         """Map a Yahoo symbol (``RELIANCE.NS``) to its instrument (``NSE:RELIANCE``)."""
@@ -223,94 +232,33 @@ class YahooDecoder:
                 ``bad_price`` (not a finite number) or ``unknown_symbol``
                 (empty or untracked ``id``).
         """
-        try:
-            env = _envelope_decoder.decode(frame)
-        except msgspec.ValidationError as exc:
-            raise DecodeError(PROVIDER, "bad_envelope", str(exc), excerpt=_excerpt(frame)) from None
-        except (msgspec.DecodeError, UnicodeError) as exc:
-            raise DecodeError(PROVIDER, "bad_json", str(exc), excerpt=_excerpt(frame)) from None
-        try:
-            data = binascii.a2b_base64(env.message, strict_mode=True)
-        except ValueError as exc:
-            raise DecodeError(PROVIDER, "bad_base64", str(exc), excerpt=_excerpt(frame)) from None
-        m = self._msg
-        try:
-            m.ParseFromString(data)
-        except _pb_message.DecodeError as exc:
-            raise DecodeError(PROVIDER, "bad_protobuf", str(exc), excerpt=_excerpt(frame)) from None
-
+        m = self._parse(frame)
         code = m.id
         st = self._states.get(code)
         if st is None:
             what = f"symbol {code!r} is not subscribed" if code else "message has no id"
-            raise DecodeError(PROVIDER, "unknown_symbol", what, excerpt=_excerpt(frame))
-
+            raise DecodeError(NAME, "unknown_symbol", what, excerpt=_excerpt(frame))
         price = m.price
         ts = m.time or recv_ts
-        if ts > st.last_ts:
-            if st.last_ts and ts - st.last_ts > STATS_MAX_GAP_MS:
-                st.reset()
-            st.last_ts = ts
-        hint = m.price_hint
-        if hint and hint != st.decimals and 0 < hint <= _MAX_DECIMALS:
-            st.decimals = hint
-            st.raw_open = st.raw_high = st.raw_low = st.raw_prev_close = 0.0
-        d = st.decimals
-        if d is None:
-            d = 2 if price >= 1.0 or price <= -1.0 else 4
-
-        # Day statistics: a zero is "not sent", so the last known value stays.
-        v = m.open_price
-        if v != st.raw_open:
-            st.raw_open = v
-            if v and isfinite(v):
-                st.open = round(v, d)
-        v = m.day_high
-        if v != st.raw_high:
-            st.raw_high = v
-            if v and isfinite(v):
-                st.high = round(v, d)
-        v = m.day_low
-        if v != st.raw_low:
-            st.raw_low = v
-            if v and isfinite(v):
-                st.low = round(v, d)
-        v = m.previous_close
-        if v != st.raw_prev_close:
-            st.raw_prev_close = v
-            if v and isfinite(v):
-                st.prev_close = round(v, d)
-        volume = m.day_volume
-        if volume:
-            st.volume = volume
-
+        scale = _update_state(st, m, ts, price)
         if not price:
             return []
         if not isfinite(price):
-            raise DecodeError(
-                PROVIDER,
-                "bad_price",
-                f"price {price!r} for {code!r}",
-                excerpt=_excerpt(frame),
-            )
+            raise DecodeError(NAME, "bad_price", f"price {price!r} for {code!r}", excerpt=_excerpt(frame))
         size = m.last_size
-        if not size or size == volume or m.quote_type == CRYPTOCURRENCY:
-            size_out = None
-        else:
-            size_out = size
         bid = m.bid
         ask = m.ask
         return [
             Tick(
                 st.instrument,
-                round(price, d),
+                floor(price * scale + 0.5) / scale,
                 ts,
                 recv_ts,
-                PROVIDER_CODE,
-                size_out,
+                CODE,
+                None if not size or size == m.day_volume or m.quote_type == CRYPTOCURRENCY else size,
                 st.volume,
-                round(bid, d) if bid and isfinite(bid) else None,
-                round(ask, d) if ask and isfinite(ask) else None,
+                floor(bid * scale + 0.5) / scale if bid and isfinite(bid) else None,
+                floor(ask * scale + 0.5) / scale if ask and isfinite(ask) else None,
                 m.bid_size or None,
                 m.ask_size or None,
                 st.open,
@@ -320,3 +268,71 @@ class YahooDecoder:
                 m.open_interest or None,
             )
         ]
+
+    def _parse(self, frame: str | bytes) -> PricingData:
+        # JSON envelope -> base64 -> PricingData (one message object reused per decoder).
+        try:
+            env = _envelope_decoder.decode(frame)
+        except msgspec.ValidationError as exc:
+            raise DecodeError(NAME, "bad_envelope", str(exc), excerpt=_excerpt(frame)) from None
+        except (msgspec.DecodeError, UnicodeError) as exc:
+            raise DecodeError(NAME, "bad_json", str(exc), excerpt=_excerpt(frame)) from None
+        try:
+            data = binascii.a2b_base64(env.message, strict_mode=True)
+        except ValueError as exc:
+            raise DecodeError(NAME, "bad_base64", str(exc), excerpt=_excerpt(frame)) from None
+        m = self._msg
+        try:
+            m.ParseFromString(data)
+        except self._protobuf_error as exc:
+            raise DecodeError(NAME, "bad_protobuf", str(exc), excerpt=_excerpt(frame)) from None
+        return m
+
+
+def round_price(value: float, decimals: int) -> float:
+    """Round ``value`` half up to ``decimals`` (the decoder inlines the same rule)."""
+    scale = _SCALES[decimals]
+    return floor(value * scale + 0.5) / scale
+
+
+def _update_state(st: _State, m: PricingData, ts: int, price: float) -> float:
+    """
+    Record one message's day statistics in ``st``; return the price scale (``10 ** decimals``).
+
+    Statistics older than :data:`STATS_MAX_GAP_MS` are dropped first; a new
+    ``price_hint`` re-rounds them. A zero is "not sent", so the last known
+    value stays; a value equal to the last raw one is not rounded again.
+    """
+    if ts > st.last_ts:
+        if st.last_ts and ts - st.last_ts > STATS_MAX_GAP_MS:
+            st.reset()
+        st.last_ts = ts
+    hint = m.price_hint
+    if hint and hint != st.decimals and 0 < hint <= _MAX_DECIMALS:
+        st.decimals = hint
+        st.raw_open = st.raw_high = st.raw_low = st.raw_prev_close = 0.0
+    d = st.decimals
+    scale = _SCALES[d if d is not None else (2 if price >= 1.0 or price <= -1.0 else 4)]
+    v = m.open_price
+    if v != st.raw_open:
+        st.raw_open = v
+        if v and isfinite(v):  # a zero is "not sent"
+            st.open = floor(v * scale + 0.5) / scale
+    v = m.day_high
+    if v != st.raw_high:
+        st.raw_high = v
+        if v and isfinite(v):  # a zero is "not sent"
+            st.high = floor(v * scale + 0.5) / scale
+    v = m.day_low
+    if v != st.raw_low:
+        st.raw_low = v
+        if v and isfinite(v):  # a zero is "not sent"
+            st.low = floor(v * scale + 0.5) / scale
+    v = m.previous_close
+    if v != st.raw_prev_close:
+        st.raw_prev_close = v
+        if v and isfinite(v):  # a zero is "not sent"
+            st.prev_close = floor(v * scale + 0.5) / scale
+    if m.day_volume:
+        st.volume = m.day_volume
+    return scale

@@ -17,7 +17,7 @@ Usable as an async context manager under anyio's asyncio backend::
     async with FakeYahooServer() as yahoo:
         settings = ...  # [providers.yahoo] url = yahoo.url
         await yahoo.wait_subscribed("AAPL")
-        await yahoo.push("AAPL", price=227.55, day_volume=1000)
+        await yahoo.send_pricing("AAPL", price=227.55, day_volume=1000)
 
 or from a shell: ``python -m mdgate_yahoo.testing --port 8600 --rate 50``.
 Where Yahoo's real behaviour is known only in part, see
@@ -33,23 +33,23 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
-from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.exceptions import ConnectionClosed
+from websockets.asyncio.server import ServerConnection
 
+from mdgate import Frame
+from mdgate.testing import FakeConnection, FakeProviderServer
 from mdgate_yahoo.pricing_pb2 import PricingData
 
 __all__ = [
     "MALFORMED_FRAMES",
-    "FakeConnection",
     "FakeYahooServer",
+    "YahooConnection",
     "encode_envelope",
     "encode_pricing",
     "main",
@@ -83,22 +83,14 @@ MALFORMED_FRAMES: Final[Mapping[str, str]] = {
 
 
 @dataclass(eq=False)
-class FakeConnection:
-    """One client connection as the fake server sees it."""
+class YahooConnection(FakeConnection):
+    """One client connection as the fake streamer sees it (``subscribed`` keeps at most ``cap`` symbols)."""
 
-    id: int
-    ws: ServerConnection
-    #: Subscribed symbols in arrival order (at most the server's cap).
-    subscribed: list[str] = field(default_factory=list)
     #: Symbols refused because the cap was reached.
     refused: list[str] = field(default_factory=list)
-    #: Every text frame the client sent.
-    frames: list[str] = field(default_factory=list)
-    #: Silent connections get nothing from the server any more.
-    silent: bool = False
 
 
-class FakeYahooServer:
+class FakeYahooServer(FakeProviderServer[YahooConnection]):
     """
     A loopback Yahoo streamer (see the module docstring).
 
@@ -121,115 +113,44 @@ class FakeYahooServer:
         close_on_malformed: bool = True,
         snapshots: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
-        self.host = host
-        self._want_port = port
+        super().__init__(host=host, port=port)
         self.cap = cap
         self.close_on_malformed = close_on_malformed
         self.snapshots: dict[str, Mapping[str, Any]] = dict(snapshots or {})
-        #: Every text frame any client sent, in arrival order.
-        self.received: list[str] = []
-        #: Open connections.
-        self.connections: list[FakeConnection] = []
-        #: Connections accepted so far.
-        self.accepted = 0
         #: Client frames that were not valid requests.
         self.malformed = 0
         #: Frames sent by the stream mode.
         self.stream_sent = 0
-        self.port = 0
-        self._ids = itertools.count(1)
         self._seq: dict[str, int] = {}
-        self._server: Server | None = None
         self._tg: TaskGroup | None = None
         self._stream_scope: anyio.CancelScope | None = None
 
-    # ------------------------------------------------------------------ life cycle
+    def new_connection(self, cid: int, ws: ServerConnection, path: str) -> YahooConnection:
+        """A :class:`YahooConnection`."""
+        return YahooConnection(cid, ws, path)
 
-    async def __aenter__(self) -> FakeYahooServer:
-        self._server = await serve(
-            self._handle,
-            self.host,
-            self._want_port,
-            ping_interval=None,
-            compression=None,
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+    async def start(self) -> None:
+        """Start listening, and the task group of the stream mode."""
+        await super().start()
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._tg is not None
-        assert self._server is not None
-        self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(None, None, None)
-        self._server.close()
-        for conn in list(self.connections):
-            conn.ws.transport.abort()
-        await self._server.wait_closed()
+    async def stop(self) -> None:
+        """Stop the stream mode, abort every connection and stop listening."""
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            self._tg = None
+        await super().stop()
 
     @property
     def url(self) -> str:
         """The URL clients connect to (``ws://127.0.0.1:PORT/?version=2``)."""
         return f"ws://{self.host}:{self.port}/?version=2"
 
-    def subscribed(self) -> set[str]:
-        """Symbols subscribed on any open connection."""
-        return {s for c in self.connections for s in c.subscribed}
-
-    # ------------------------------------------------------------------ waiting
-
-    async def wait_for(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-        """Wait until ``predicate()`` is true; ``TimeoutError`` after ``timeout`` s."""
-        with anyio.fail_after(timeout):
-            # Predicates are arbitrary: poll every 5 ms rather than wire events.
-            while not predicate():
-                await anyio.sleep(0.005)
-
-    async def wait_subscribed(self, *symbols: str, timeout: float = 5.0) -> None:
-        """Wait until every symbol is subscribed on some open connection."""
-        await self.wait_for(lambda: set(symbols) <= self.subscribed(), timeout)
-
-    async def wait_connections(self, accepted: int, timeout: float = 5.0) -> None:
-        """Wait until at least ``accepted`` connections were accepted in total."""
-        await self.wait_for(lambda: self.accepted >= accepted, timeout)
-
     # ------------------------------------------------------------------ sending
 
-    async def _send(self, conn: FakeConnection, frame: str) -> bool:
-        if conn.silent:
-            return False
-        try:
-            await conn.ws.send(frame)
-        except ConnectionClosed:
-            return False
-        return True
-
-    async def push_frame(self, frame: str | bytes, symbol: str | None = None) -> int:
-        """
-        Send a raw frame to every open connection (or those subscribed to ``symbol``).
-
-        Returns:
-            How many connections it was sent to (silent ones are skipped).
-        """
-        sent = 0
-        for conn in list(self.connections):
-            if symbol is None or symbol in conn.subscribed:
-                if conn.silent:
-                    continue
-                try:
-                    await conn.ws.send(frame)
-                except ConnectionClosed:
-                    continue
-                sent += 1
-        return sent
-
-    async def push(self, symbol: str, **fields: Any) -> int:
+    async def send_pricing(self, symbol: str, **fields: Any) -> int:
         """
         Send a PricingData for ``symbol`` to the connections subscribed to it.
 
@@ -240,29 +161,11 @@ class FakeYahooServer:
         """
         fields.setdefault("id", symbol)
         fields.setdefault("time", time.time_ns() // 1_000_000)
-        return await self.push_frame(encode_pricing(**fields), symbol)
+        return await self.send_to_holders(symbol, encode_pricing(**fields))
 
     async def send_malformed(self, kind: str = "bad_base64") -> int:
         """Send a malformed frame (see :data:`MALFORMED_FRAMES`) to every connection."""
-        return await self.push_frame(MALFORMED_FRAMES[kind])
-
-    # ------------------------------------------------------------------ faults
-
-    def drop(self) -> None:
-        """Abort every open connection (TCP reset, no closing handshake)."""
-        for conn in list(self.connections):
-            conn.ws.transport.abort()
-
-    async def close_all(self, code: int = 1000, reason: str = "") -> None:
-        """Close every open connection with a closing handshake."""
-        for conn in list(self.connections):
-            with contextlib.suppress(ConnectionClosed):
-                await conn.ws.close(code, reason)
-
-    def go_silent(self) -> None:
-        """Keep open connections but send nothing more on them (new ones are normal)."""
-        for conn in self.connections:
-            conn.silent = True
+        return await self.send(MALFORMED_FRAMES[kind])
 
     # ------------------------------------------------------------------ stream mode
 
@@ -337,14 +240,14 @@ class FakeYahooServer:
                 if count is not None:
                     budget = min(budget, count - sent)
                 for conn, symbol in itertools.islice(itertools.cycle(pairs), budget):
-                    if await self._send(conn, self._stream_frame(symbol, price)):
+                    if await self.send(self._stream_frame(symbol, price), conn):
                         self.stream_sent += 1
                     sent += 1
                 await anyio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ protocol
 
-    def _apply(self, conn: FakeConnection, text: str) -> list[str] | None:
+    def _apply(self, conn: YahooConnection, text: str) -> list[str] | None:
         # Apply one client request; return the new symbols, or None if malformed.
         try:
             req = json.loads(text)
@@ -356,50 +259,31 @@ class FakeYahooServer:
             syms = req.get(key, [])
             if not isinstance(syms, list) or not all(isinstance(s, str) for s in syms):
                 return None
-        added: list[str] = []
-        for s in req.get("subscribe", []):
-            if s in conn.subscribed:
-                continue
-            if self.cap is not None and len(conn.subscribed) >= self.cap:
-                conn.refused.append(s)
-                continue
-            conn.subscribed.append(s)
-            added.append(s)
-        for s in req.get("unsubscribe", []):
-            if s in conn.subscribed:
-                conn.subscribed.remove(s)
+        wanted = [s for s in req.get("subscribe", []) if s not in conn.subscribed]
+        room = len(wanted) if self.cap is None else max(0, self.cap - len(conn.subscribed))
+        conn.refused.extend(wanted[room:])
+        added = self.record_subscribe(conn, wanted[:room]) if "subscribe" in req else []
+        if "unsubscribe" in req:
+            self.record_unsubscribe(conn, req["unsubscribe"])
         return added
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        conn = FakeConnection(next(self._ids), ws)
-        self.connections.append(conn)
-        self.accepted += 1
-        try:
-            async for message in ws:
-                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
-                self.received.append(text)
-                conn.frames.append(text)
-                added = self._apply(conn, text)
-                if added is None:
-                    self.malformed += 1
-                    if self.close_on_malformed:
-                        # No status code: the client sees 1005, as with Yahoo.
-                        await ws.close(None)  # type: ignore[arg-type]
-                        break
-                    continue
-                for symbol in added:
-                    snap = self.snapshots.get(symbol)
-                    if snap is not None:
-                        fields = {
-                            "id": symbol,
-                            "time": time.time_ns() // 1_000_000,
-                            **snap,
-                        }
-                        await self._send(conn, encode_pricing(**fields))
-        except ConnectionClosed:
-            pass
-        finally:
-            self.connections.remove(conn)
+    async def on_frame(self, conn: YahooConnection, frame: Frame) -> bool:
+        """Apply a subscribe/unsubscribe request; close (1005) on a malformed one."""
+        text = frame if isinstance(frame, str) else frame.decode("utf-8", "replace")
+        added = self._apply(conn, text)
+        if added is None:
+            self.malformed += 1
+            if self.close_on_malformed:
+                # No status code: the client sees 1005, as with Yahoo.
+                await conn.ws.close(None)  # type: ignore[arg-type]
+                return False
+            return True
+        for symbol in added:
+            snap = self.snapshots.get(symbol)
+            if snap is not None:
+                fields = {"id": symbol, "time": time.time_ns() // 1_000_000, **snap}
+                await self.send(encode_pricing(**fields), conn)
+        return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from mdgate.hookspecs import hookimpl
 
 if TYPE_CHECKING:
-    import argparse
+    import click
 
     from mdgate._config import Settings
     from mdgate._routing.table import RouteSource
@@ -29,10 +29,8 @@ def mdgate_route_source(settings: Settings) -> RouteSource | None:
 
 
 @hookimpl
-def mdgate_add_commands(
-    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
+def mdgate_add_commands(cli: click.Group) -> None:
     """Add the database and routing commands."""
     from mdgate.plugins.pg_routes.cli import add_commands
 
-    add_commands(subparsers)
+    add_commands(cli)

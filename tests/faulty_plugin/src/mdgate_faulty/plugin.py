@@ -157,7 +157,7 @@ class CommandsExit:
     """``mdgate_add_commands`` ends the interpreter."""
 
     @hookimpl
-    def mdgate_add_commands(self, subparsers: Any) -> None:
+    def mdgate_add_commands(self, cli: Any) -> None:
         sys.exit("faulty_commands: exiting while adding commands")
 
 

@@ -23,12 +23,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from mdgate.hookspecs import hookimpl
-from mdgate.plugins.stores.redis_store._store import RedisStore
 
 if TYPE_CHECKING:
     from mdgate._config import Settings
+    from mdgate.plugins.stores.redis_store._store import RedisStore
 
 __all__ = ["RedisStore", "mdgate_store"]
+
+
+def __getattr__(name: str) -> object:
+    # the redis client is imported when a store is made, not when the plugin loads
+    # (`mdgate --help` loads every plugin and must stay light)
+    if name == "RedisStore":
+        from mdgate.plugins.stores.redis_store._store import RedisStore
+
+        return RedisStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @hookimpl(tryfirst=True)
@@ -36,4 +46,6 @@ def mdgate_store(settings: Settings) -> RedisStore | None:
     """Return a :class:`RedisStore` when ``[redis] url`` is set, else ``None``."""
     if settings.redis.url is None:
         return None
+    from mdgate.plugins.stores.redis_store._store import RedisStore
+
     return RedisStore(settings.redis.url.reveal(), settings.redis, settings.runtime)

@@ -21,8 +21,8 @@ from mdgate._errors import (
 )
 from mdgate._model import Bar
 from mdgate_dhan import plugin
+from mdgate_dhan.backfill import DhanRest, RateLimiter, rest_error
 from mdgate_dhan.config import DhanConfig, parse_config
-from mdgate_dhan.rest import DhanRest, RateLimiter, rest_error
 
 TOKEN = "rest-secret-token"
 ENV = {"DHAN_CLIENT_ID": "1100223344", "DHAN_ACCESS_TOKEN": TOKEN}

@@ -1,5 +1,5 @@
 """
-Dhan REST v2 client: one-minute intraday backfill and LTP snapshots.
+Backfill through Dhan REST v2: one-minute intraday bars (and LTP snapshots).
 
 * ``POST /charts/intraday``: columnar OHLCV with genuine UTC epoch seconds
   (unlike the feed's IST-shifted LTT); at most 90 days per request, so
@@ -27,17 +27,17 @@ from typing import Any, Final
 import anyio
 import httpx
 
-from mdgate._errors import (
+from mdgate import (
     AuthenticationError,
+    Bar,
     ProviderConnectionError,
     ProviderError,
     RateLimitedError,
     SubscriptionRejected,
 )
-from mdgate._model import Bar
 from mdgate_dhan.config import DhanConfig
 from mdgate_dhan.hints import TOKEN_HINT
-from mdgate_dhan.protocol import parse_code, price_decimals
+from mdgate_dhan.protocol import NAME, parse_code, price_decimals
 
 __all__ = [
     "INTRADAY_MAX_DAYS",
@@ -49,7 +49,6 @@ __all__ = [
     "rest_error",
 ]
 
-PROVIDER: Final = "dhan"
 IST: Final = timezone(timedelta(hours=5, minutes=30), "IST")
 INTRADAY_MAX_DAYS: Final = 90
 LTP_MAX_INSTRUMENTS: Final = 1000
@@ -125,23 +124,23 @@ def rest_error(status: int, body: Any, secrets: Sequence[str] = ()) -> ProviderE
     message = f"HTTP {status} {code} {text}".strip()
     if code == "DH-901" or (not code and status in (401, 403)):
         return AuthenticationError(
-            PROVIDER,
+            NAME,
             message,
             code=status,
             hint="access token invalid or expired: " + TOKEN_HINT,
         )
     if code in ("DH-902", "DH-903"):
         return AuthenticationError(
-            PROVIDER,
+            NAME,
             message,
             code=status,
             hint="the account has no active Data API plan or access: check web.dhan.co",
         )
     if code == "DH-904" or status == 429:
-        return RateLimitedError(PROVIDER, message, code=status)
+        return RateLimitedError(NAME, message, code=status)
     if code in ("DH-908", "DH-909") or status >= 500:
-        return ProviderConnectionError(PROVIDER, message, code=status)
-    return SubscriptionRejected(PROVIDER, message, code=status)
+        return ProviderConnectionError(NAME, message, code=status)
+    return SubscriptionRejected(NAME, message, code=status)
 
 
 def _ist(ms: int) -> str:
@@ -196,7 +195,7 @@ class DhanRest:
         try:
             response = await self._client.post(url, json=body, headers=self._headers)
         except httpx.HTTPError as exc:
-            raise ProviderConnectionError(PROVIDER, f"POST {path} failed: {type(exc).__name__}") from exc
+            raise ProviderConnectionError(NAME, f"POST {path} failed: {type(exc).__name__}") from exc
         try:
             data = response.json()
         except ValueError:
@@ -207,7 +206,7 @@ class DhanRest:
         if isinstance(data, Mapping) and data.get("errorCode"):
             raise rest_error(response.status_code, data, secrets)
         if data is None:
-            raise ProviderConnectionError(PROVIDER, f"POST {path}: response is not JSON")
+            raise ProviderConnectionError(NAME, f"POST {path}: response is not JSON")
         return data
 
     async def intraday_bars(
@@ -283,7 +282,7 @@ class DhanRest:
             data = await self._post("/marketfeed/ltp", body, self._quote)
             segments = data.get("data") if isinstance(data, Mapping) else None
             if not isinstance(segments, Mapping):
-                raise ProviderConnectionError(PROVIDER, "/marketfeed/ltp: no data object")
+                raise ProviderConnectionError(NAME, "/marketfeed/ltp: no data object")
             for segment, by_id in segments.items():
                 if not isinstance(by_id, Mapping):
                     continue
@@ -296,15 +295,15 @@ class DhanRest:
 
 def _bars(instrument: str, data: Any, ndigits: int) -> list[Bar]:
     if not isinstance(data, Mapping):
-        raise ProviderConnectionError(PROVIDER, "/charts/intraday: response is not an object")
+        raise ProviderConnectionError(NAME, "/charts/intraday: response is not an object")
     if "data" in data and isinstance(data["data"], Mapping):
         data = data["data"]
     try:
         columns = [data[k] for k in ("timestamp", "open", "high", "low", "close", "volume")]
     except KeyError as exc:
-        raise ProviderConnectionError(PROVIDER, f"/charts/intraday: missing column {exc.args[0]!r}") from None
+        raise ProviderConnectionError(NAME, f"/charts/intraday: missing column {exc.args[0]!r}") from None
     if len({len(c) for c in columns}) > 1:
-        raise ProviderConnectionError(PROVIDER, "/charts/intraday: columns of unequal length")
+        raise ProviderConnectionError(NAME, "/charts/intraday: columns of unequal length")
     out: list[Bar] = []
     try:
         for ts, o, h, lo, c, v in zip(*columns, strict=True):
@@ -321,7 +320,7 @@ def _bars(instrument: str, data: Any, ndigits: int) -> list[Bar]:
                 )
             )
     except (TypeError, ValueError, OverflowError) as exc:
-        raise ProviderConnectionError(PROVIDER, f"/charts/intraday: bad value in response ({exc})") from None
+        raise ProviderConnectionError(NAME, f"/charts/intraday: bad value in response ({exc})") from None
     return out
 
 

@@ -1,0 +1,83 @@
+"""``mdgate run``: the gateway, until SIGINT/SIGTERM; SIGHUP reloads the configuration."""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+from typing import TYPE_CHECKING
+
+import click
+
+from mdgate._cli.context import CommandContext, pass_context
+from mdgate._cli.frontdoor import check_listen, one_error
+
+if TYPE_CHECKING:
+    from mdgate._config import Settings
+
+__all__ = ["run"]
+
+
+@click.command(
+    "run",
+    short_help="run the gateway",
+    help="Run the gateway until SIGINT/SIGTERM. SIGHUP reloads the configuration without dropping clients.",
+)
+@click.option("--host", help="listen address (overrides [server] host)")
+@click.option("--port", type=int, help="listen port (overrides [server] port)")
+@pass_context
+@click.pass_context
+def run(ctx: click.Context, obj: CommandContext, host: str | None, port: int | None) -> None:
+    """Run the gateway until SIGINT/SIGTERM; SIGHUP reloads the configuration."""
+    settings = obj.settings
+    if host or port is not None:
+        server = dataclasses.replace(
+            settings.server,
+            host=host or settings.server.host,
+            port=settings.server.port if port is None else port,
+        )
+        settings = dataclasses.replace(settings, server=server)
+    host, port = settings.server.host, settings.server.port
+    # before any log line or provider connection: a bad or busy address is one line, not a start
+    check_listen(host, port)
+    obj._configure_logging(settings.logging)  # the one configuration of this process's logging
+    # ask the plugins for their commands too: one whose mdgate_add_commands fails is logged now
+    root = ctx.find_root()
+    if isinstance(root.command, click.Group):
+        root.command.list_commands(root)
+    _serve(settings, host, port)
+
+
+def _serve(settings: Settings, host: str, port: int) -> None:
+    import anyio
+    import structlog
+
+    from mdgate._app import Gateway
+
+    log = structlog.get_logger("mdgate")
+    gateway = Gateway(settings, config_path=settings.source)
+
+    async def main() -> None:
+        async with anyio.create_task_group() as tg:
+
+            async def signals() -> None:
+                with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM, signal.SIGHUP) as sigs:
+                    async for signum in sigs:
+                        if signum == signal.SIGHUP:
+                            gateway.reload()
+                        else:
+                            log.info("signal_received", signal=signal.Signals(signum).name)
+                            gateway.stop()
+
+            tg.start_soon(signals)
+            await gateway.run()
+            tg.cancel_scope.cancel()
+
+    try:
+        anyio.run(main)
+    except (BaseExceptionGroup, OSError) as exc:
+        # a ConfigError raised inside the task tree (e.g. the database schema is behind), or the
+        # listen socket taken in the meantime, is still one line, not a traceback
+        error = one_error(exc, host, port)
+        if error is None:
+            raise
+        raise error from None

@@ -1,0 +1,328 @@
+"""
+Fake provider servers: a real WebSocket server on 127.0.0.1 standing in for a provider.
+
+:class:`FakeProviderServer` is the base every provider's fake extends
+(``mdgate_yahoo.testing.FakeYahooServer``, ``mdgate_dhan.testing.FakeDhanServer``,
+the example provider's ``FakeExampleServer``). It owns what every fake needs,
+under one set of names:
+
+* life cycle: :meth:`~FakeProviderServer.start` / :meth:`~FakeProviderServer.stop`
+  on a free loopback port (``port=0``), or ``async with``; :attr:`~FakeProviderServer.url`;
+* what clients did: :attr:`~FakeProviderServer.history` (every accepted
+  :class:`FakeConnection`), :attr:`~FakeProviderServer.connections` (the open
+  ones), :attr:`~FakeProviderServer.accepted`, :attr:`~FakeProviderServer.received`
+  (every client frame), :attr:`~FakeProviderServer.subscribe_requests` /
+  :attr:`~FakeProviderServer.unsubscribe_requests` and
+  :attr:`~FakeProviderServer.subscribed` (codes held by open connections);
+* waiting: :meth:`~FakeProviderServer.wait_until` (a predicate on the server),
+  :meth:`~FakeProviderServer.wait_subscribed`, :meth:`~FakeProviderServer.wait_connections`;
+* sending: :meth:`~FakeProviderServer.send` (one connection or all),
+  :meth:`~FakeProviderServer.send_to_holders` (those subscribed to a code);
+  a subclass adds ``send_<packet>`` helpers for its protocol;
+* faults: :meth:`~FakeProviderServer.drop` (abort, no close frame),
+  :meth:`~FakeProviderServer.close_all` (clean close), :meth:`~FakeProviderServer.go_silent`.
+
+A subclass speaks its protocol by overriding :meth:`~FakeProviderServer.on_connect`,
+:meth:`~FakeProviderServer.on_frame` and, to refuse handshakes,
+:meth:`~FakeProviderServer.process_request`; it records subscriptions with
+:meth:`~FakeProviderServer.record_subscribe` / :meth:`~FakeProviderServer.record_unsubscribe`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Self, TypeVar
+
+import anyio
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from mdgate import Frame
+
+__all__ = ["FakeConnection", "FakeFeedServer", "FakeProviderServer"]
+
+
+@dataclass(eq=False)
+class FakeConnection:
+    """
+    One client connection as a fake server sees it.
+
+    Attributes:
+        id: 1, 2, ... in accept order.
+        ws: the server side of the WebSocket.
+        path: the request path with its query string.
+        subscribed: code -> what the protocol recorded with it (a mode, or
+            ``True``), in subscription order.
+        frames: every frame this client sent.
+        silent: the server sends nothing more on it (:meth:`FakeProviderServer.go_silent`).
+        closed: the connection is over.
+    """
+
+    id: int
+    ws: ServerConnection
+    path: str = ""
+    subscribed: dict[str, object] = field(default_factory=dict)
+    frames: list[Frame] = field(default_factory=list)
+    silent: bool = False
+    closed: bool = False
+
+
+C = TypeVar("C", bound=FakeConnection)
+
+
+class FakeProviderServer(Generic[C]):
+    """
+    The base of every fake provider (see the module docstring).
+
+    Args:
+        host: listen address.
+        port: listen port; 0 picks a free one (see :attr:`port` once started).
+        ping_interval: WebSocket pings from the server (``None``: off).
+    """
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, ping_interval: float | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.ping_interval = ping_interval
+        #: Every connection accepted, oldest first.
+        self.history: list[C] = []
+        #: Every frame any client sent, in arrival order.
+        self.received: list[Frame] = []
+        #: The codes of every subscribe request, in arrival order.
+        self.subscribe_requests: list[list[str]] = []
+        #: The codes of every unsubscribe request, in arrival order.
+        self.unsubscribe_requests: list[list[str]] = []
+        self._ids = itertools.count(1)
+        self._server: Server | None = None
+        self._changed = anyio.Event()
+
+    # ------------------------------------------------------------------ life cycle
+
+    def new_connection(self, cid: int, ws: ServerConnection, path: str) -> C:
+        """Build the record of a new connection (a subclass returns its own type)."""
+        return FakeConnection(cid, ws, path)  # type: ignore[return-value]
+
+    async def start(self) -> None:
+        """Start listening (``port=0`` picks a free port, stored in :attr:`port`)."""
+        self._server = await serve(
+            self._handler, self.host, self.port, process_request=self._process_request,
+            compression=None, ping_interval=self.ping_interval, ping_timeout=None, reuse_address=True,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+
+    async def stop(self) -> None:
+        """Abort every connection and stop listening."""
+        if self._server is None:
+            return
+        self._server.close(close_connections=False)
+        self.drop()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    @property
+    def url(self) -> str:
+        """The URL clients connect to (``ws://127.0.0.1:PORT``)."""
+        return f"ws://{self.host}:{self.port}"
+
+    # ------------------------------------------------------------------ inspection
+
+    @property
+    def connections(self) -> list[C]:
+        """Open connections, oldest first."""
+        return [c for c in self.history if not c.closed]
+
+    @property
+    def accepted(self) -> int:
+        """Connections accepted so far."""
+        return len(self.history)
+
+    @property
+    def subscribed(self) -> set[str]:
+        """Codes subscribed on any open connection."""
+        return {code for c in self.history if not c.closed for code in c.subscribed}
+
+    def holders(self, code: str) -> list[C]:
+        """Open connections subscribed to ``code``."""
+        return [c for c in self.history if not c.closed and code in c.subscribed]
+
+    # ------------------------------------------------------------------ waiting
+
+    def notify(self) -> None:
+        """Wake every :meth:`wait_until` (it re-checks its predicate)."""
+        event, self._changed = self._changed, anyio.Event()
+        event.set()
+
+    async def wait_until(self, predicate: Callable[[Self], bool], timeout: float = 10.0) -> None:
+        """
+        Wait until ``predicate(self)`` holds.
+
+        Re-checked on every change the server sees (connection, frame,
+        close) and at least every 50 ms (for predicates on other state).
+
+        Raises:
+            TimeoutError: after ``timeout`` seconds.
+        """
+        with anyio.fail_after(timeout):
+            while not predicate(self):
+                with anyio.move_on_after(0.05):
+                    await self._changed.wait()
+
+    async def wait_subscribed(self, *codes: str, timeout: float = 10.0) -> None:
+        """Wait until every one of ``codes`` is subscribed on some open connection."""
+        wanted = set(codes)
+        await self.wait_until(lambda s: wanted <= s.subscribed, timeout)
+
+    async def wait_connections(self, count: int, timeout: float = 10.0) -> None:
+        """Wait until at least ``count`` connections were accepted in total."""
+        await self.wait_until(lambda s: s.accepted >= count, timeout)
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, frame: Frame, conn: C | None = None) -> int:
+        """
+        Send one frame to ``conn``, or to every open connection.
+
+        Returns:
+            How many connections it was sent to (silent and closed ones are skipped).
+        """
+        return await self._send_each([conn] if conn is not None else self.connections, frame)
+
+    async def send_to_holders(self, code: str, frame: Frame) -> int:
+        """Send one frame to every open connection subscribed to ``code``; return how many."""
+        return await self._send_each(self.holders(code), frame)
+
+    async def _send_each(self, conns: Iterable[C], frame: Frame) -> int:
+        sent = 0
+        for conn in conns:
+            if conn.silent or conn.closed:
+                continue
+            try:
+                await conn.ws.send(frame)
+            except ConnectionClosed:
+                continue
+            sent += 1
+        return sent
+
+    # ------------------------------------------------------------------ faults
+
+    def drop(self, conn: C | None = None) -> None:
+        """Abort ``conn`` or every open connection (TCP reset, no close frame)."""
+        for c in [conn] if conn is not None else self.connections:
+            c.ws.transport.abort()
+            c.closed = True
+        self.notify()
+
+    async def close_all(self, code: int = 1000, reason: str = "") -> None:
+        """Close every open connection with a closing handshake."""
+        for c in self.connections:
+            with contextlib.suppress(ConnectionClosed):
+                await c.ws.close(code, reason)
+            c.closed = True
+        self.notify()
+
+    def go_silent(self) -> None:
+        """Keep the open connections but send nothing more on them (new ones are normal)."""
+        for c in self.connections:
+            c.silent = True
+
+    # ------------------------------------------------------------------ protocol
+
+    def record_subscribe(self, conn: C, codes: Iterable[str], value: object = True) -> list[str]:
+        """Record a subscribe request on ``conn``; return the codes it did not hold yet."""
+        codes = list(codes)
+        self.subscribe_requests.append(codes)
+        new = [c for c in codes if c not in conn.subscribed]
+        for code in codes:
+            conn.subscribed[code] = value
+        return new
+
+    def record_unsubscribe(self, conn: C, codes: Iterable[str]) -> None:
+        """Record an unsubscribe request on ``conn``."""
+        codes = list(codes)
+        self.unsubscribe_requests.append(codes)
+        for code in codes:
+            conn.subscribed.pop(code, None)
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Answer the HTTP handshake: ``None`` accepts it, a ``Response`` refuses it."""
+        return None
+
+    async def on_connect(self, conn: C) -> bool:
+        """A connection was accepted; return ``False`` to end it (after closing it)."""
+        return True
+
+    async def on_frame(self, conn: C, frame: Frame) -> bool:
+        """A client sent ``frame`` (already recorded); return ``False`` to stop reading."""
+        return True
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        return self.process_request(ws, request)
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        conn = self.new_connection(next(self._ids), ws, ws.request.path if ws.request else "")
+        self.history.append(conn)
+        self.notify()
+        try:
+            if not await self.on_connect(conn):
+                return
+            async for frame in ws:
+                self.received.append(frame)
+                conn.frames.append(frame)
+                try:
+                    if not await self.on_frame(conn, frame):
+                        return
+                finally:
+                    self.notify()
+        except ConnectionClosed:
+            pass
+        finally:
+            conn.closed = True
+            self.notify()
+
+
+class FakeFeedServer(FakeProviderServer[FakeConnection]):
+    """
+    A protocol-less fake: records what clients send, answers through callbacks.
+
+    ``on_message(server, conn, frame)`` and ``on_connect(server, conn)`` may
+    be plain or async functions. Used by the ``fake_feed_server`` pytest fixture.
+    """
+
+    def __init__(
+        self,
+        on_message: Callable[[FakeFeedServer, FakeConnection, Frame], Any] | None = None,
+        on_connect: Callable[[FakeFeedServer, FakeConnection], Any] | None = None,
+        port: int = 0,
+    ) -> None:
+        super().__init__(port=port)
+        self._on_message = on_message
+        self._on_connect = on_connect
+
+    async def on_connect(self, conn: FakeConnection) -> bool:
+        """Run the ``on_connect`` callback."""
+        if self._on_connect is not None:
+            await _maybe_await(self._on_connect(self, conn))
+        return True
+
+    async def on_frame(self, conn: FakeConnection, frame: Frame) -> bool:
+        """Run the ``on_message`` callback."""
+        if self._on_message is not None:
+            await _maybe_await(self._on_message(self, conn, frame))
+        return True
+
+
+async def _maybe_await(value: object) -> object:
+    if isinstance(value, Awaitable):
+        return await value
+    return value

@@ -1,0 +1,204 @@
+"""
+The click command line in-process: logging configured once, the one exit-code
+table for built-in and plugin commands, plugin commands through the public
+context, faulty plugins contained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import pytest
+
+import mdgate._app
+import mdgate._logging
+from mdgate import CommandContext, ConfigError, MdgateError, hookimpl, pass_context
+from mdgate._cli import main
+from mdgate._cli.common import registry
+from mdgate._cli.root import build_cli, invoke
+from mdgate._config import LoggingSettings
+from mdgate._providers.registry import load_registry
+
+
+@pytest.fixture
+def logging_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoggingSettings]:
+    """Every configure_logging call (the real one is not made: the test process keeps its logging)."""
+    calls: list[LoggingSettings] = []
+    monkeypatch.setattr(
+        mdgate._logging, "configure_logging", lambda settings, stream=None: calls.append(settings)
+    )
+    return calls
+
+
+class FakeGateway:
+    def __init__(self, settings: Any, config_path: str | None = None) -> None:
+        self.settings = settings
+
+    async def run(self) -> None:
+        return None
+
+    def reload(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def test_run_configures_logging_once_from_the_config(
+    logging_calls: list[LoggingSettings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(mdgate._app, "Gateway", FakeGateway)
+    config = tmp_path / "gw.toml"
+    config.write_text('[logging]\nlevel = "debug"\nformat = "json"\n')
+    assert main(["run", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]) == 0
+    assert logging_calls == [LoggingSettings(level="debug", format="json")]
+
+
+@pytest.mark.parametrize("argv", [["plugins"], ["plugins", "--json"], ["routes"], ["--help"], []])
+def test_other_commands_configure_warnings_only_logging_once(
+    logging_calls: list[LoggingSettings], argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./mdgate.toml
+    monkeypatch.delenv("MDGATE_DATABASE_URL", raising=False)
+    assert main(argv) == 0
+    assert logging_calls == [LoggingSettings(level="warning", format="console")]
+
+
+def test_configuring_logging_twice_is_refused() -> None:
+    obj = CommandContext()
+    obj._logging = "commands"
+    obj._ensure_logging()  # idempotent
+    with pytest.raises(RuntimeError, match="twice"):
+        obj._configure_logging(LoggingSettings())
+
+
+# -- plugin commands -----------------------------------------------------------------
+
+
+class AcmeCommands:
+    """A third-party plugin's commands, written against the public API only."""
+
+    @hookimpl
+    def mdgate_add_commands(self, cli: click.Group) -> None:
+        @cli.group("acme")
+        def acme() -> None:
+            """Acme tools."""
+
+        @acme.command("port")
+        @pass_context
+        def port(obj: CommandContext) -> None:
+            click.echo(obj.settings.server.port)
+
+        @acme.command("fail")
+        @click.argument("kind")
+        def fail(kind: str) -> int:
+            if kind == "usage":
+                raise click.UsageError("acme needs more")
+            if kind == "config":
+                raise ConfigError("providers.acme.url", "missing")
+            if kind == "runtime":
+                raise MdgateError("acme is down\nsecond line")
+            if kind == "bug":
+                raise KeyError("bug")
+            return 3
+
+
+class BrokenCommands:
+    @hookimpl
+    def mdgate_add_commands(self, cli: click.Group) -> None:
+        cli.add_command(click.Command("half"))
+        raise RuntimeError("commands bug")
+
+
+def acme_context(*plugins: tuple[str, object]) -> CommandContext:
+    obj = CommandContext({})
+    obj._registry = load_registry({"MDGATE_LOAD_PLUGINS": ""}, extra=list(plugins))
+    obj._logging = "test"  # the test process keeps its logging
+    return obj
+
+
+def test_plugin_command_reads_settings_of_config_given_after_it(tmp_path: Path, capsys: Any) -> None:
+    config = tmp_path / "gw.toml"
+    config.write_text("[server]\nport = 9911\n")
+    obj = acme_context(("acme", AcmeCommands()))
+    assert invoke(build_cli(), ["acme", "port", "--config", str(config)], obj) == 0
+    assert capsys.readouterr().out == "9911\n"
+    obj = acme_context(("acme", AcmeCommands()))
+    assert invoke(build_cli(), ["-c", str(config), "acme", "port"], obj) == 0
+    assert capsys.readouterr().out == "9911\n"
+
+
+@pytest.mark.parametrize(("kind", "code", "line"), [
+    ("usage", 2, "mdgate: error: acme needs more\n"),
+    ("config", 2, "mdgate: error: providers.acme.url: missing\n"),
+    ("runtime", 1, "mdgate: error: acme is down; second line\n"),
+    ("other", 3, ""),
+])
+def test_plugin_command_failures_use_the_one_exit_code_table(kind: str, code: int, line: str,
+                                                            capsys: Any) -> None:
+    assert invoke(build_cli(), ["acme", "fail", kind], acme_context(("acme", AcmeCommands()))) == code
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", line)
+
+
+def test_a_bug_keeps_its_traceback() -> None:
+    with pytest.raises(KeyError):
+        invoke(build_cli(), ["acme", "fail", "bug"], acme_context(("acme", AcmeCommands())))
+
+
+def test_usage_error_of_plugin_command_is_one_line_exit_2(capsys: Any) -> None:
+    assert invoke(build_cli(), ["acme", "fail"], acme_context(("acme", AcmeCommands()))) == 2
+    assert capsys.readouterr().err == (
+        "mdgate: error: Missing argument 'KIND'. (see `mdgate acme fail --help`)\n"
+    )
+
+
+def test_faulty_add_commands_is_contained(capsys: Any) -> None:
+    obj = acme_context(("broken", BrokenCommands()), ("acme", AcmeCommands()))
+    assert invoke(build_cli(), ["half"], obj) == 2  # what it added before failing was taken back
+    assert "No such command 'half'" in capsys.readouterr().err
+    assert registry(obj).faults.status()["broken"]["by_hook"] == {"mdgate_add_commands": 1}
+    assert invoke(build_cli(), ["acme", "fail", "x"], obj) == 3  # the others work
+
+
+def test_a_plugin_cannot_replace_a_builtin_command(capsys: Any) -> None:
+    class Hijack:
+        @hookimpl
+        def mdgate_add_commands(self, cli: click.Group) -> None:
+            cli.add_command(click.Command("plugins", callback=lambda: 7))
+
+    cli, obj = build_cli(), acme_context(("hijack", Hijack()))
+    assert invoke(cli, ["--help"], obj) == 0  # the plugins' commands are added to this group now
+    capsys.readouterr()
+    assert invoke(cli, ["plugins", "--json"], obj) == 0
+    assert '"name": "hijack"' in capsys.readouterr().out
+
+
+def test_interrupt_is_130(capsys: Any) -> None:
+    class Interrupt:
+        @hookimpl
+        def mdgate_add_commands(self, cli: click.Group) -> None:
+            @cli.command("wait")
+            def wait() -> None:
+                raise KeyboardInterrupt
+
+    assert invoke(build_cli(), ["wait"], acme_context(("interrupt", Interrupt()))) == 130
+    # click ends the ^C line first (a newline), then the one error line
+    assert capsys.readouterr().err.lstrip("\n") == "mdgate: interrupted\n"
+
+
+def test_the_documented_plugin_command_example_works(tmp_path: Path, capsys: Any,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "cli.md").read_text(encoding="utf-8")
+    code = text.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/cli.md", "exec"), namespace)
+    plugin = type("Acme", (), {"mdgate_add_commands": staticmethod(namespace["mdgate_add_commands"])})()
+    monkeypatch.chdir(tmp_path)  # no ./mdgate.toml
+    empty, codes = tmp_path / "empty.csv", tmp_path / "codes.csv"
+    empty.write_text("")
+    codes.write_text("NSE:ACME,AC1\n")
+    assert invoke(build_cli(), ["acme", "import-codes", str(empty)], acme_context(("acme", plugin))) == 1
+    assert capsys.readouterr().err == f"mdgate: error: {empty} has no codes\n"
+    assert invoke(build_cli(), ["acme", "import-codes", str(codes)], acme_context(("acme", plugin))) == 2
+    assert capsys.readouterr().err.startswith("mdgate: error: no database configured")
