@@ -30,6 +30,7 @@ from mdgate._errors import (
     StoreUnavailable,
     SubscriptionRejected,
 )
+from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms, parse_instrument
 from mdgate._provider import Backfill, Connector, Decoder, Endpoint, Frame, ProviderSpec, Transport
 from mdgate._redact import mask_url
@@ -53,6 +54,7 @@ __all__ = [
     "Frame",
     "InstrumentError",
     "InstrumentMapping",
+    "LatestTicks",
     "MdgateError",
     "NoRouteError",
     "ProviderConnectionError",

@@ -14,14 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 
-import anyio
-import structlog
-
 from mdgate._model import Tick
 
 __all__ = ["LatestTicks", "StoredLatest"]
-
-log = structlog.get_logger(__name__)
 
 #: Reads the store's latest tick of some instruments (``Store.latest``).
 StoredLatest = Callable[[Sequence[str]], Awaitable[Mapping[str, Tick]]]
@@ -99,6 +94,9 @@ class LatestTicks:
             instruments: the names, in the order wanted.
             stored: reads the store's latest (``Store.latest``); None: this table alone.
         """
+        import anyio  # here, not at the top: `import mdgate` (a decoder's only import) stays free of I/O
+        import structlog
+
         missing = [i for i in instruments if i not in self._table]
         found: Mapping[str, Tick] = {}
         if missing and stored is not None:
@@ -106,5 +104,5 @@ class LatestTicks:
                 with anyio.fail_after(STORE_TIMEOUT):
                     found = await stored(missing)
             except Exception as exc:
-                log.warning("snapshot_store_failed", error=str(exc))
+                structlog.get_logger(__name__).warning("snapshot_store_failed", error=str(exc))
         return self.merged(instruments, found)

@@ -16,7 +16,7 @@ import mdgate._app
 import mdgate._logging
 from mdgate import CommandContext, ConfigError, MdgateError, hookimpl, pass_context
 from mdgate._cli import main
-from mdgate._cli.common import registry
+from mdgate._cli.common import _REGISTRIES, registry
 from mdgate._cli.root import build_cli, invoke
 from mdgate._config import LoggingSettings
 from mdgate._providers.registry import load_registry
@@ -67,7 +67,7 @@ def test_other_commands_configure_warnings_only_logging_once(
 def test_configuring_logging_twice_is_refused() -> None:
     obj = CommandContext()
     obj._logging = "commands"
-    obj._ensure_logging()  # idempotent
+    obj.ensure_logging()  # idempotent
     with pytest.raises(RuntimeError, match="twice"):
         obj._configure_logging(LoggingSettings())
 
@@ -112,7 +112,7 @@ class BrokenCommands:
 
 def acme_context(*plugins: tuple[str, object]) -> CommandContext:
     obj = CommandContext({})
-    obj._registry = load_registry({"MDGATE_LOAD_PLUGINS": ""}, extra=list(plugins))
+    _REGISTRIES[obj] = load_registry({"MDGATE_LOAD_PLUGINS": ""}, extra=list(plugins))
     obj._logging = "test"  # the test process keeps its logging
     return obj
 

@@ -38,7 +38,7 @@ PUBLIC_NAMES = {
     "ProviderDisabled", "ProviderConnectionError", "RateLimitedError", "AuthenticationError",
     "SubscriptionRejected", "DecodeError", "StoreUnavailable",
     # store and route-source plugins
-    "Store", "RouteSource", "RouteTable", "ExchangeRoute", "InstrumentMapping",
+    "Store", "LatestTicks", "RouteSource", "RouteTable", "ExchangeRoute", "InstrumentMapping",
     # plugin commands (mdgate_add_commands)
     "CommandContext", "pass_context",
     "__version__",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -29,15 +30,20 @@ __all__ = [
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+#: The plugin registry of each invocation, loaded once (kept here, not on the context, so that
+#: ``mdgate._cli.context``, which ``import mdgate`` imports, depends on no module importing mdgate).
+_REGISTRIES: weakref.WeakKeyDictionary[CommandContext, Registry] = weakref.WeakKeyDictionary()
+
+
 def registry(obj: CommandContext) -> Registry:
     """The plugin registry of this invocation, loaded once (after logging is set up: faults are logged)."""
-    from mdgate._providers.registry import Registry, load_registry
+    from mdgate._providers.registry import load_registry
 
-    if obj._registry is None:
-        obj._ensure_logging()
-        obj._registry = load_registry(obj.environ)
-    assert isinstance(obj._registry, Registry)
-    return obj._registry
+    reg = _REGISTRIES.get(obj)
+    if reg is None:
+        obj.ensure_logging()
+        reg = _REGISTRIES[obj] = load_registry(obj.environ)
+    return reg
 
 
 def json_option(fn: F) -> F:

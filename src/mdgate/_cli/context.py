@@ -51,9 +51,6 @@ class CommandContext:
         self.environ: dict[str, str] = dict(os.environ if environ is None else environ)
         self.config_path: str | None = None
         self._settings: Settings | None = None
-        # the plugin registry once loaded (mdgate._cli.common.registry: typed there, so that
-        # this module, which `import mdgate` imports, depends on no module that imports mdgate)
-        self._registry: object = None
         self._logging: str | None = None
 
     @property
@@ -137,8 +134,8 @@ class CommandContext:
             settings = LoggingSettings(level="warning", format="console")
         configure_logging(settings, stream=sys.stderr)
 
-    def _ensure_logging(self) -> None:
-        """Configure warnings-only logging unless logging is configured already."""
+    def ensure_logging(self) -> None:
+        """Configure warnings-only logging unless logging is configured already (``run``: its own)."""
         if self._logging is None:
             self._configure_logging()
 

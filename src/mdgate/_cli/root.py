@@ -118,7 +118,7 @@ def build_cli() -> RootGroup:
         if ctx.invoked_subcommand is None:
             click.echo(ctx.get_help())
         elif ctx.invoked_subcommand != "run":  # `run` configures logging from [logging]
-            ctx.ensure_object(CommandContext)._ensure_logging()
+            ctx.ensure_object(CommandContext).ensure_logging()
 
     assert isinstance(cli, RootGroup)
     for command in (run, plugins, status, tail, history, backfill):

@@ -374,7 +374,7 @@ class ProviderSession:
     """All connections of one provider, their subscriptions and status."""
 
     def __init__(
-        self, hooks: ProviderHooks, config: Any, disabled_reason: str | None,
+        self, hooks: ProviderHooks, config: object, disabled_reason: str | None,
         queue: TickQueue, runtime: RuntimeSettings, *, faults: PluginFaults | None = None,
         clock: Clock = MONOTONIC, random: Callable[[], float] = random.random,
     ) -> None:
@@ -421,7 +421,7 @@ class ProviderSession:
         """Wait until :meth:`update_config` is called."""
         await self._config_event.wait()
 
-    def update_config(self, config: Any, disabled_reason: str | None) -> None:
+    def update_config(self, config: object, disabled_reason: str | None) -> None:
         """Apply a reloaded configuration; wakes connections waiting on credentials."""
         changed = config != self.config or disabled_reason != self.disabled_reason
         self.config = config

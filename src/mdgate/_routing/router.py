@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Final, Protocol, cast
 
 import structlog
 
@@ -32,7 +32,7 @@ MAX_CODE: Final = 128
 class ProviderConfigs:
     """Parsed ``[providers.*]`` tables: config per provider, or why it is disabled."""
 
-    configs: Mapping[str, Any]
+    configs: Mapping[str, object]
     disabled: Mapping[str, str]
 
 
@@ -40,7 +40,7 @@ class Configured(Protocol):
     """What holds a provider's configuration in a running gateway (its session)."""
 
     @property
-    def config(self) -> Any:
+    def config(self) -> object:
         """The parsed configuration (None when disabled)."""
 
     @property
@@ -48,20 +48,20 @@ class Configured(Protocol):
         """Why the provider is disabled, or None."""
 
 
-class _Live(Mapping[str, Any]):
+class _Live(Mapping[str, object]):
     """Read-through view of the sessions' configurations (or of why they are disabled)."""
 
     def __init__(self, holders: Mapping[str, Configured], disabled: bool) -> None:
         self._holders = holders
         self._disabled = disabled
 
-    def _value(self, holder: Configured) -> Any:
+    def _value(self, holder: Configured) -> object:
         return holder.disabled_reason if self._disabled else holder.config
 
     def _has(self, holder: Configured) -> bool:
         return (holder.disabled_reason is not None) is self._disabled
 
-    def __getitem__(self, name: str) -> Any:
+    def __getitem__(self, name: str) -> object:
         holder = self._holders[name]
         if not self._has(holder):
             raise KeyError(name)
@@ -80,7 +80,8 @@ def live_configs(holders: Mapping[str, Configured]) -> ProviderConfigs:
     are held: each provider's session (the one place; a reload applies new
     ones there and the router sees them at once).
     """
-    return ProviderConfigs(_Live(holders, False), _Live(holders, True))
+    # the disabled view holds each session's `disabled_reason`: strings
+    return ProviderConfigs(_Live(holders, False), cast("Mapping[str, str]", _Live(holders, True)))
 
 
 def parse_provider_configs(
@@ -104,7 +105,7 @@ def parse_provider_configs(
     Raises:
         ConfigError: a provider table is invalid (names the key path).
     """
-    configs: dict[str, Any] = {}
+    configs: dict[str, object] = {}
     disabled: dict[str, str] = {}
     faults = registry.faults
     for name, hooks in registry.providers.items():

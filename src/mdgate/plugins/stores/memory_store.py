@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
+from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
 from mdgate.hookspecs import hookimpl
 from mdgate.plugins.stores.bars import BarBuilder, aggregate_bars
@@ -35,7 +36,7 @@ class MemoryStore:
     def __init__(self, history: int = HISTORY_PER_INSTRUMENT, bars: int = BARS_PER_INSTRUMENT) -> None:
         self._history_len = history
         self._bars_len = bars
-        self._latest: dict[str, Tick] = {}
+        self._latest = LatestTicks()
         self._history: dict[str, deque[Tick]] = {}
         self._bars: dict[str, deque[Bar]] = {}
         self._builder = BarBuilder()
@@ -51,11 +52,9 @@ class MemoryStore:
 
     def write(self, ticks: Sequence[Tick]) -> None:
         """Keep the ticks (never blocks)."""
-        latest, history = self._latest, self._history
+        self._latest.advance(ticks)
+        history = self._history
         for t in ticks:
-            prev = latest.get(t.instrument)
-            if prev is None or t.ts >= prev.ts:
-                latest[t.instrument] = t
             h = history.get(t.instrument)
             if h is None:
                 h = history[t.instrument] = deque(maxlen=self._history_len)
@@ -73,7 +72,7 @@ class MemoryStore:
 
     async def latest(self, instruments: Sequence[str]) -> dict[str, Tick]:
         """Return the latest tick of each instrument that has one."""
-        return {i: self._latest[i] for i in instruments if i in self._latest}
+        return {i: t for i in instruments if (t := self._latest.get(i)) is not None}
 
     async def history(
         self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,

@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from mdgate._errors import StoreUnavailable
+from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
 from mdgate.plugins.stores.bars import MINUTE_MS, aggregate_bars
 from mdgate.plugins.stores.protocol import BAR_INTERVALS
@@ -53,7 +54,7 @@ class StoreReader:
             writer), merged into :meth:`latest`.
     """
 
-    def __init__(self, url: RedisUrl, local: dict[str, Tick]) -> None:
+    def __init__(self, url: RedisUrl, local: LatestTicks) -> None:
         self._url = url
         self._local = local
         self._redis = Redis.from_url(
@@ -88,14 +89,8 @@ class StoreReader:
                             log.warning("redis_bad_last_hash", instrument=inst, error=str(exc))
             except (RedisError, OSError) as exc:
                 log.warning("redis_latest_failed", error=self._url.clean(str(exc)))
-        local = self._local
-        for inst in instruments:
-            t = local.get(inst)
-            if t is not None:
-                cur = out.get(inst)
-                if cur is None or t.ts >= cur.ts:
-                    out[inst] = t
-        return out
+        # this process's own latest wins over Redis's only where the one rule says so
+        return {t.instrument: t for t in self._local.merged(instruments, out)}
 
     async def _xrevrange(self, key: str, hi: str, lo: str, count: int) -> _Rows:
         try:

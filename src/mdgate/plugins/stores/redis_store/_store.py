@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick
 from mdgate.plugins.stores.redis_store._feed import follow_feed
 from mdgate.plugins.stores.redis_store._reader import StoreReader
@@ -60,7 +61,7 @@ class RedisStore:
         self._url = RedisUrl(url)
         self._runtime = runtime or RuntimeSettings()
         self._io_timeout = io_timeout
-        latest: dict[str, Tick] = {}
+        latest = LatestTicks()
         self._writer = BatchWriter(
             self._url, settings or RedisSettings(), self._runtime, latest, io_timeout=io_timeout
         )

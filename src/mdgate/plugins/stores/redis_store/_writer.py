@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mdgate._backoff import Backoff
 from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
 from mdgate.plugins.stores.bars import MINUTE_MS, BarBuilder
 from mdgate.plugins.stores.redis_store._codec import BatchPacker, ticks_key
@@ -83,7 +84,7 @@ class BatchWriter:
         url: RedisUrl,
         settings: RedisSettings,
         runtime: RuntimeSettings,
-        latest: dict[str, Tick],
+        latest: LatestTicks,
         *,
         io_timeout: float = IO_TIMEOUT,
     ) -> None:
@@ -144,22 +145,16 @@ class BatchWriter:
                 self._on_drop(lost)
             latest = self._latest
             builder = self.builder
-            if builder is None:
-                for t in ticks:
-                    prev = latest.get(t.instrument)
-                    if prev is None or t.ts >= prev.ts:
-                        latest[t.instrument] = t
-            else:
+            if builder is not None:
                 add, bars = builder.add, self._bars
                 for t in ticks:
-                    prev = latest.get(t.instrument)
-                    if prev is None:
+                    if t.instrument not in latest:  # rare: once per instrument and process
                         self._first_seen(t)
-                    if prev is None or t.ts >= prev.ts:
-                        latest[t.instrument] = t
+                        latest.advance((t,))
                     bar = add(t)
                     if bar is not None:
                         self._add_bar(bar, bars)
+            latest.advance(ticks)
             if before == 0 or len(buf) >= self._settings.batch_max:
                 self._wake.set()
         except Exception as exc:  # the feed must never break because of the store
