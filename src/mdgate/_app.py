@@ -179,27 +179,25 @@ class Gateway:
         except Exception as exc:  # a route-source plugin bug: built-in defaults, the fault recorded
             self._route_source_fault("load", exc)
             return
-        if not isinstance(table, RouteTable):
-            self._route_source_fault("load", f"returned {type(table).__name__}, not a RouteTable")
-            return
-        self.router.table = table
-        log.info("routes_loaded", source=table.source, exchanges=len(table.exchanges),
-                 instruments=len(table.codes))
-        _warn_if_empty(table)
+        self._use_table(table, "load", "routes_loaded")
 
     def _route_source_fault(self, method: str, exc: BaseException | str) -> None:
         self.registry.faults.record(self.route_source_plugin or "route_source", f"route_source.{method}", exc,
                                     using="the routes in use")
 
     def _on_routes(self, table: object) -> None:
+        if self._use_table(table, "watch", "route_table_reloaded"):
+            self.subs.reroute()
+
+    def _use_table(self, table: object, method: str, event: str) -> bool:
+        """Route by what the route source's ``method`` gave, if it is a RouteTable (else a plugin fault)."""
         if not isinstance(table, RouteTable):
-            self._route_source_fault("watch", f"delivered {type(table).__name__}, not a RouteTable")
-            return
+            self._route_source_fault(method, f"gave {type(table).__name__}, not a RouteTable")
+            return False
         self.router.table = table
-        log.info("route_table_reloaded", source=table.source, exchanges=len(table.exchanges),
-                 instruments=len(table.codes))
+        log.info(event, source=table.source, exchanges=len(table.exchanges), instruments=len(table.codes))
         _warn_if_empty(table)
-        self.subs.reroute()
+        return True
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
         """Run until :meth:`stop`; ``task_status.started(port)`` once serving."""

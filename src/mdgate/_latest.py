@@ -51,6 +51,11 @@ class LatestTicks:
             if prev is None or t.ts >= prev.ts:
                 table[t.instrument] = t
 
+    @property
+    def table(self) -> Mapping[str, Tick]:
+        """The table itself, read-only (``in`` and lookups without a method call, for loops over ticks)."""
+        return self._table
+
     def get(self, instrument: str) -> Tick | None:
         """The latest tick of ``instrument``, or None."""
         return self._table.get(instrument)

@@ -349,5 +349,5 @@ def mdgate_add_commands(cli: click.Group) -> None:
         Nothing: the commands are added to ``cli``.
 
     .. versionadded:: 0.1
-        (issue 11: receives the root click group, no longer argparse's sub-parsers)
+        Receives the root click group (before issue 11: argparse's sub-parsers object).
     """

@@ -27,7 +27,7 @@ Every outbox is bounded twice:
 The byte count costs one addition per queued chunk: a batch's frames are
 measured once in :meth:`Fanout.publish` and shared by every client. A
 client whose socket has not drained for ``drain_timeout`` seconds is closed
-with code 1008 too (see ``_server.py``).
+with code 1008 too (see ``server.py`` in this package).
 """
 
 from __future__ import annotations

@@ -146,9 +146,9 @@ class BatchWriter:
             latest = self._latest
             builder = self.builder
             if builder is not None:
-                add, bars = builder.add, self._bars
+                add, bars, seen = builder.add, self._bars, latest.table
                 for t in ticks:
-                    if t.instrument not in latest:  # rare: once per instrument and process
+                    if t.instrument not in seen:  # rare: once per instrument and process
                         self._first_seen(t)
                         latest.advance((t,))
                     bar = add(t)
