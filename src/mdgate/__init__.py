@@ -32,6 +32,7 @@ from mdgate._errors import (
 )
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms, parse_instrument
+from mdgate._plugin_api import PLUGIN_API
 from mdgate._provider import Backfill, Connector, Decoder, Endpoint, Frame, ProviderSpec, Transport
 from mdgate._redact import mask_url
 from mdgate._routing.table import ExchangeRoute, InstrumentMapping, RouteSource, RouteTable
@@ -41,6 +42,7 @@ from mdgate.plugins.stores.protocol import Store
 __version__ = "0.1.0"
 
 __all__ = [
+    "PLUGIN_API",
     "AuthenticationError",
     "Backfill",
     "Bar",

@@ -29,6 +29,7 @@ PLUGIN_SOURCES = [
 PUBLIC_NAMES = {
     # plugin registration and the provider contract
     "hookimpl", "ProviderSpec", "Endpoint", "Connector", "Transport", "Decoder", "Frame", "Backfill",
+    "PLUGIN_API",  # the plugin API version (docs/plugin-api.md)
     # the data model
     "Tick", "Bar", "now_ms", "parse_instrument",
     # configuration

@@ -217,39 +217,6 @@ async def test_e2e_805_backs_off_hard_before_reconnecting(make: Make) -> None:
         assert server.connection_attempts == 2
 
 
-async def test_e2e_drop_reconnects_and_resubscribes(make: Make) -> None:
-    async with (
-        fake() as server,
-        running_gateway(make(server)) as gw,
-        GatewayClient.connect(gw.ws_url) as client,
-    ):
-        await client.subscribe("NSE:RELIANCE", "NSE:INFY")
-        with anyio.fail_after(10):
-            await server.wait_subscribed("NSE_EQ:2885", "NSE_EQ:1594")
-        server.drop()
-        with anyio.fail_after(10):
-            await server.wait_until(
-                lambda _: len(server.history) == 2 and {"NSE_EQ:2885", "NSE_EQ:1594"} <= server.subscribed
-            )
-        await server.send_ticker("NSE_EQ:1594", 1601.2)
-        (tick,) = await next_ticks(client, 1)
-        assert (tick["instrument"], tick["price"]) == ("NSE:INFY", 1601.2)
-        assert dhan(gw.status())["reconnects"] >= 1
-
-
-async def test_e2e_silence_is_a_stall_and_reconnects(make: Make) -> None:
-    async with (
-        fake() as server,
-        running_gateway(make(server, dhan="stall_timeout = 0.5")) as gw,
-        GatewayClient.connect(gw.ws_url) as client,
-    ):
-        await client.subscribe("NSE:RELIANCE")
-        with anyio.fail_after(10):
-            await server.wait_subscribed("NSE_EQ:2885")
-            await server.wait_until(lambda _: len(server.history) >= 2)
-        assert "stalled" in (dhan(gw.status())["last_error"] or "")
-
-
 async def test_e2e_malformed_packets_counted_while_stream_goes_on(make: Make) -> None:
     async with (
         fake() as server,

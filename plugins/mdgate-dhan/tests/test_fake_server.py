@@ -142,3 +142,37 @@ def test_fake_runs_as_module() -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+@pytest.mark.parametrize(("mode", "expected"), [("disconnect", 808), ("http", 401)])
+async def test_fake_expired_credentials_refuse_the_right_token(mode: str, expected: int) -> None:
+    async with FakeDhanServer(auth_failure=mode) as server:
+        server.expire_credentials()
+        if mode == "http":
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(feed_url(server)):
+                    pass
+            assert refused.value.response.status_code == expected
+        else:
+            async with connect(feed_url(server)) as ws:
+                with anyio.fail_after(5):
+                    data = await ws.recv()
+            with pytest.raises(AuthenticationError) as info:
+                DhanDecoder().feed(data, 0)
+            assert info.value.code == expected
+        assert server.auth_failures == 1
+        server.restore_credentials()
+        async with connect(feed_url(server)):
+            await server.wait_connections(2 if mode == "disconnect" else 1)
+        assert server.auth_failures == 1
+
+
+async def test_fake_send_malformed_is_a_short_packet() -> None:
+    from mdgate._errors import DecodeError
+
+    async with FakeDhanServer() as server, connect(feed_url(server)) as ws:
+        await server.wait_connections(1)
+        assert await server.send_malformed() == 1
+        with pytest.raises(DecodeError) as info:
+            DhanDecoder().feed(await ws.recv(), 0)
+        assert info.value.kind == "short_packet"

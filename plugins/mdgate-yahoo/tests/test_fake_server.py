@@ -205,3 +205,18 @@ def test_fake_server_cli_serves_until_killed() -> None:
         proc.wait(timeout=10)
         if proc.stdout is not None:
             proc.stdout.close()
+
+
+async def test_fake_server_expired_credentials_refuse_the_handshake_with_401() -> None:
+    from websockets.exceptions import InvalidStatus
+
+    async with FakeYahooServer() as yahoo:
+        yahoo.expire_credentials()
+        with pytest.raises(InvalidStatus) as info:
+            async with connect(yahoo.url):
+                pass
+        assert info.value.response.status_code == 401
+        assert yahoo.handshakes == 1 and yahoo.accepted == 0
+        yahoo.restore_credentials()
+        async with connect(yahoo.url):
+            await yahoo.wait_connections(1)

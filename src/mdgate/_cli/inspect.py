@@ -41,6 +41,8 @@ def _plugin_rows(obj: CommandContext) -> list[dict[str, Any]]:
             spec = reg.providers[name].spec
             providers.append({
                 "name": spec.name, "code": spec.code, "exchanges": list(spec.exchanges),
+                "primary": [e for e in spec.exchanges if spec.role(e) == "primary"],
+                "backup": [e for e in spec.exchanges if spec.role(e) == "backup"],
                 "max_per_message": spec.max_per_message, "max_per_connection": spec.max_per_connection,
                 "max_connections": spec.max_connections, "settings": dict(spec.settings),
                 "secrets": list(spec.secrets),
@@ -49,7 +51,7 @@ def _plugin_rows(obj: CommandContext) -> list[dict[str, Any]]:
             "name": info.name, "module": info.module, "distribution": info.distribution,
             "version": info.version, "builtin": info.builtin, "status": info.status, "error": info.error,
             "failed_in": sorted(faults.get(info.name, {}).get("failed", {})), "hooks": info.hooks,
-            "providers": providers,
+            "providers": providers, "api": info.api, "warnings": list(info.warnings),
         })
     return rows
 
@@ -58,20 +60,31 @@ def _plugin_rows(obj: CommandContext) -> list[dict[str, Any]]:
 @json_option
 @pass_context
 def plugins(obj: CommandContext, as_json: bool) -> None:
-    """List plugins: name, distribution, version, providers, hooks, load status (a failed one with why)."""
+    """
+    List plugins: name, load status, distribution and version, the plugin API
+    it declares, providers (with their primary and backup exchanges), hooks;
+    a failed one with why, and warnings (e.g. no declared plugin API).
+    """
     rows = _plugin_rows(obj)
     if as_json:
         obj.print_json(rows)
         return
-    click.echo(f"{'PLUGIN':<14} {'STATUS':<11} {'DISTRIBUTION':<22} {'PROVIDERS':<22} HOOKS")
+    click.echo(f"{'PLUGIN':<14} {'STATUS':<11} {'DISTRIBUTION':<22} {'API':<5} {'PROVIDERS':<22} HOOKS")
     for r in rows:
         dist = f"{r['distribution'] or '-'} {r['version'] or ''}".strip()
-        provs = (
-            ", ".join(f"{p['name']} ({p['code']}: {'/'.join(p['exchanges'])})" for p in r["providers"]) or "-"
-        )
-        click.echo(f"{r['name']:<14} {r['status']:<11} {dist:<22} {provs:<22} {', '.join(r['hooks'])}")
+        provs = ", ".join(_provider_text(p) for p in r["providers"]) or "-"
+        api, hooks = r["api"] or "-", ", ".join(r["hooks"])
+        click.echo(f"{r['name']:<14} {r['status']:<11} {dist:<22} {api:<5} {provs:<22} {hooks}")
         if r["error"]:
             click.echo(f"{'':<14} error: {r['error']}")
+        for warning in r["warnings"]:
+            click.echo(f"{'':<14} warning: {warning}")
+
+
+def _provider_text(p: dict[str, Any]) -> str:
+    """``yahoo (YF: NASDAQ/NYSE; backup: NSE/BSE)``: a provider with its primary and backup exchanges."""
+    backup = f"; backup: {'/'.join(p['backup'])}" if p["backup"] else ""
+    return f"{p['name']} ({p['code']}: {'/'.join(p['primary']) or '-'}{backup})"
 
 
 # -- status ----------------------------------------------------------------------

@@ -104,7 +104,9 @@ def build_cli() -> RootGroup:
     from mdgate import __version__
     from mdgate._cli.backfill import backfill
     from mdgate._cli.inspect import history, plugins, status, tail
+    from mdgate._cli.install import install, uninstall
     from mdgate._cli.run import run
+    from mdgate._cli.scaffold import new_provider
 
     @click.group(
         cls=RootGroup,
@@ -123,6 +125,9 @@ def build_cli() -> RootGroup:
     assert isinstance(cli, RootGroup)
     for command in (run, plugins, status, tail, history, backfill):
         cli.add_command(command)
+    cli.add_command(install)
+    cli.add_command(uninstall)
+    cli.add_command(new_provider)
     adopt(cli)
     return cli
 

@@ -6,7 +6,10 @@ built-in plugins (``DEFAULT_PLUGINS``), then every entry point of group
 ``mdgate``, one by one: a plugin that fails to import or register (whatever
 it raises, ``SystemExit`` included; only ``KeyboardInterrupt`` passes) is
 recorded with its name and error, as a lasting fault in
-``Registry.faults``, and skipped; the others load. A plugin whose
+``Registry.faults``, and skipped; the others load. An entry point's
+module built for another plugin API (``MDGATE_PLUGIN_API``, see
+:mod:`mdgate._plugin_api`) is refused before it is registered, the same
+way; one that declares none loads with a warning. A plugin whose
 ``mdgate_providers`` raises or returns anything but valid
 :class:`ProviderSpec` objects is failed the same way, and unregistered.
 
@@ -26,8 +29,10 @@ import itertools
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Final, NamedTuple
 
 import pluggy
@@ -35,6 +40,7 @@ import structlog
 
 from mdgate import hookspecs
 from mdgate._errors import ConfigError, ProviderNotFound
+from mdgate._plugin_api import ASSUMED_API, DECLARATION, PLUGIN_API, api_problem, undeclared_warning
 from mdgate._provider import ProviderSpec
 from mdgate._providers.faults import PluginFaults
 
@@ -76,6 +82,10 @@ class PluginInfo:
     error: str | None = None
     hooks: list[str] = field(default_factory=list)
     providers: list[str] = field(default_factory=list)
+    #: the plugin API it declares (``MDGATE_PLUGIN_API``); ``None`` when it declares none
+    api: str | None = None
+    #: what is wrong but did not stop it loading (no declared plugin API...)
+    warnings: list[str] = field(default_factory=list)
 
 
 #: Most providers one plugin may declare (a generator that never ends is cut here).
@@ -122,7 +132,7 @@ def get_plugin_manager(
 
     for modname in DEFAULT_PLUGINS:
         short = modname.rsplit(".", 1)[-1]
-        info = PluginInfo(short, modname, "mdgate", _version("mdgate"), builtin=True)
+        info = PluginInfo(short, modname, "mdgate", _version("mdgate"), builtin=True, api=PLUGIN_API)
         infos.append(info)
         if short in blocked:
             info.status = "blocked"
@@ -138,7 +148,7 @@ def get_plugin_manager(
             elif allowed is not None and info.name not in allowed:
                 info.status = "not allowed"
             else:
-                _register(pm, info, ep.load, faults)
+                _register(pm, info, ep.load, faults, check_api=True)
 
     for name, obj in extra:
         info = PluginInfo(name, getattr(obj, "__name__", type(obj).__name__))
@@ -170,19 +180,36 @@ def _ep_info(ep: Any) -> PluginInfo:
     return PluginInfo(str(ep.name), str(ep.value), name, version)
 
 
-def _fail(info: PluginInfo, stage: str, exc: BaseException, faults: PluginFaults) -> None:
+def _fail(info: PluginInfo, stage: str, exc: BaseException | str, faults: PluginFaults) -> None:
     """Mark a plugin failed: its status and error, a lasting fault, one log line."""
     # the text of a PluginLoadError, built safely (the plugin's exception may not even print)
     info.status, info.error = "failed", f"plugin {info.name!r} failed to load: {faults.describe(exc)}"
     faults.record(info.name, stage, exc, lasting=True, event="plugin_load_failed")
 
 
-def _register(pm: pluggy.PluginManager, info: PluginInfo, load: Any, faults: PluginFaults) -> None:
+def _api_problem(info: PluginInfo, plugin: object) -> str | None:
+    """Check the plugin API an entry point's module declares: why it is refused, else ``None``."""
+    module = plugin if isinstance(plugin, ModuleType) else sys.modules.get(info.module.split(":")[0].strip())
+    declared = getattr(module, DECLARATION, None) if module is not None else None
+    if declared is None:
+        info.warnings.append(undeclared_warning())
+        log.warning("plugin_api_undeclared", plugin=info.name, assumed=ASSUMED_API)
+        return api_problem(ASSUMED_API, PLUGIN_API)
+    info.api = declared if isinstance(declared, str) else repr(declared)[:40]
+    return api_problem(declared, PLUGIN_API)
+
+
+def _register(
+    pm: pluggy.PluginManager, info: PluginInfo, load: Any, faults: PluginFaults, *, check_api: bool = False,
+) -> None:
     plugin: object = None
     try:
         plugin = load()
         if plugin is None:
             raise TypeError("the entry point loaded None, not a module or an object with hooks")
+        if check_api and (problem := _api_problem(info, plugin)) is not None:
+            _fail(info, "plugin_api", problem, faults)  # refused before any of its hooks is registered
+            return
         pm.register(plugin, name=info.name)
         pm.check_pending()
     except KeyboardInterrupt:

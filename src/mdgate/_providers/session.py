@@ -15,16 +15,14 @@ Each connection loop, written once for every provider:
 5. meanwhile sends subscription changes and heartbeats, and a watchdog
    reconnects a subscribed connection that received nothing for
    ``stall_timeout`` seconds;
-6. on failure, backs off (:class:`~mdgate._backoff.Backoff`: capped
-   exponential, full jitter, reset once a connection was live) and goes to 1;
-   an authentication failure waits ``auth_retry`` seconds, or until the
-   configuration brings new credentials.
+6. on failure, backs off (:class:`~mdgate._backoff.Backoff`: capped exponential, full
+   jitter, reset once a connection was live) and goes to 1; an authentication failure
+   waits ``auth_retry`` seconds, or until the configuration brings new credentials.
 
-Whatever the plugin raises or returns wrongly (a hook, its decoder) is
-contained here and recorded in the plugin-fault ledger
-(:class:`~mdgate._providers.faults.PluginFaults`) under the hook's name. Every time rule
-reads and waits on the session's :class:`~mdgate._clock.Clock`, which tests
-replace with a :class:`~mdgate._clock.ManualClock`.
+Whatever the plugin raises or returns wrongly (a hook, its decoder) is contained here and
+recorded in the plugin-fault ledger (:class:`~mdgate._providers.faults.PluginFaults`) under
+the hook's name. Every time rule reads and waits on the session's
+:class:`~mdgate._clock.Clock`, which tests replace with a :class:`~mdgate._clock.ManualClock`.
 """
 
 from __future__ import annotations
@@ -226,10 +224,12 @@ class Connection:
                 raise self._fault
         finally:
             with anyio.CancelScope(shield=True):
-                if s.closing and self.codes and self.state is ProviderState.CONNECTED:
-                    with anyio.move_on_after(1.0):
-                        await self._send_unsubscribe(transport, list(self.codes), [])
-                await transport.aclose()
+                try:
+                    if s.closing and self.codes and self.state is ProviderState.CONNECTED:
+                        with anyio.move_on_after(1.0):
+                            await self._send_unsubscribe(transport, list(self.codes), [])
+                finally:  # an unsubscribe hook that raises must not leave the socket open
+                    await transport.aclose()
 
     async def _guard(
         self, fn: Callable[[Transport, Decoder], Any], transport: Transport, decoder: Decoder,

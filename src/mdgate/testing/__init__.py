@@ -4,10 +4,13 @@ Public test helpers for mdgate and provider plugins.
 * :func:`running_gateway`: the whole daemon in-process on a free port.
 * :class:`FakeProviderServer`: the base of every provider's fake server (a
   real WebSocket server on 127.0.0.1 that records what clients send and lets
-  a test send frames, drop, close or go silent), and :class:`FakeFeedServer`,
-  a protocol-less one answering through callbacks
+  a test send frames, drop, close, go silent, drop after N frames, freeze,
+  flood, refuse connections for a while or expire credentials), and
+  :class:`FakeFeedServer`, a protocol-less one answering through callbacks
   (:mod:`mdgate.testing.fake_server`).
 * :class:`GatewayClient`: a small WebSocket client speaking the client protocol.
+* :mod:`mdgate.testing.conformance`: the provider conformance suite
+  (``ProviderHarness``, ``ProviderConformance``; docs/conformance.md).
 """
 
 from __future__ import annotations

@@ -20,7 +20,17 @@ under one set of names:
   :meth:`~FakeProviderServer.send_to_holders` (those subscribed to a code);
   a subclass adds ``send_<packet>`` helpers for its protocol;
 * faults: :meth:`~FakeProviderServer.drop` (abort, no close frame),
-  :meth:`~FakeProviderServer.close_all` (clean close), :meth:`~FakeProviderServer.go_silent`.
+  :meth:`~FakeProviderServer.close_all` (clean close), :meth:`~FakeProviderServer.go_silent`,
+  and the scriptable ones every provider's fake inherits:
+  :meth:`~FakeProviderServer.drop_after` (abort after N more frames sent),
+  :meth:`~FakeProviderServer.freeze` (keep the sockets open, stop reading and
+  writing), :meth:`~FakeProviderServer.flood` (one frame N times, fast),
+  :meth:`~FakeProviderServer.refuse_for` (answer handshakes with HTTP 503 for T
+  seconds of :attr:`~FakeProviderServer.clock`) and
+  :meth:`~FakeProviderServer.expire_credentials` (a flag each protocol's fake
+  honours the way its provider signals an authentication failure);
+  :meth:`~FakeProviderServer.send_malformed` is protocol-specific (each fake
+  implements it).
 
 A subclass speaks its protocol by overriding :meth:`~FakeProviderServer.on_connect`,
 :meth:`~FakeProviderServer.on_frame` and, to refuse handshakes,
@@ -32,12 +42,14 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Self, TypeVar
 
 import anyio
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -59,7 +71,9 @@ class FakeConnection:
             ``True``), in subscription order.
         frames: every frame this client sent.
         silent: the server sends nothing more on it (:meth:`FakeProviderServer.go_silent`).
+        frozen: the server neither reads nor writes on it (:meth:`FakeProviderServer.freeze`).
         closed: the connection is over.
+        sent: frames the server sent on it.
     """
 
     id: int
@@ -68,7 +82,9 @@ class FakeConnection:
     subscribed: dict[str, object] = field(default_factory=dict)
     frames: list[Frame] = field(default_factory=list)
     silent: bool = False
+    frozen: bool = False
     closed: bool = False
+    sent: int = 0
 
 
 C = TypeVar("C", bound=FakeConnection)
@@ -82,12 +98,27 @@ class FakeProviderServer(Generic[C]):
         host: listen address.
         port: listen port; 0 picks a free one (see :attr:`port` once started).
         ping_interval: WebSocket pings from the server (``None``: off).
+        clock: seconds for :meth:`refuse_for` (a test may pass the
+            ``now`` of a :class:`~mdgate._clock.ManualClock`); default ``time.monotonic``.
     """
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, ping_interval: float | None = None) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, ping_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.host = host
         self.port = port
         self.ping_interval = ping_interval
+        self.clock = clock
+        #: Set by :meth:`expire_credentials`: the fake refuses authentication
+        #: (each protocol's fake signals it the way its provider does).
+        self.credentials_expired = False
+        #: Handshakes seen (accepted or refused), and those refused by :meth:`refuse_for`.
+        self.handshakes = 0
+        self.refused = 0
+        #: When a list, every frame sent through :meth:`send` / :meth:`send_to_holders`
+        #: is appended to it (recording golden files).
+        self.sent_frames: list[Frame] | None = None
         #: Every connection accepted, oldest first.
         self.history: list[C] = []
         #: Every frame any client sent, in arrival order.
@@ -99,6 +130,9 @@ class FakeProviderServer(Generic[C]):
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._changed = anyio.Event()
+        self._refuse_until: float | None = None
+        self._drop_budget: int | None = None
+        self._thawed = anyio.Event()
 
     # ------------------------------------------------------------------ life cycle
 
@@ -205,14 +239,47 @@ class FakeProviderServer(Generic[C]):
     async def _send_each(self, conns: Iterable[C], frame: Frame) -> int:
         sent = 0
         for conn in conns:
-            if conn.silent or conn.closed:
+            if conn.silent or conn.frozen or conn.closed:
                 continue
             try:
                 await conn.ws.send(frame)
             except ConnectionClosed:
                 continue
             sent += 1
+            conn.sent += 1
+            if self.sent_frames is not None:
+                self.sent_frames.append(frame)
+            if self._drop_budget is not None:
+                self._drop_budget -= 1
+                if self._drop_budget <= 0:
+                    self._drop_budget = None
+                    self.drop()
+                    break
         return sent
+
+    async def flood(self, frame: Frame, count: int, conn: C | None = None) -> int:
+        """
+        Send ``frame`` ``count`` times as fast as the sockets take it, to
+        ``conn`` or every open connection.
+
+        Returns:
+            How many frames were sent in total.
+        """
+        total = 0
+        for _ in range(count):
+            total += await self.send(frame, conn)
+        return total
+
+    async def send_malformed(self) -> int:
+        """
+        Send one frame the provider's decoder must reject to every open connection.
+
+        Protocol-specific: every provider's fake implements it.
+
+        Returns:
+            How many connections it was sent to.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not implement send_malformed()")
 
     # ------------------------------------------------------------------ faults
 
@@ -221,7 +288,12 @@ class FakeProviderServer(Generic[C]):
         for c in [conn] if conn is not None else self.connections:
             c.ws.transport.abort()
             c.closed = True
+        self._wake_frozen()
         self.notify()
+
+    def _wake_frozen(self) -> None:
+        event, self._thawed = self._thawed, anyio.Event()
+        event.set()
 
     async def close_all(self, code: int = 1000, reason: str = "") -> None:
         """Close every open connection with a closing handshake."""
@@ -235,6 +307,54 @@ class FakeProviderServer(Generic[C]):
         """Keep the open connections but send nothing more on them (new ones are normal)."""
         for c in self.connections:
             c.silent = True
+
+    def drop_after(self, frames: int) -> None:
+        """Abort every open connection once ``frames`` more frames were sent (over all connections)."""
+        if frames <= 0:
+            self.drop()
+            return
+        self._drop_budget = frames
+
+    def freeze(self) -> None:
+        """
+        Freeze the open connections: the sockets stay open, but the server
+        stops reading them (no frame handled, no pong, no close answered)
+        and sends nothing. New connections are normal. :meth:`thaw` undoes it.
+        """
+        for c in self.connections:
+            c.frozen = True
+            with contextlib.suppress(Exception):  # an aborted transport may refuse
+                c.ws.transport.pause_reading()
+
+    def thaw(self) -> None:
+        """Undo :meth:`freeze` on the connections still open."""
+        for c in self.connections:
+            if c.frozen:
+                c.frozen = False
+                with contextlib.suppress(Exception):
+                    c.ws.transport.resume_reading()
+        self._wake_frozen()
+
+    def refuse_for(self, seconds: float) -> None:
+        """
+        Refuse every handshake with HTTP 503 for ``seconds`` of :attr:`clock`
+        from now (``0`` stops refusing). Refused handshakes are counted in
+        :attr:`refused`.
+        """
+        self._refuse_until = self.clock() + seconds if seconds > 0 else None
+
+    @property
+    def refusing(self) -> bool:
+        """Handshakes are refused now (:meth:`refuse_for`)."""
+        return self._refuse_until is not None and self.clock() < self._refuse_until
+
+    def expire_credentials(self) -> None:
+        """From now on refuse authentication (see :attr:`credentials_expired`)."""
+        self.credentials_expired = True
+
+    def restore_credentials(self) -> None:
+        """Accept the credentials again."""
+        self.credentials_expired = False
 
     # ------------------------------------------------------------------ protocol
 
@@ -267,6 +387,11 @@ class FakeProviderServer(Generic[C]):
         return True
 
     def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        self.handshakes += 1
+        self.notify()
+        if self.refusing:
+            self.refused += 1
+            return Response(503, "Service Unavailable", Headers({"Content-Length": "0"}), b"")
         return self.process_request(ws, request)
 
     async def _handler(self, ws: ServerConnection) -> None:
@@ -277,6 +402,8 @@ class FakeProviderServer(Generic[C]):
             if not await self.on_connect(conn):
                 return
             async for frame in ws:
+                while conn.frozen and not conn.closed:
+                    await self._thawed.wait()
                 self.received.append(frame)
                 conn.frames.append(frame)
                 try:

@@ -19,6 +19,8 @@ from mdgate_dhan.protocol import (
 )
 from mdgate_dhan.symbols import EXCHANGES, KNOWN_INSTRUMENTS
 
+MDGATE_PLUGIN_API = "1.0"  # the mdgate plugin API this plugin is built for (docs/plugin-api.md)
+
 SPEC = ProviderSpec(
     name=NAME,
     code=CODE,

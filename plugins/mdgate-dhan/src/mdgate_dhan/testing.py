@@ -8,7 +8,7 @@ enforces Dhan's limits, and sends binary packets built with the encoders of
 :mod:`mdgate_dhan.protocol`. Behaviour on faults (Dhan's real behaviour is
 known only in part, docs/protocols/dhan.md#the-fake-server):
 
-* bad credentials: ``auth_failure="disconnect"`` (default) accepts the
+* bad credentials (or ``expire_credentials()``): ``auth_failure="disconnect"`` (default) accepts the
   handshake, sends a disconnect packet with ``auth_failure_code`` (808) and
   closes; ``auth_failure="http"`` refuses the handshake with HTTP 401;
 * more than ``max_per_message`` (100) instruments in one request, or more
@@ -19,6 +19,10 @@ known only in part, docs/protocols/dhan.md#the-fake-server):
   price in ``prev_close``;
 * a disconnect packet is followed by the close frame at once, or after
   ``close_delay`` seconds (Dhan's timing is unknown).
+
+It inherits every scriptable fault of :class:`mdgate.testing.FakeProviderServer`
+(drop after N frames, freeze, flood, refuse connections for a while);
+:meth:`FakeDhanServer.send_malformed` sends a truncated Quote packet.
 
 Stream mode (:meth:`FakeDhanServer.stream`) sends numbered Quote packets
 round-robin over the subscribed instruments: ``volume`` is the server-wide
@@ -39,7 +43,7 @@ import contextlib
 import json
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 from urllib.parse import parse_qs, urlsplit
@@ -123,11 +127,12 @@ class FakeDhanServer(FakeProviderServer[DhanConnection]):
         prev_close: Mapping[str, float] | None = None,
         ltt_offset: int = IST_OFFSET,
         close_delay: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if auth_failure not in ("disconnect", "http"):
             raise ValueError("auth_failure must be 'disconnect' or 'http'")
         # Dhan's server pings every 10 s (docs/protocols/dhan.md#keepalive).
-        super().__init__(host=host, port=port, ping_interval=10)
+        super().__init__(host=host, port=port, ping_interval=10, clock=clock)
         self.token = token
         self.client_id = client_id
         self.auth_failure = auth_failure
@@ -196,6 +201,13 @@ class FakeDhanServer(FakeProviderServer[DhanConnection]):
     async def send_market_status(self, conn: DhanConnection | None = None) -> None:
         """Send a Market status packet (header only)."""
         await self.send(encode_market_status(), conn)
+
+    #: A truncated Quote packet (the decoder counts it as ``short_packet``).
+    MALFORMED: Final = b"\x04\x32\x00\x01\x45\x0b"
+
+    async def send_malformed(self) -> int:
+        """Send a truncated Quote packet to every open connection; return how many."""
+        return await self.send(self.MALFORMED)
 
     async def disconnect(self, reason: int, conn: DhanConnection | None = None) -> None:
         """Send a disconnect packet with ``reason`` (805, 807...), then close."""
@@ -291,7 +303,8 @@ class FakeDhanServer(FakeProviderServer[DhanConnection]):
             return values[0] if values else None
 
         return (
-            one("version") == "2"
+            not self.credentials_expired
+            and one("version") == "2"
             and one("authType") == "2"
             and one("token") == self.token
             and one("clientId") == self.client_id

@@ -17,6 +17,8 @@ from mdgate_yahoo.protocol import (
 )
 from mdgate_yahoo.symbols import EXCHANGES, yahoo_symbol
 
+MDGATE_PLUGIN_API = "1.0"  # the mdgate plugin API this plugin is built for (docs/plugin-api.md)
+
 SPEC = ProviderSpec(
     name=NAME,
     code=CODE,

@@ -8,7 +8,11 @@ first ``cap`` symbols per connection like Yahoo, closes the socket without
 a status code (the client sees 1005) on a malformed request, and sends
 ``{"type":"pricing","message":"<base64 PricingData>"}`` frames. Tests can
 make it misbehave: drop every connection abruptly, close cleanly (1000),
-go silent, send malformed frames. A *stream* mode pushes numbered ticks for
+go silent, send malformed frames, and every scriptable fault of
+:class:`mdgate.testing.FakeProviderServer` (drop after N frames, freeze,
+flood, refuse connections for a while). The streamer takes no credentials;
+``expire_credentials()`` makes it refuse the handshake with HTTP 401, the
+only way it could say so. A *stream* mode pushes numbered ticks for
 every subscribed symbol (the per-symbol sequence number in ``day_volume``,
 the send time in ``time``), paced or as fast as the sockets take them.
 
@@ -33,7 +37,7 @@ import itertools
 import json
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -41,6 +45,8 @@ import anyio
 import anyio.lowlevel
 from anyio.abc import TaskGroup
 from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 from mdgate import Frame
 from mdgate.testing import FakeConnection, FakeProviderServer
@@ -102,6 +108,7 @@ class FakeYahooServer(FakeProviderServer[YahooConnection]):
             frame is not a valid request, as Yahoo does.
         snapshots: fields sent for a symbol right after it is subscribed
             (Yahoo sends the last known quote at once).
+        clock: seconds for ``refuse_for`` (default ``time.monotonic``).
     """
 
     def __init__(
@@ -112,8 +119,9 @@ class FakeYahooServer(FakeProviderServer[YahooConnection]):
         cap: int | None = 100,
         close_on_malformed: bool = True,
         snapshots: Mapping[str, Mapping[str, Any]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(host=host, port=port)
+        super().__init__(host=host, port=port, clock=clock)
         self.cap = cap
         self.close_on_malformed = close_on_malformed
         self.snapshots: dict[str, Mapping[str, Any]] = dict(snapshots or {})
@@ -246,6 +254,12 @@ class FakeYahooServer(FakeProviderServer[YahooConnection]):
                 await anyio.lowlevel.checkpoint()
 
     # ------------------------------------------------------------------ protocol
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        """Refuse the handshake with HTTP 401 once ``expire_credentials()`` was called."""
+        if self.credentials_expired:
+            return Response(401, "Unauthorized", Headers({"Content-Length": "0"}), b"")
+        return None
 
     def _apply(self, conn: YahooConnection, text: str) -> list[str] | None:
         # Apply one client request; return the new symbols, or None if malformed.

@@ -17,6 +17,8 @@ from mdgate_example.protocol import (
 )
 from mdgate_example.symbols import EXCHANGES, example_symbol
 
+MDGATE_PLUGIN_API = "1.0"  # the mdgate plugin API this plugin is built for (docs/plugin-api.md)
+
 SPEC = ProviderSpec(
     name=NAME,
     code=CODE,
