@@ -11,8 +11,13 @@ from mdgate import hookspecs
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
 
+def _ruff_order(name: str) -> tuple[int, str]:
+    """ruff's RUF022 order (isort style): CONSTANTS, then Classes, then the rest, each alphabetical."""
+    return (0 if name.isupper() else 1 if name[:1].isupper() else 2, name)
+
+
 def test_all_sorted_and_complete():
-    assert mdgate.__all__ == sorted(mdgate.__all__)
+    assert mdgate.__all__ == sorted(mdgate.__all__, key=_ruff_order)
     for name in mdgate.__all__:
         assert hasattr(mdgate, name), name
 
