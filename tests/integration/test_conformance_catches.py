@@ -19,6 +19,7 @@ from mdgate.testing.conformance import (
     ConformanceError,
     ProviderHarness,
     check_auth_failure,
+    check_golden,
     check_malformed,
     check_reconnect,
 )
@@ -148,3 +149,20 @@ async def test_runtime_closes_the_socket_even_when_the_unsubscribe_hook_raises()
         await run.stop()
         await run.until("clean shutdown", "the socket stayed open after the unsubscribe hook raised",
                         lambda: not run.fake.connections)
+
+
+async def test_a_harness_without_golden_files_fails_saying_how_to_record_them() -> None:
+    harness = type("NoGolden", (ExampleHarness,), {"golden_dir": None})()
+    with pytest.raises(ConformanceError, match=r"^conformance: normalization matches golden files: .*record"):
+        await check_golden(harness)
+
+
+def test_a_harness_must_say_how_its_fake_sends_a_tick() -> None:
+    class Incomplete(ProviderHarness):
+        provider = "example"
+
+        def make_fake(self) -> Any:
+            return None
+
+    with pytest.raises(TypeError, match="send_tick"):
+        Incomplete()  # type: ignore[abstract]

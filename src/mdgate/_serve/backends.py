@@ -6,7 +6,7 @@ The composition root (:mod:`mdgate._app`) hands the client server a
 counting, a snapshot function over the latest-tick table, the store's
 history reader and a status callable, never the gateway itself. A server
 built without one (unit tests of its writer or limits) gets
-:func:`detached`: no routes, no history, an empty status.
+:func:`detached`: no routes, an empty memory store for history, an empty status.
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any, Protocol
 
 from mdgate._config import ServerSettings
 from mdgate._errors import NoRouteError
-from mdgate._model import Bar, Tick
+from mdgate._model import Tick
 from mdgate._serve.fanout import Fanout
-from mdgate._serve.http import HistoryReader
+from mdgate.plugins.stores.memory_store import MemoryStore
+from mdgate.plugins.stores.protocol import HistoryReader
 
 __all__ = ["Backends", "Interest", "detached"]
 
@@ -61,25 +62,11 @@ class _NoInterest:
         return None
 
 
-class _NoHistory:
-    async def history(
-        self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,
-        limit: int = 1000,
-    ) -> list[Tick]:
-        raise RuntimeError("this server is not attached to a store")
-
-    async def bars(
-        self, instrument: str, interval: str = "1m", *, since_ms: int | None = None,
-        until_ms: int | None = None, limit: int = 1000,
-    ) -> list[Bar]:
-        raise RuntimeError("this server is not attached to a store")
-
-
 async def _no_snapshot(instruments: Sequence[str]) -> list[Tick]:
     return []
 
 
 def detached(settings: ServerSettings) -> Backends:
-    """Backends for a server on its own: its own fan-out, no routes, no history, empty status."""
+    """Backends for a server on its own: its own fan-out, no routes, an empty store, empty status."""
     return Backends(Fanout(settings.max_ticks_per_frame, framed=not settings.compression),
-                    _NoInterest(), _no_snapshot, _NoHistory(), dict)
+                    _NoInterest(), _no_snapshot, MemoryStore(), dict)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import http
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import structlog
@@ -12,10 +12,10 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 from mdgate._errors import InstrumentError
-from mdgate._model import Bar, Tick, encode, parse_instrument
-from mdgate.plugins.stores.protocol import BAR_INTERVALS
+from mdgate._model import encode, parse_instrument
+from mdgate.plugins.stores.protocol import BAR_INTERVALS, HistoryReader
 
-__all__ = ["HistoryReader", "history", "json_response", "text_response"]
+__all__ = ["history", "json_response", "text_response"]
 
 log = structlog.get_logger("mdgate._serve.server")
 
@@ -35,24 +35,6 @@ def text_response(status: int, text: str, extra: Sequence[tuple[str, str]] = ())
     headers = Headers([("Content-Type", "text/plain; charset=utf-8"),
                        ("Content-Length", str(len(data))), *extra])
     return Response(status, http.HTTPStatus(status).phrase, headers, data)
-
-
-class HistoryReader(Protocol):
-    """The part of a store ``/history`` reads (``Store.history``, ``Store.bars``)."""
-
-    async def history(
-        self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,
-        limit: int = 1000,
-    ) -> list[Tick]:
-        """Stored ticks of ``instrument``, oldest first."""
-        ...
-
-    async def bars(
-        self, instrument: str, interval: str = "1m", *, since_ms: int | None = None,
-        until_ms: int | None = None, limit: int = 1000,
-    ) -> list[Bar]:
-        """Closed bars of ``interval``, oldest first."""
-        ...
 
 
 async def history(store: HistoryReader, query: dict[str, list[str]]) -> Response:

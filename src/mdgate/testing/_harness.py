@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
@@ -11,15 +12,17 @@ from mdgate.testing.fake_server import FakeProviderServer
 __all__ = ["ProviderHarness"]
 
 
-class ProviderHarness:
+class ProviderHarness(ABC):
     """
-    What the suite needs to know about one provider (subclass it).
+    What the suite needs to know about one provider (subclass it; :meth:`make_fake`
+    and :meth:`send_tick` are protocol-specific and must be implemented).
 
     Attributes:
         provider: the provider's name (``ProviderSpec.name``).
         instruments: two or more instrument names -> the provider codes the fake serves.
-        golden_dir: a directory of golden files (``*.json``: recorded frames ->
-            expected ticks), or ``None`` to skip that check.
+        golden_dir: the directory of golden files (``*.json``: recorded frames ->
+            expected ticks); required: record them with
+            ``python -m mdgate.testing.conformance --record module:Harness``.
         plugin: the plugin object to register instead of loading the installed
             entry points (a module with ``@hookimpl`` functions); ``None``: entry points.
         environ: the environment the provider's ``parse_config`` sees.
@@ -31,17 +34,17 @@ class ProviderHarness:
     plugin: ClassVar[object | None] = None
     environ: ClassVar[Mapping[str, str]] = {}
 
+    @abstractmethod
     def make_fake(self) -> FakeProviderServer[Any]:
         """A new fake server for the provider, not started."""
-        raise NotImplementedError
 
     def provider_config(self, fake: FakeProviderServer[Any]) -> dict[str, object]:
         """The ``[providers.<name>]`` table pointing the provider at ``fake`` (started)."""
         return {"url": fake.url}
 
+    @abstractmethod
     async def send_tick(self, fake: FakeProviderServer[Any], code: str, price: float, ts_ms: int) -> None:
         """Make ``fake`` send one valid tick of ``code`` at ``price``, dated ``ts_ms`` (epoch ms)."""
-        raise NotImplementedError
 
     async def send_malformed(self, fake: FakeProviderServer[Any]) -> None:
         """Make ``fake`` send one frame the decoder must reject (default: ``fake.send_malformed()``)."""

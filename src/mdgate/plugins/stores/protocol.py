@@ -19,14 +19,32 @@ if TYPE_CHECKING:
 
     from mdgate._model import Bar, Tick
 
-__all__ = ["BAR_INTERVALS", "Store"]
+__all__ = ["BAR_INTERVALS", "HistoryReader", "Store"]
 
 #: Bar intervals the history API serves, in seconds (5m/15m aggregate 1m bars).
 BAR_INTERVALS: dict[str, int] = {"1m": 60, "5m": 300, "15m": 900}
 
 
+class HistoryReader(Protocol):
+    """The reading side of a store that ``GET /history`` needs."""
+
+    async def history(
+        self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,
+        limit: int = 1000,
+    ) -> list[Tick]:
+        """Return stored ticks of ``instrument`` in time order (oldest first)."""
+        ...
+
+    async def bars(
+        self, instrument: str, interval: str = "1m", *, since_ms: int | None = None,
+        until_ms: int | None = None, limit: int = 1000,
+    ) -> list[Bar]:
+        """Return closed bars of ``interval`` (a key of :data:`BAR_INTERVALS`), oldest first."""
+        ...
+
+
 @runtime_checkable
-class Store(Protocol):
+class Store(HistoryReader, Protocol):
     """Where ticks are kept: latest tick, tick history and one-minute bars."""
 
     #: ``redis`` or ``memory`` (shown in ``/status``).
@@ -44,20 +62,6 @@ class Store(Protocol):
 
     async def latest(self, instruments: Sequence[str]) -> dict[str, Tick]:
         """Return the latest known tick of each instrument that has one."""
-        ...
-
-    async def history(
-        self, instrument: str, *, since_ms: int | None = None, until_ms: int | None = None,
-        limit: int = 1000,
-    ) -> list[Tick]:
-        """Return stored ticks of ``instrument`` in time order (oldest first)."""
-        ...
-
-    async def bars(
-        self, instrument: str, interval: str = "1m", *, since_ms: int | None = None,
-        until_ms: int | None = None, limit: int = 1000,
-    ) -> list[Bar]:
-        """Return closed bars of ``interval`` (a key of :data:`BAR_INTERVALS`), oldest first."""
         ...
 
     def status(self) -> dict[str, Any]:
