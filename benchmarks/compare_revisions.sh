@@ -6,7 +6,7 @@
 #
 # The earlier commit is checked out in a temporary git worktree and run with
 # PYTHONPATH pointing at its sources (core and both plugins), so one .venv
-# serves both. Outputs: OUT_DIR/{dhan,yahoo,e2e}_{old,new}N.txt (default
+# serves both. Outputs: OUT_DIR/{dhan,yahoo,store_write,e2e}_{old,new}N.txt (default
 # OUT_DIR: bench-compare/ in the working tree, git-ignored). Compare the
 # same cell across rounds: on a shared 2-core machine one run's noise can be
 # 20 % and more, so read the spread, not one pair.
@@ -27,6 +27,8 @@ for n in $(seq 1 "$rounds"); do
     echo "round $n: $which" >&2
     PYTHONPATH=$pp "$py" "$bench/bench_dhan_decode.py" >"$out/dhan_$which$n.txt" 2>&1
     PYTHONPATH=$pp "$py" "$bench/bench_yahoo_decode.py" >"$out/yahoo_$which$n.txt" 2>&1
+    # this tree's script for both: it imports either layout
+    PYTHONPATH=$pp "$py" "$root/benchmarks/bench_store_write.py" >"$out/store_write_$which$n.txt" 2>&1
     PYTHONPATH=$pp "$py" "$bench/bench_e2e.py" --quick --no-alt >"$out/e2e_$which$n.txt" 2>&1
   done
 done
