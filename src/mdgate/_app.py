@@ -36,7 +36,9 @@ import structlog
 
 from mdgate._config import Settings, load_settings
 from mdgate._errors import ConfigError, MdgateError
+from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
+from mdgate._metrics import MetricsPage, MetricsParts
 from mdgate._model import Tick
 from mdgate._pipeline import Pipeline
 from mdgate._providers.calls import select_route_source, select_store_and_plugin
@@ -141,10 +143,12 @@ class Gateway:
         self.pipeline_stats = PipelineStats()
         self.pipeline = Pipeline(self.queue, self.latest, store.write, self.fanout.publish,
                                  self.pipeline_stats)
+        self.started_at = time.time()
         self.server = ClientServer(settings.server, Backends(
             fanout=self.fanout, interest=self.subs, snapshot=self.snapshot, history=store,
-            status=self.status))
-        self.started_at = time.time()
+            status=self.status, ready=self.ready, metrics=self.render_metrics))
+        self.metrics = self._metrics_parts()
+        self._metrics_page = MetricsPage(self.metrics)
         self._status = StatusParts(
             sessions=self.sessions, pipeline=self.pipeline_stats, queue=self.queue, fanout=self.fanout,
             server=self.server, store=self.store_guard.status, routing=self._routing_status,
@@ -284,12 +288,43 @@ class Gateway:
         stored = self.store.latest if self.store.kind != "memory" else None
         return await self.latest.snapshot(instruments, stored)
 
+    def ready(self) -> tuple[bool, list[str]]:
+        """
+        Readiness (``/readyz``): the store writable, or buffering within its
+        limit, and every exchange with subscribed instruments served by a
+        connected provider. Returns (ready, the reasons it is not).
+        """
+        reasons = store_unready(self.store_guard.status())
+        reasons += self.subs.unserved_exchanges()
+        return not reasons, reasons
+
+    def render_metrics(self) -> tuple[bytes, str]:
+        """The ``/metrics`` page (Prometheus text format) and its content type."""
+        return self._metrics_page.render()
+
+    def _metrics_parts(self) -> MetricsParts:
+        from mdgate import __version__
+
+        store = self.store
+
+        def store_write() -> Histogram | None:
+            hist = getattr(store, "write_seconds", None)
+            return hist if isinstance(hist, Histogram) else None
+
+        return MetricsParts(
+            status=self.status, ready=self.ready, provider_latency=self.pipeline_stats.latency.by_provider,
+            tick_age=self.server.stats.age, store_write=store_write, version=__version__,
+            started_at=self.started_at)
+
     def _routing_status(self) -> dict[str, Any]:
         return {**routing_health(self.router.table, self.route_source), **self.subs.status()}
 
-    def status(self) -> dict[str, Any]:
-        """The ``/status`` document (no secrets)."""
-        return status_document(self._status)
+    def status(self, *, instruments: bool = False) -> dict[str, Any]:
+        """The ``/status`` document (no secrets); ``instruments``: list every instrument served."""
+        doc = status_document(self._status)
+        if instruments:
+            doc["instruments"] = self.subs.instruments()
+        return doc
 
     # -- reload ----------------------------------------------------------------
 
@@ -301,6 +336,7 @@ class Gateway:
             configs = parse_provider_configs(self.registry, new, self.router.configs)
         except ConfigError as exc:
             log.error("config_reload_failed", key=exc.key, error=exc.message)
+            self.metrics.reloads["failed"] += 1
             return False
         old = self.settings
         for key in _RESTART_ONLY:
@@ -316,11 +352,28 @@ class Gateway:
             self.subs.reroute()
         self._apply_subscriptions(new)
         log.info("config_reloaded", source=new.source)
+        self.metrics.reloads["ok"] += 1
         return True
 
     def _apply_subscriptions(self, settings: Settings) -> None:
         for err in self.subs.apply(settings.subscriptions):
             log.error("always_subscription_failed", error=err)
+
+
+def store_unready(store: dict[str, Any]) -> list[str]:
+    """Why the store makes the gateway unready (none: writable, or buffering within its limit)."""
+    state = store.get("state")
+    if state == "ok":
+        return []
+    kind, buffered, limit = store.get("kind", "store"), store.get("buffered", 0), store.get("buffer_max")
+    if "error" not in store and isinstance(limit, int) and isinstance(buffered, int) and buffered < limit:
+        return []  # down, but buffering within its limit: nothing is lost yet
+    if "error" in store:
+        return [f"store {kind} is down: {store['error']}"]
+    if limit is None:
+        return [f"store {kind} is {state}"]
+    return [f"store {kind} is {state} and its buffer is full ({buffered} ticks waiting, buffer_max {limit}): "
+            "new ticks push out the oldest"]
 
 
 def _warn_if_empty(table: RouteTable) -> None:

@@ -109,6 +109,8 @@ class ServerSettings:
     #: Bytes queued in user space for one client (control frames included); past it the
     #: client's ticks are conflated, and if control frames alone exceed it, it is closed (1008).
     client_buffer_bytes: int = 8 * 1024 * 1024
+    #: Serve ``/metrics`` without a token even when tokens are configured.
+    metrics_public: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,7 @@ class Pipeline:
         store_write = self.write
         publish = self.publish
         stats = self.stats
+        latency = stats.latency.observe
         every = EveryLog()
         while True:
             batch = await get()
@@ -77,5 +78,6 @@ class Pipeline:
             except Exception as exc:  # neither may a fan-out bug
                 stats.errors += 1
                 every.log("fanout", log.error, "fanout_publish_failed", error=repr(exc)[:200])
+            latency(batch)
             stats.ticks += len(batch)
             stats.batches += 1

@@ -12,20 +12,25 @@ the composition root hands it. The periodic ``session_stats`` log line
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from bisect import bisect_left
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import structlog
 
+from mdgate._histogram import MS_BOUNDS, Histogram
+
 if TYPE_CHECKING:
+    from mdgate._model import Tick
     from mdgate._providers.session import ProviderSession
     from mdgate._queue import TickQueue
     from mdgate._serve.fanout import ClientOutbox, Fanout
     from mdgate._serve.limits import ConnectionLimits
 
-__all__ = ["ClientStats", "PipelineStats", "StatusParts", "log_session_stats", "status_document"]
+__all__ = ["ClientStats", "PipelineStats", "ProviderLatency", "StatusParts", "log_session_stats",
+           "status_document"]
 
 log = structlog.get_logger(__name__)
 
@@ -40,6 +45,43 @@ class PipelineStats:
     batches: int = 0
     #: Malformed ticks, store-write and fan-out failures (each contained).
     errors: int = 0
+    #: Provider latency (``ts`` -> ``recv_ts``) of every tick, per provider.
+    latency: ProviderLatency = field(default_factory=lambda: ProviderLatency())
+
+
+class ProviderLatency:
+    """``ts`` -> ``recv_ts`` of every tick, per provider code (counted once per batch by the pipeline)."""
+
+    __slots__ = ("by_provider",)
+
+    def __init__(self) -> None:
+        self.by_provider: dict[str, Histogram] = {}
+
+    def observe(self, batch: Sequence[Tick]) -> None:
+        """Count the latency of every tick of ``batch``."""
+        hists = self.by_provider
+        last: str | None = None
+        counts: list[int] = []
+        bounds: tuple[float, ...] = MS_BOUNDS
+        hist: Histogram | None = None
+        total = 0
+        for t in batch:
+            if t.provider != last:
+                if hist is not None:
+                    hist.total += total
+                    total = 0
+                last = t.provider
+                hist = hists.get(last)
+                if hist is None:
+                    hist = hists[last] = Histogram(MS_BOUNDS, scale=0.001)
+                counts = hist.counts
+            d = t.recv_ts - t.ts
+            if d < 0:
+                d = 0  # a provider clock ahead of ours (bounded by max_clock_skew)
+            counts[bisect_left(bounds, d)] += 1
+            total += d
+        if hist is not None:
+            hist.total += total
 
 
 def _closed() -> dict[str, int]:
@@ -60,14 +102,26 @@ class ClientStats:
     internal_errors: int = 0
     #: ``accept()`` calls that failed (out of file descriptors).
     accept_errors: int = 0
-    #: Conflated and dropped ticks of clients that are gone.
+    #: Conflated and dropped ticks, and bytes sent, of clients that are gone.
     conflated_gone: int = 0
     dropped_gone: int = 0
+    sent_gone: int = 0
+    #: Age of the oldest tick of each write to a client socket (ms since its ``recv_ts``).
+    age: Histogram = field(default_factory=lambda: Histogram(MS_BOUNDS, scale=0.001))
 
     def gone(self, outbox: ClientOutbox) -> None:
         """Keep the counts of a client that disconnected."""
         self.conflated_gone += outbox.conflated
         self.dropped_gone += outbox.dropped
+        self.sent_gone += outbox.sent
+
+    def sent(self, outboxes: Iterable[ClientOutbox]) -> int:
+        """Bytes handed to client sockets, since start."""
+        return self.sent_gone + sum(o.sent for o in outboxes)
+
+    def dropped(self, outboxes: Iterable[ClientOutbox]) -> int:
+        """Ticks dropped for clients closed over budget or gone, since start."""
+        return self.dropped_gone + sum(o.dropped for o in outboxes)
 
     def conflated(self, outboxes: Iterable[ClientOutbox]) -> int:
         """Ticks dropped by conflation for slow clients, since start."""
@@ -84,7 +138,8 @@ class ClientStats:
             "limit_errors": self.limit_errors,
             "internal_errors": self.internal_errors,
             "accept_errors": self.accept_errors,
-            "dropped_ticks": self.dropped_gone + sum(o.dropped for o in outboxes),
+            "dropped_ticks": self.dropped(outboxes),
+            "sent_bytes": self.sent(outboxes),
         }
 
 

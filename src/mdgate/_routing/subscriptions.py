@@ -76,6 +76,8 @@ class SubscriptionManager:
     linger: float = 30.0
     active: dict[str, Active] = field(default_factory=dict)
     switches: deque[_Switch] = field(default_factory=lambda: deque(maxlen=50))
+    #: Provider switches (failover and fail-back) since start.
+    switched: int = 0
     #: Monotonic seconds for linger (the sessions' clock decides failover and fail-back).
     clock: Callable[[], float] = time.monotonic
 
@@ -216,6 +218,7 @@ class SubscriptionManager:
             if old_session is not None:
                 old_session.remove(old.code)
             act.switches += 1
+            self.switched += 1
             self.switches.append(_Switch(now_ms(), act.instrument, old.provider, route.provider, reason))
             log.warning("route_switched", instrument=act.instrument, from_provider=old.provider,
                         to_provider=route.provider, reason=reason)
@@ -295,4 +298,29 @@ class SubscriptionManager:
             "instruments": len(self.active),
             "by_provider": per,
             "switches": [s.__dict__ for s in self.switches],
+            "switches_total": self.switched,
+        }
+
+    def unserved_exchanges(self) -> list[str]:
+        """
+        Why readiness fails on routing: each exchange with subscribed
+        instruments none of whose providers is connected, as a sentence.
+        """
+        providers: dict[str, set[str]] = {}
+        for name, act in self.active.items():
+            providers.setdefault(name.partition(":")[0], set()).update(r.provider for r in act.routes)
+        out: list[str] = []
+        for exchange, names in sorted(providers.items()):
+            states = {p: self.sessions[p].state if p in self.sessions else "unknown" for p in sorted(names)}
+            if not any(state == ProviderState.CONNECTED for state in states.values()):
+                shown = ", ".join(f"{p}: {state}" for p, state in states.items()) or "no provider"
+                out.append(f"exchange {exchange}: no live provider ({shown})")
+        return out
+
+    def instruments(self) -> dict[str, dict[str, Any]]:
+        """Every instrument served now, by name: its provider (None while none) and its clients."""
+        return {
+            name: {"provider": act.current.provider if act.current is not None else None,
+                   "clients": act.refs, "always": act.always}
+            for name, act in sorted(self.active.items())
         }

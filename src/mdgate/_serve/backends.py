@@ -12,7 +12,7 @@ built without one (unit tests of its writer or limits) gets
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from mdgate._config import ServerSettings
@@ -49,8 +49,12 @@ class Backends:
     snapshot: Callable[[Sequence[str]], Awaitable[list[Tick]]]
     #: Answers ``/history``.
     history: HistoryReader
-    #: The ``/status`` document.
-    status: Callable[[], dict[str, Any]]
+    #: The ``/status`` document; with ``instruments=True`` it lists every instrument served.
+    status: Callable[..., dict[str, Any]]
+    #: Readiness: (ready, reasons it is not) for ``/readyz``.
+    ready: Callable[[], tuple[bool, list[str]]] = field(default=lambda: (True, []))
+    #: The ``/metrics`` page (Prometheus text format) and its content type.
+    metrics: Callable[[], tuple[bytes, str]] = field(default=lambda: (b"", "text/plain; charset=utf-8"))
 
 
 class _NoInterest:
@@ -69,4 +73,8 @@ async def _no_snapshot(instruments: Sequence[str]) -> list[Tick]:
 def detached(settings: ServerSettings) -> Backends:
     """Backends for a server on its own: its own fan-out, no routes, an empty store, empty status."""
     return Backends(Fanout(settings.max_ticks_per_frame, framed=not settings.compression),
-                    _NoInterest(), _no_snapshot, MemoryStore(), dict)
+                    _NoInterest(), _no_snapshot, MemoryStore(), _no_status)
+
+
+def _no_status(*, instruments: bool = False) -> dict[str, Any]:
+    return {}

@@ -109,6 +109,10 @@ class ClientOutbox:
         #: Set once the budget cannot be kept: nothing is queued any more, the writer closes.
         self.over_budget = False
         self.instruments: frozenset[str] = frozenset()
+        #: Bytes :meth:`take` handed out (to the client's socket), since the client came.
+        self.sent = 0
+        #: ``recv_ts`` of the oldest tick the last :meth:`take` handed out (None: no tick in it).
+        self.oldest: int | None = None
         self._waiter: asyncio.Future[None] | None = None
 
     def _wakeup(self) -> None:
@@ -202,9 +206,12 @@ class ClientOutbox:
         queue = self.queue
         room = float("inf") if max_bytes is None else max_bytes
         taken = ticks = 0
+        oldest = None
         while queue and (taken < room or not out):
             entry = queue.popleft()
             if isinstance(entry, _Chunk):
+                if oldest is None and entry.ticks:
+                    oldest = entry.ticks[0].recv_ts  # a batch is in arrival order: its first is the oldest
                 frames = entry.frames
                 out.extend(frames if frames is not None else _frames(entry.ticks, per_frame, framed))
                 taken += entry.nbytes
@@ -214,6 +221,8 @@ class ClientOutbox:
                 taken += len(entry)
         self.nbytes -= taken
         self.pending_ticks -= ticks
+        self.sent += taken
+        self.oldest = oldest
         return out
 
 

@@ -15,7 +15,7 @@ from mdgate._errors import InstrumentError
 from mdgate._model import encode, parse_instrument
 from mdgate.plugins.stores.protocol import BAR_INTERVALS, HistoryReader
 
-__all__ = ["history", "json_response", "text_response"]
+__all__ = ["bytes_response", "history", "json_response", "text_response"]
 
 log = structlog.get_logger("mdgate._serve.server")
 
@@ -27,6 +27,14 @@ def json_response(status: int, body: Any) -> Response:
     headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data))),
                        ("Cache-Control", "no-store")])
     return Response(status, reason, headers, data)
+
+
+def bytes_response(status: int, body: bytes, content_type: str,
+                   extra: Sequence[tuple[str, str]] = ()) -> Response:
+    """A response of ``body`` as it is, not cached."""
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body))),
+                       ("Cache-Control", "no-store"), *extra])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
 
 
 def text_response(status: int, text: str, extra: Sequence[tuple[str, str]] = ()) -> Response:

@@ -38,7 +38,7 @@ from mdgate._errors import InstrumentError, NoRouteError, SubscriptionRejected
 from mdgate._model import encode, parse_instrument
 from mdgate._serve.backends import Backends, detached
 from mdgate._serve.fanout import ClientOutbox
-from mdgate._serve.http import history, json_response, text_response
+from mdgate._serve.http import bytes_response, history, json_response, text_response
 from mdgate._serve.limits import (
     ConnectionLimits,
     OriginPolicy,
@@ -49,6 +49,7 @@ from mdgate._serve.limits import (
     raise_nofile,
     refusal_frame,
 )
+from mdgate._serve.page import page_response
 from mdgate._stats import ClientStats
 
 __all__ = ["ClientServer"]
@@ -68,6 +69,9 @@ CLOSE_GRACE: Final = 5.0
 _MAX_RAW_NAME: Final = 256
 #: A subscribe yields to the event loop after this many instruments.
 _YIELD_EVERY: Final = 16
+#: Paths that need a token when tokens are configured (``/metrics`` unless ``metrics_public``).
+_GUARDED: Final = frozenset({"/", "/ws", "/status", "/metrics", "/history"})
+_PATHS: Final = "/, /ws, /healthz, /readyz, /status, /metrics, /history"
 #: The message asyncio logs when accept() fails for lack of file descriptors.
 _ACCEPT_EXHAUSTED: Final = "socket.accept() out of system resource"
 
@@ -179,15 +183,27 @@ class ClientServer:
         path = url.path.rstrip("/") or "/"
         if path == "/healthz":
             return text_response(200, "ok\n")
-        if path not in ("/ws", "/status", "/history"):
-            return text_response(404, "not found: try /ws, /healthz, /status, /history\n")
+        if path == "/readyz":
+            ready, reasons = self.backends.ready()
+            return json_response(200 if ready else 503, {"ready": ready, "reasons": reasons})
+        if path.startswith("/static/"):
+            return page_response(path) or text_response(404, "not found\n")
+        if path not in _GUARDED:
+            return text_response(404, f"not found: try {_PATHS}\n")
         if path == "/ws" and not self._origin_ok(connection, request):
             return text_response(403, "this Origin may not open /ws (see [server] allowed_origins)\n")
-        if not self._authorized(request):
-            return text_response(401, "a valid access token is required\n",
-                                  [("WWW-Authenticate", 'Bearer realm="mdgate"')])
+        public = path == "/metrics" and self.settings.metrics_public
+        if not public and not self._authorized(request):
+            hint = "open /?token=YOUR_TOKEN" if path == "/" else "a valid access token is required"
+            return text_response(401, hint + "\n", [("WWW-Authenticate", 'Bearer realm="mdgate"')])
         if path == "/status":
-            return json_response(200, self.backends.status())
+            query = parse_qs(url.query)
+            return json_response(200, self.backends.status(instruments=query.get("instruments") == ["1"]))
+        if path == "/metrics":
+            body, content_type = self.backends.metrics()
+            return bytes_response(200, body, content_type)
+        if path == "/":
+            return page_response(path) or text_response(404, "not found\n")
         if path == "/history":
             return await history(self.backends.history, parse_qs(url.query))
         lim = self.limits
@@ -348,6 +364,7 @@ class ClientServer:
         # ours interleave safely; nothing is written once the connection is closing.
         # Returns why the client must be closed ("slow", "over_budget"), None when it is gone.
         transport = ws.transport
+        age = self.stats.age.observe
         while True:
             await outbox.wait()
             if outbox.over_budget:
@@ -355,6 +372,8 @@ class ClientServer:
             if ws.protocol.state is not State.OPEN or transport.is_closing():
                 return None
             transport.writelines(outbox.take(_TAKE_BYTES))
+            if outbox.oldest is not None:
+                age(time.time() * 1000 - outbox.oldest)
             outbox.in_flight = transport.get_write_buffer_size()
             if outbox.in_flight > _HIGH_WATER:
                 why = await self._drain(transport, outbox)
@@ -393,6 +412,8 @@ class ClientServer:
                 return "slow"
             except ConnectionClosed:
                 return None
+            if outbox.oldest is not None:
+                self.stats.age.observe(time.time() * 1000 - outbox.oldest)
             outbox.in_flight = ws.transport.get_write_buffer_size()
 
     def grace(self) -> float:

@@ -65,7 +65,14 @@ class Store(HistoryReader, Protocol):
         ...
 
     def status(self) -> dict[str, Any]:
-        """Return ``{"kind", "state": "ok"|"down", "buffered", "dropped", ...}``."""
+        """
+        Return ``{"kind", "state": "ok"|"down"|"buffering", "buffered", "dropped", ...}``.
+
+        ``written`` (ticks stored since start), when present, is exported as
+        ``mdgate_store_ticks_written_total``; a store that also has a
+        ``write_seconds`` attribute (a :class:`mdgate._histogram.Histogram` of
+        seconds per batch written) gets ``mdgate_store_write_seconds``.
+        """
         ...
 
     async def aclose(self) -> None:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick
 from mdgate.plugins.stores.redis_store._feed import follow_feed
@@ -186,6 +187,11 @@ class RedisStore:
         """Failed batch attempts (each followed by a backoff and a retry)."""
         return self._writer.failures
 
+    @property
+    def write_seconds(self) -> Histogram:
+        """Seconds each batch took from its first send to Redis's acknowledgement (``/metrics``)."""
+        return self._writer.write_seconds
+
     def status(self) -> dict[str, Any]:
         """Return the store's state for ``/status`` (no secrets)."""
         w = self._writer
@@ -193,6 +199,7 @@ class RedisStore:
             "kind": self.kind,
             "state": w.state,
             "buffered": w.buffered(),
+            "buffer_max": w.buffer_max,
             "dropped": w.dropped,
             "written": w.written,
             "duplicates": w.duplicates,

@@ -31,6 +31,7 @@ from redis.exceptions import NoScriptError, RedisError
 
 from mdgate._backoff import Backoff
 from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._histogram import SECONDS_BOUNDS, Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
 from mdgate.plugins.stores.bars import MINUTE_MS, BarBuilder
@@ -63,6 +64,8 @@ class _Batch:
     data: bytes
     ticks: int
     bars: int
+    #: Monotonic seconds when the batch was first sent.
+    sent_at: float
 
 
 class BatchWriter:
@@ -129,6 +132,8 @@ class BatchWriter:
         self.bars_dropped = 0
         #: Batches acknowledged by Redis.
         self.batches = 0
+        #: Seconds from a batch's first send to Redis's acknowledgement (retries included).
+        self.write_seconds = Histogram(SECONDS_BOUNDS)
         #: Failed batch attempts (each followed by a backoff and a retry).
         self.failures = 0
 
@@ -183,6 +188,11 @@ class BatchWriter:
                 buffer_max=self._settings.buffer_max,
                 state=self.state,
             )
+
+    @property
+    def buffer_max(self) -> int:
+        """Ticks the buffer holds before the oldest are dropped (``[redis] buffer_max``)."""
+        return self._settings.buffer_max
 
     def buffered(self) -> int:
         """Return the ticks not yet acknowledged: buffered plus in flight."""
@@ -371,6 +381,7 @@ class BatchWriter:
 
     def _acknowledged(self, batch: _Batch, reply: Any) -> None:
         added, skipped, bars, _bars_skipped = (int(x) for x in reply)
+        self.write_seconds.observe(time.monotonic() - batch.sent_at)
         self.batches += 1
         self.written += added
         self.duplicates += skipped
@@ -413,7 +424,7 @@ class BatchWriter:
         ticks = [buf.popleft() for _ in range(min(len(buf), self._settings.batch_max))]
         bars = list(self._bars)
         self._bars.clear()
-        return _Batch(self.packer.pack(ticks, bars), len(ticks), len(bars))
+        return _Batch(self.packer.pack(ticks, bars), len(ticks), len(bars), time.monotonic())
 
     # ------------------------------------------------------------------ shutdown
 

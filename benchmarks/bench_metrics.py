@@ -1,0 +1,199 @@
+"""
+What ``/metrics`` costs: the instrumentation on the tick path and the scrape.
+
+Two measurements, both printed as markdown:
+
+1. **In the real daemon, A/B.** The end-to-end harness of ``bench_e2e.py``
+   (``mdgate run`` as a subprocess, Redis, the Yahoo and Dhan fakes, one
+   measuring client subscribed to all 1,000 instruments) at a paced
+   10,000 ticks/s, in alternating rounds: *on* (as shipped, with a scraper
+   fetching ``/metrics`` every second, 15 times more often than the usual
+   interval) and *off* (the same gateway started with a ``sitecustomize``
+   that turns the histogram observations into no-ops, and nobody scraping).
+   The overhead is the difference of the medians of gateway CPU per tick.
+   Rounds alternate so that the machine's drift hits both sides alike.
+2. **Per operation, in-process**: the cost of each observation the tick
+   path makes (provider latency per tick, in batches of 1 and of 100; tick
+   age per write to a client socket) and of rendering ``/metrics`` once,
+   set against the gateway CPU per tick measured in part 1.
+
+Usage: ``.venv/bin/python benchmarks/bench_metrics.py [--rounds N] [--seconds S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import timeit
+from pathlib import Path
+
+from bench_e2e import (
+    N_DHAN,
+    N_YAHOO,
+    Bench,
+    Gateway,
+    dhan_names,
+    gateway_config,
+    http_get,
+    redis_server,
+    yahoo_names,
+)
+
+from mdgate.testing.redis import free_port
+
+RATE = 10_000.0
+#: Turns the tick-path observations off in the gateway it is put in front of (PYTHONPATH).
+SITECUSTOMIZE = """
+import mdgate._histogram, mdgate._stats
+mdgate._histogram.Histogram.observe = lambda self, value: None
+mdgate._stats.ProviderLatency.observe = lambda self, batch: None
+"""
+
+
+class Scraper(threading.Thread):
+    """GET /metrics every ``interval`` seconds until stopped; counts scrapes and bytes."""
+
+    def __init__(self, port: int, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.port, self.interval = port, interval
+        self.stop = threading.Event()
+        self.scrapes = 0
+        self.bytes = 0
+
+    def run(self) -> None:
+        while not self.stop.wait(self.interval):
+            code, body = http_get(self.port, "/metrics")
+            if code != 200:
+                raise RuntimeError(f"/metrics: HTTP {code}")
+            self.scrapes += 1
+            self.bytes = len(body)
+
+
+def start_gateway(b: Bench, urls: dict[str, str], off: bool) -> Gateway:
+    """A gateway subscribed to every benchmark instrument, instrumentation on or off."""
+    port = free_port()
+    gw = Gateway(gateway_config(port, b.redis_url, urls["yahoo-gw"], urls["dhan-gw"]), b.tmp)
+    if off:
+        shim = b.tmp / "shim"
+        shim.mkdir(exist_ok=True)
+        (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        gw.env["PYTHONPATH"] = f"{shim}:{gw.env.get('PYTHONPATH', '')}"
+    gw.start(port)
+    deadline = time.monotonic() + 60
+    while b.feed_state("yahoo-gw")["subscribed"] < N_YAHOO or b.feed_state("dhan-gw")["subscribed"] < N_DHAN:
+        if time.monotonic() > deadline:
+            raise RuntimeError("gateway did not subscribe everything")
+        time.sleep(0.05)
+    b.gw = gw
+    return gw
+
+
+def one_round(b: Bench, urls: dict[str, str], off: bool, everything: list[str]) -> float:
+    """Gateway CPU per tick (µs) in one window."""
+    gw = start_gateway(b, urls, off)
+    scraper = None
+    try:
+        b.stream({"yahoo-gw": 2000.0, "dhan-gw": 2000.0}, 1.0)  # warm-up
+        cl = b.clients(1, everything)
+        if not off:
+            scraper = Scraper(gw.port, 1.0)
+            scraper.start()
+        try:
+            cell = b.measure(f"metrics {'off' if off else 'on'}", {"yahoo-gw": RATE / 2, "dhan-gw": RATE / 2},
+                             cl, 1, f"{RATE:,.0f}")
+        finally:
+            cl.stop()
+            if scraper is not None:
+                scraper.stop.set()
+                scraper.join()
+                b.facts["scrapes"] = b.facts.get("scrapes", 0) + scraper.scrapes
+                b.facts["page_bytes"] = scraper.bytes
+        return cell.cpu_us
+    finally:
+        gw.stop()
+        b.gw = None
+
+
+def per_operation() -> dict[str, float]:
+    """Microseconds per observation and per render, in this process."""
+    from mdgate._config import Settings
+    from mdgate._histogram import MS_BOUNDS, Histogram
+    from mdgate._model import Tick
+    from mdgate._stats import ProviderLatency
+    from mdgate.testing import settings_from_toml
+
+    now = int(time.time() * 1000)
+    lat = ProviderLatency()
+    one = [Tick("NASDAQ:AAPL", 190.0, now - 40, now, "YF")]
+    hundred = [Tick(f"NSE:S{i}", 100.0, now - 7 - i % 50, now, "DH" if i % 2 else "YF") for i in range(100)]
+    age = Histogram(MS_BOUNDS, scale=0.001)
+    n = 200_000
+    out = {
+        "latency, batch of 1 (per tick)":
+            min(timeit.repeat(lambda: lat.observe(one), number=n, repeat=5)) / n,
+        "latency, batch of 100 (per tick)":
+            min(timeit.repeat(lambda: lat.observe(hundred), number=n // 100, repeat=5)) / n,
+        "tick age, per client write": min(timeit.repeat(lambda: age.observe(time.time() * 1000 - now),
+                                                        number=n, repeat=5)) / n,
+    }
+    from mdgate._app import Gateway as InProcess
+
+    settings: Settings = settings_from_toml("[subscriptions]\nalways = []\n", {})
+    gw = InProcess(settings)
+    gw.pipeline_stats.latency.observe(hundred)
+    gw.render_metrics()  # the first call imports prometheus_client
+    out["render /metrics (one scrape)"] = min(timeit.repeat(gw.render_metrics, number=50, repeat=5)) / 50
+    return {k: v * 1e6 for k, v in out.items()}
+
+
+def main() -> None:
+    """Run both parts and print the tables."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4, help="rounds per side (default 4)")
+    parser.add_argument("--seconds", type=float, default=8.0, help="measured window per round (default 8)")
+    args = parser.parse_args()
+    ops = per_operation()
+    everything = yahoo_names(N_YAHOO) + [n for n, _ in dhan_names(N_DHAN)]
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory(prefix="mdgate-bench-metrics-") as tmpdir, \
+            redis_server(Path(tmpdir) / "redis") as (redis_url, redis_pid):
+        b = Bench(False, Path(tmpdir), redis_url, redis_pid)
+        b.seconds = args.seconds
+        try:
+            urls = b.start_feeds()
+            for _ in range(args.rounds):
+                for off in (False, True):
+                    cpu[off].append(one_round(b, urls, off, everything))
+        finally:
+            if b.gw is not None:
+                b.gw.stop()
+            for p in b.feeds.values():
+                p.stop()
+    on, off = statistics.median(cpu[False]), statistics.median(cpu[True])
+    print(f"## Metrics overhead at {RATE:,.0f} ticks/s (Redis + 1 client, 1,000 instruments)\n")
+    print(f"{args.rounds} alternating rounds per side, {args.seconds:g} s windows; "
+          f"`/metrics` scraped every 1 s while on ({b.facts.get('scrapes', 0)} scrapes, "
+          f"{b.facts.get('page_bytes', 0):,} bytes a page).\n")
+    print("| side | gateway CPU per tick, each round (µs) | median (µs) |")
+    print("|---|---|---|")
+    for label, side, median in (("on (as shipped, scraped)", False, on),
+                                ("off (observations no-op, not scraped)", True, off)):
+        print(f"| {label} | {', '.join(f'{x:.1f}' for x in cpu[side])} | {median:.1f} |")
+    print(f"\nDifference of the medians: {on - off:+.1f} µs per tick ({(on - off) / off * 100:+.1f} %).\n")
+    print("| operation | µs | share of the gateway's CPU per tick at this rate |")
+    print("|---|---|---|")
+    for name, us in ops.items():
+        if name.startswith("render"):
+            share = us / (RATE * 15) / on * 100  # one scrape every 15 s, spread over the ticks
+            print(f"| {name} | {us:.0f} | {share:.3f} % (scraped every 15 s) |")
+        else:
+            print(f"| {name} | {us:.3f} | {us / on * 100:.2f} % |")
+    print(f"\n(python {sys.version.split()[0]})")
+
+
+if __name__ == "__main__":
+    main()
