@@ -103,6 +103,7 @@ def build_cli() -> RootGroup:
     """The ``mdgate`` command group with the built-in commands (plugins add theirs on first need)."""
     from mdgate import __version__
     from mdgate._cli.backfill import backfill
+    from mdgate._cli.doctor import doctor
     from mdgate._cli.inspect import history, plugins, status, tail
     from mdgate._cli.install import install, uninstall
     from mdgate._cli.run import run
@@ -128,6 +129,7 @@ def build_cli() -> RootGroup:
     cli.add_command(install)
     cli.add_command(uninstall)
     cli.add_command(new_provider)
+    cli.add_command(doctor)
     adopt(cli)
     return cli
 
