@@ -141,9 +141,10 @@ def per_operation() -> dict[str, float]:
                                                         number=n, repeat=5)) / n,
     }
     from mdgate._app import Gateway as InProcess
+    from mdgate._providers.registry import load_registry
 
     settings: Settings = settings_from_toml("[subscriptions]\nalways = []\n", {})
-    gw = InProcess(settings)
+    gw = InProcess(settings, load_registry({}, entry_points=False))
     gw.pipeline_stats.latency.observe(hundred)
     gw.render_metrics()  # the first call imports prometheus_client
     out["render /metrics (one scrape)"] = min(timeit.repeat(gw.render_metrics, number=50, repeat=5)) / 50
