@@ -49,13 +49,13 @@ from mdgate._errors import (
     SubscriptionRejected,
 )
 from mdgate._model import Tick
-from mdgate._provider import Connector, Decoder, Endpoint, Frame, Transport
+from mdgate._provider import Decoder, Endpoint, Frame, Transport
 from mdgate._providers import checks as _checks
 from mdgate._providers.checks import CONTAINED, BadTicks, PluginFault, call_hook, chunks, frames_of
 from mdgate._providers.faults import PluginFaults
 from mdgate._providers.registry import ProviderHooks
 from mdgate._providers.states import ProviderState
-from mdgate._providers.transport import open_websocket
+from mdgate._providers.transport import Tap, open_upstream
 from mdgate._queue import TickQueue
 from mdgate._ratelog import EveryLog
 
@@ -177,33 +177,25 @@ class Connection:
             self.connected_since = None
             await s.clock.wait(s.config_changed, delay)
 
-    async def _open(self) -> tuple[Transport, Endpoint | Connector]:
+    async def open(self) -> tuple[Transport, object]:
+        """Open the upstream connection: through the session's tap (recording, replay) when it has one."""
         s = self.session
-        ep = call_hook("mdgate_connect", s.hooks.connect, provider=s.name, config=s.config,
-                       connection=self.index)
-        if isinstance(ep, Endpoint):
-            self.url = ep.display_url
-            return await open_websocket(s.name, ep), ep
-        if isinstance(ep, Connector):
-            self.url = str(ep.display_url)
-            try:
-                return await ep.open(), ep
-            except ProviderError:
-                raise
-            except Exception as exc:
-                raise PluginFault("connector", exc) from exc
-        raise PluginFault("mdgate_connect", f"returned {type(ep).__name__}, not an Endpoint or a Connector")
+        opener = open_upstream if s.tap is None else s.tap.open
+        transport, ep, self.url = await opener(s.name, s.hooks.connect, s.config, self.index)
+        return transport, ep
 
     async def _connect_and_serve(self) -> None:
         s = self.session
         self._live = False
         self._fault = None
-        transport, ep = await self._open()
+        transport, ep = await self.open()
         try:
             decoder: Decoder | None = call_hook(
                 "mdgate_normalize", s.hooks.normalize, provider=s.name, config=s.config)
             if decoder is None:
                 raise PluginFault("mdgate_normalize", "returned None, not a decoder")
+            if s.tap is not None:
+                transport, decoder = s.tap.wrap(s.name, self.index, transport, decoder)
             # The handshake and the initial subscribe are sent by the writer task, so that the
             # reader runs from the start: if the provider refuses us (a disconnect packet, then a
             # close), the reader decodes why, even when a send fails first.
@@ -391,6 +383,8 @@ class ProviderSession:
         self.queue = queue
         self.runtime = runtime
         self.closing = False
+        #: Records or replays the connections (``mdgate record``, ``mdgate replay``); None: live.
+        self.tap: Tap | None = None
         self.conns: list[Connection] = [Connection(self, 0)]
         self._where: dict[str, Connection] = {}
         self._tg: anyio.abc.TaskGroup | None = None

@@ -6,6 +6,9 @@ boundary (httpx ``map_httpcore_exceptions`` style).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Protocol
+
 import anyio
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import (
@@ -16,10 +19,47 @@ from websockets.exceptions import (
     InvalidURI,
 )
 
-from mdgate._errors import AuthenticationError, ProviderConnectionError, RateLimitedError
-from mdgate._provider import Endpoint, Frame
+from mdgate._errors import AuthenticationError, ProviderConnectionError, ProviderError, RateLimitedError
+from mdgate._provider import Connector, Decoder, Endpoint, Frame, Transport
+from mdgate._providers.checks import PluginFault, call_hook
 
-__all__ = ["WebSocketTransport", "open_websocket"]
+__all__ = ["Tap", "WebSocketTransport", "open_upstream", "open_websocket"]
+
+
+class Tap(Protocol):
+    """
+    Stands between a provider session and its upstream: the recorder (which
+    opens the real connection and keeps a copy of everything) and the
+    replayer (which opens none and plays a recording back).
+    """
+
+    async def open(
+        self, provider: str, connect: Callable[..., object], config: object, index: int,
+    ) -> tuple[Transport, object, str]:
+        """Open connection ``index`` (as :func:`open_upstream` does): (transport, endpoint, URL)."""
+        ...
+
+    def wrap(self, provider: str, index: int, transport: Transport,
+             decoder: Decoder) -> tuple[Transport, Decoder]:
+        """The transport and decoder the session uses for this connection."""
+        ...
+
+
+async def open_upstream(
+    provider: str, connect: Callable[..., object], config: object, index: int,
+) -> tuple[Transport, object, str]:
+    """Ask the plugin where to connect (``mdgate_connect``) and open it: (transport, endpoint, URL)."""
+    ep = call_hook("mdgate_connect", connect, provider=provider, config=config, connection=index)
+    if isinstance(ep, Endpoint):
+        return await open_websocket(provider, ep), ep, ep.display_url
+    if isinstance(ep, Connector):
+        try:
+            return await ep.open(), ep, str(ep.display_url)
+        except ProviderError:
+            raise
+        except Exception as exc:
+            raise PluginFault("connector", exc) from exc
+    raise PluginFault("mdgate_connect", f"returned {type(ep).__name__}, not an Endpoint or a Connector")
 
 
 class WebSocketTransport:
