@@ -28,6 +28,7 @@ import gc
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -46,6 +47,9 @@ from mdgate._providers.faults import PluginFaults
 from mdgate._providers.registry import Registry, load_registry
 from mdgate._providers.session import ProviderSession
 from mdgate._queue import TickQueue
+from mdgate._recording.format import RecordingWriter
+from mdgate._recording.recorder import Recorder
+from mdgate._recording.replay import Replayer
 from mdgate._routing.router import Router, config_table, live_configs, parse_provider_configs
 from mdgate._routing.subscriptions import SubscriptionManager
 from mdgate._routing.table import RouteSource, RouteTable, empty_hint, routing_health
@@ -116,7 +120,15 @@ class Gateway:
 
     def __init__(
         self, settings: Settings, registry: Registry | None = None, *, config_path: str | None = None,
+        replayer: Replayer | None = None,
     ) -> None:
+        """
+        Args:
+            settings: the configuration.
+            registry: the loaded plugins (default: discovered from the environment).
+            config_path: the file a reload (SIGHUP) reads.
+            replayer: play this recording to the providers it holds (``mdgate replay``).
+        """
         self.settings = settings
         self.config_path = config_path
         self.registry = registry or load_registry(settings.environ)
@@ -155,6 +167,7 @@ class Gateway:
             plugins=faults.status, plugins_degraded=faults.degraded, started_at=self.started_at)
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
+        self.recorder, self.replayer = _taps(settings, self.sessions, replayer)
         for name, reason in configs.disabled.items():
             log.warning("provider_disabled", provider=name, reason=reason)
 
@@ -251,6 +264,8 @@ class Gateway:
             await done["providers"].wait()
             scopes["work"].cancel()
             await done["work"].wait()
+            if self.recorder is not None:
+                self.recorder.close()
             await self.store_guard.close(self.queue.drain())
             scopes["store"].cancel()
         log.info("gateway_stopped", seconds=round(time.monotonic() - t0, 3),
@@ -267,6 +282,8 @@ class Gateway:
             tg.start_soon(self.pipeline.run)
             tg.start_soon(self.subs.run)
             tg.start_soon(log_session_stats, self.sessions, self.settings.runtime.stats_interval)
+            if self.recorder is not None:
+                tg.start_soon(self.recorder.run)
             if self.route_source is not None:
                 tg.start_soon(self._watch_routes, self.route_source)
             task_status.started()
@@ -358,6 +375,31 @@ class Gateway:
     def _apply_subscriptions(self, settings: Settings) -> None:
         for err in self.subs.apply(settings.subscriptions):
             log.error("always_subscription_failed", error=err)
+
+
+def _taps(
+    settings: Settings, sessions: dict[str, ProviderSession], replayer: Replayer | None,
+) -> tuple[Recorder | None, Replayer | None]:
+    """
+    Put the recorder (``[record] dir``) or a replayer (``[providers.NAME]
+    replay``, or the one given) between the sessions and their upstream.
+    """
+    recorder = None
+    if settings.record.dir:
+        r = settings.record
+        recorder = Recorder(RecordingWriter(Path(r.dir), max_bytes=r.max_bytes, max_seconds=r.max_seconds))
+    replayers: dict[str, Replayer] = {}
+    for name, session in sessions.items():
+        path = settings.providers.get(name, {}).get("replay")
+        if replayer is not None and name in replayer.providers:
+            session.tap = replayer
+        elif isinstance(path, str):
+            if path not in replayers:
+                replayers[path] = Replayer(path)
+            session.tap = replayers[path]
+        else:
+            session.tap = recorder
+    return recorder, replayer
 
 
 def store_unready(store: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "DatabaseSettings",
     "LoggingSettings",
+    "RecordSettings",
     "RedisSettings",
     "RuntimeSettings",
     "Secret",
@@ -185,6 +186,18 @@ class RuntimeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordSettings:
+    """``[record]``: keep every raw provider frame (``mdgate record``); off while ``dir`` is empty."""
+
+    #: The recording's directory (must not hold a recording yet).
+    dir: str = ""
+    #: A new segment file past this many compressed bytes...
+    max_bytes: int = 64 * 1024 * 1024
+    #: ... or past this many seconds.
+    max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``."""
 
@@ -203,6 +216,7 @@ class Settings:
     subscriptions: SubscriptionSettings = field(default_factory=SubscriptionSettings)
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    record: RecordSettings = field(default_factory=RecordSettings)
     #: Raw ``[providers.<name>]`` tables; each provider validates its own.
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``[instruments."EXCH:SYM"]``: provider name -> provider code.
@@ -237,6 +251,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "subscriptions": SubscriptionSettings,
     "runtime": RuntimeSettings,
     "logging": LoggingSettings,
+    "record": RecordSettings,
 }
 _LEVELS: Final = ("debug", "info", "warning", "error")
 #: ``[exchanges]`` bounds: exchanges named, providers per exchange.
@@ -447,6 +462,12 @@ def _check(s: Settings) -> None:
             parse_instrument(name)
         except InstrumentError as exc:
             raise ConfigError(f"subscriptions.always[{i}]", str(exc)) from None
+    if s.record.max_bytes < 1024 or s.record.max_seconds <= 0:
+        key = "max_bytes" if s.record.max_bytes < 1024 else "max_seconds"
+        raise ConfigError(f"record.{key}", "max_bytes must be at least 1024, max_seconds above 0")
+    for name, table in s.providers.items():
+        if "replay" in table and not (isinstance(table["replay"], str) and table["replay"]):
+            raise ConfigError(f"providers.{name}.replay", "expected the path of a recording directory")
     for key in ("batch_max", "buffer_max", "stream_maxlen"):
         if getattr(s.redis, key) < 1:
             raise ConfigError(f"redis.{key}", "must be at least 1")

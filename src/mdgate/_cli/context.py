@@ -67,6 +67,10 @@ class CommandContext:
             self._settings = load_settings(self.config_path, self.environ)
         return self._settings
 
+    def use_settings(self, settings: Settings) -> None:
+        """Run the command with ``settings`` (a command that adjusts them, such as ``record``)."""
+        self._settings = settings
+
     def database_url(self, explicit: str | None = None) -> str | None:
         """
         The routing database's URL: ``explicit`` (a ``--database-url``), else

@@ -103,9 +103,12 @@ def build_cli() -> RootGroup:
     """The ``mdgate`` command group with the built-in commands (plugins add theirs on first need)."""
     from mdgate import __version__
     from mdgate._cli.backfill import backfill
+    from mdgate._cli.demo import demo
     from mdgate._cli.doctor import doctor
+    from mdgate._cli.export import export
     from mdgate._cli.inspect import history, plugins, status, tail
     from mdgate._cli.install import install, uninstall
+    from mdgate._cli.recording import record, replay
     from mdgate._cli.run import run
     from mdgate._cli.scaffold import new_provider
 
@@ -120,7 +123,7 @@ def build_cli() -> RootGroup:
     def cli(ctx: click.Context) -> None:
         if ctx.invoked_subcommand is None:
             click.echo(ctx.get_help())
-        elif ctx.invoked_subcommand != "run":  # `run` configures logging from [logging]
+        elif ctx.invoked_subcommand not in ("run", "record", "replay"):  # these: from [logging]
             ctx.ensure_object(CommandContext).ensure_logging()
 
     assert isinstance(cli, RootGroup)
@@ -130,6 +133,10 @@ def build_cli() -> RootGroup:
     cli.add_command(uninstall)
     cli.add_command(new_provider)
     cli.add_command(doctor)
+    cli.add_command(export)
+    cli.add_command(demo)
+    cli.add_command(record)
+    cli.add_command(replay)
     adopt(cli)
     return cli
 

@@ -195,7 +195,7 @@ class Connection:
             if decoder is None:
                 raise PluginFault("mdgate_normalize", "returned None, not a decoder")
             if s.tap is not None:
-                transport, decoder = s.tap.wrap(s.name, self.index, transport, decoder)
+                transport, decoder = s.tap.wrap(s.name, self.index, transport, decoder, lambda: self._fault)
             # The handshake and the initial subscribe are sent by the writer task, so that the
             # reader runs from the start: if the provider refuses us (a disconnect packet, then a
             # close), the reader decodes why, even when a send fails first.

@@ -39,9 +39,12 @@ class Tap(Protocol):
         """Open connection ``index`` (as :func:`open_upstream` does): (transport, endpoint, URL)."""
         ...
 
-    def wrap(self, provider: str, index: int, transport: Transport,
-             decoder: Decoder) -> tuple[Transport, Decoder]:
-        """The transport and decoder the session uses for this connection."""
+    def wrap(self, provider: str, index: int, transport: Transport, decoder: Decoder,
+             fault: Callable[[], BaseException | None]) -> tuple[Transport, Decoder]:
+        """
+        The transport and decoder the session uses for this connection;
+        ``fault()`` tells, once it ends, what ended it (None: the gateway closed it).
+        """
         ...
 
 

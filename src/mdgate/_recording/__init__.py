@@ -1,1 +1,1 @@
-"""Recording raw provider frames (``mdgate record``) and replaying them (``mdgate replay``, ``mdgate demo``)."""
+"""Recording raw provider frames (``mdgate record``) and playing them back (``mdgate replay``, ``demo``)."""

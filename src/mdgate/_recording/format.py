@@ -34,7 +34,7 @@ import json
 import os
 import struct
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -111,8 +111,10 @@ class RecordingWriter:
     max_seconds: float = 3600.0
     #: zstandard level (3: fast, about 4-8x on market data).
     level: int = 3
+    #: Monotonic seconds (rotation by time; tests pass a fake).
+    clock: Callable[[], float] = time.monotonic
     segments: list[_Segment] = field(default_factory=list)
-    _buffer: list[Record] = field(default_factory=list)
+    _buffer: list[Record | tuple[Any, ...]] = field(default_factory=list)
     _buffered_bytes: int = 0
     _file: Any = None
     _opened_at: float = 0.0
@@ -139,13 +141,27 @@ class RecordingWriter:
         """Payload bytes waiting for the next flush."""
         return self._buffered_bytes
 
+    @property
+    def append(self) -> Callable[[Record | tuple[Any, ...]], None]:
+        """The buffer's ``append``, for the hot path: a ``(t, kind, provider, conn, data)`` tuple
+        is encoded as the ``Record`` it spells (not counted in :attr:`buffered_bytes`)."""
+        return self._buffer.append
+
+    def take(self) -> list[Record | tuple[Any, ...]]:
+        """Hand over what is buffered (to :meth:`write_chunk`, possibly in another thread)."""
+        records = self._buffer.copy()
+        self._buffer.clear()  # the same list: :attr:`append` stays valid
+        self._buffered_bytes = 0
+        return records
+
     def flush(self) -> None:
-        """Write what is buffered as one chunk; rotate first when the segment is full."""
-        records = self._buffer
+        """Write what is buffered as one chunk."""
+        self.write_chunk(self.take())
+
+    def write_chunk(self, records: list[Record | tuple[Any, ...]]) -> None:
+        """Write ``records`` as one chunk; rotate first when the segment is full. One caller at a time."""
         if not records:
             return
-        self._buffer = []
-        self._buffered_bytes = 0
         if self._file is None or self._full():
             self._rotate()
         raw = _encode(records)
@@ -154,16 +170,16 @@ class RecordingWriter:
         self._file.flush()
         seg = self.segments[-1]
         seg.records += len(records)
-        seg.frames += sum(1 for r in records if r.kind == "frame")
+        seg.frames += sum(1 for r in records if (r[1] if isinstance(r, tuple) else r.kind) == "frame")
         seg.raw_bytes += len(raw)
         seg.bytes += _LEN.size + len(packed)
         if seg.first_t is None:
-            seg.first_t = records[0].t
-        seg.last_t = records[-1].t
+            seg.first_t = _t(records[0])
+        seg.last_t = _t(records[-1])
 
     def _full(self) -> bool:
         seg = self.segments[-1]
-        return seg.bytes >= self.max_bytes or time.monotonic() - self._opened_at >= self.max_seconds
+        return seg.bytes >= self.max_bytes or self.clock() - self._opened_at >= self.max_seconds
 
     def _rotate(self) -> None:
         if self._file is not None:
@@ -172,11 +188,17 @@ class RecordingWriter:
         name = f"{len(self.segments) + 1:06d}{SUFFIX}"
         self.segments.append(_Segment(name))
         self._file = (self.directory / name).open("wb")
-        self._opened_at = time.monotonic()
+        self._opened_at = self.clock()
 
     def write_index(self) -> None:
         """(Re)write ``index.json`` atomically."""
-        index = {
+        tmp = self.directory / "index.json.tmp"
+        tmp.write_text(json.dumps(self.index(), indent=1) + "\n")
+        os.replace(tmp, self.directory / "index.json")
+
+    def index(self) -> dict[str, Any]:
+        """What ``index.json`` holds."""
+        return {
             "format": FORMAT,
             "segments": [vars(s) for s in self.segments],
             "records": sum(s.records for s in self.segments),
@@ -184,9 +206,6 @@ class RecordingWriter:
             "first_t": next((s.first_t for s in self.segments if s.first_t is not None), None),
             "last_t": next((s.last_t for s in reversed(self.segments) if s.last_t is not None), None),
         }
-        tmp = self.directory / "index.json.tmp"
-        tmp.write_text(json.dumps(index, indent=1) + "\n")
-        os.replace(tmp, self.directory / "index.json")
 
     def close(self) -> None:
         """Flush, close the segment and write the index."""
@@ -195,6 +214,10 @@ class RecordingWriter:
             self._file.close()
             self._file = None
         self.write_index()
+
+
+def _t(record: Record | tuple[Any, ...]) -> int:
+    return int(record[0] if isinstance(record, tuple) else record.t)
 
 
 def read_index(directory: str | Path) -> dict[str, Any]:

@@ -109,7 +109,8 @@ def parse_provider_configs(
     disabled: dict[str, str] = {}
     faults = registry.faults
     for name, hooks in registry.providers.items():
-        table = settings.providers.get(name, {})
+        # ``replay`` is the core's (a recording to play back instead of connecting)
+        table = {k: v for k, v in settings.providers.get(name, {}).items() if k != "replay"}
         part = f"parse_config({name})"
         try:
             configs[name] = hooks.spec.parse_config(table, settings.environ)
