@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from mdgate import Endpoint, ProviderConnectionError
+from mdgate._config import Secret
 from mdgate._recording.format import Record, RecordingWriter, read_records
 from mdgate._recording.recorder import Recorder
 from mdgate.testing.redis import free_port
@@ -92,3 +93,25 @@ async def test_a_refused_connection_is_recorded(tmp_path: Path) -> None:
     [record] = list(read_records(tmp_path / "r"))
     assert (record.t, record.kind, record.provider, record.conn) == (7, "close", "p", 0)
     assert "127.0.0.1" in record.data
+
+
+async def test_the_providers_secrets_never_reach_a_recording(tmp_path: Path) -> None:
+    rec = Recorder(RecordingWriter(tmp_path / "r"), clock=lambda: 9)
+    token = "tok-3f9a2c"
+    url = f"ws://127.0.0.1:{free_port()}/?token={token}"
+
+    def connect(**_: Any) -> Endpoint:
+        return Endpoint(url=url, display_url=url.replace(token, "***"), open_timeout=2)
+
+    with pytest.raises(ProviderConnectionError):
+        await rec.open("p", connect, {"token": Secret(token)}, 0)
+    transport, _ = rec.wrap("p", 0, Transport([]), Decoder(), lambda: None)
+    await transport.send(f'{{"auth": "{token}"}}')
+    await transport.send(f"AUTH {token}".encode())
+    await transport.aclose()
+    rec.close()
+    recorded = b"".join(p.read_bytes() for p in (tmp_path / "r").iterdir())
+    assert token.encode() not in recorded  # compressed or not, it is not there: check the records too
+    texts = [str(r.data) for r in read_records(tmp_path / "r")]
+    assert not any(token in t for t in texts)
+    assert '{"auth": "***"}' in texts and "b'AUTH ***'" in texts

@@ -24,6 +24,7 @@ import structlog
 
 from mdgate._errors import ProviderError
 from mdgate._provider import Decoder, Frame, Transport
+from mdgate._providers.faults import secret_values
 from mdgate._providers.transport import open_upstream
 from mdgate._recording.format import Record, RecordingWriter
 
@@ -48,6 +49,8 @@ class Recorder:
         self.writer = writer
         self.clock = clock
         self._due = anyio.Event()
+        #: Per provider, the secret values of its configuration: masked in what is recorded.
+        self._secrets: dict[str, list[str]] = {}
         #: Records written so far (frames included).
         self.records = 0
         self.frames = 0
@@ -64,13 +67,24 @@ class Recorder:
         self, provider: str, connect: Callable[..., object], config: object, index: int,
     ) -> tuple[Transport, object, str]:
         """Open the real connection; record that it opened, or why it could not."""
+        self._secrets[provider] = [v for v in secret_values(config) if len(v) >= 4]
         try:
             transport, ep, url = await open_upstream(provider, connect, config, index)
         except ProviderError as exc:
-            self.add(Record(self.clock(), "close", provider, index, exc.message, _code(exc)))
+            self.add(Record(self.clock(), "close", provider, index, self.masked(provider, exc.message),
+                            _code(exc)))
             raise
         self.add(Record(self.clock(), "open", provider, index, url))
         return transport, ep, url
+
+    def masked(self, provider: str, data: Any) -> Any:
+        """``data`` (a frame sent, a reason) with the provider's secrets replaced by ``***``."""
+        for secret in self._secrets.get(provider, ()):
+            if isinstance(data, str):
+                data = data.replace(secret, "***")
+            elif isinstance(data, bytes | bytearray | memoryview):
+                data = bytes(data).replace(secret.encode(), b"***")
+        return data
 
     def wrap(self, provider: str, index: int, transport: Transport, decoder: Decoder,
              fault: Callable[[], BaseException | None] | None = None) -> tuple[Transport, Decoder]:
@@ -126,7 +140,9 @@ class _RecordingTransport:
         self.recv = inner.recv
 
     async def send(self, frame: Frame) -> None:
-        self._rec.add(Record(self._rec.clock(), "send", self.provider, self.conn, frame))
+        # a handshake frame may carry credentials: the provider's secrets never reach a recording
+        rec = self._rec
+        rec.add(Record(rec.clock(), "send", self.provider, self.conn, rec.masked(self.provider, frame)))
         await self.inner.send(frame)
 
     async def aclose(self) -> None:
@@ -139,6 +155,7 @@ class _RecordingTransport:
                 why, code = f"{type(exc).__name__}: {exc}"[:300], None
             else:
                 why, code = "closed by the gateway", None
+            why = self._rec.masked(self.provider, why)
             self._rec.add(Record(self._rec.clock(), "close", self.provider, self.conn, why, code))
         await self.inner.aclose()
 
