@@ -23,27 +23,17 @@ Usage: ``.venv/bin/python benchmarks/bench_metrics.py [--rounds N] [--seconds S]
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import statistics
 import sys
-import tempfile
 import threading
 import time
 import timeit
-from pathlib import Path
+from collections.abc import Iterator
 
-from bench_e2e import (
-    N_DHAN,
-    N_YAHOO,
-    Bench,
-    Gateway,
-    dhan_names,
-    gateway_config,
-    http_get,
-    redis_server,
-    yahoo_names,
-)
-
-from mdgate.testing.redis import free_port
+from _ab import cpu_table, harness, paced_round
+from bench_e2e import Bench, Gateway, http_get
 
 RATE = 10_000.0
 #: Turns the tick-path observations off in the gateway it is put in front of (PYTHONPATH).
@@ -73,49 +63,29 @@ class Scraper(threading.Thread):
             self.bytes = len(body)
 
 
-def start_gateway(b: Bench, urls: dict[str, str], off: bool) -> Gateway:
-    """A gateway subscribed to every benchmark instrument, instrumentation on or off."""
-    port = free_port()
-    gw = Gateway(gateway_config(port, b.redis_url, urls["yahoo-gw"], urls["dhan-gw"]), b.tmp)
+@contextlib.contextmanager
+def scraped(b: Bench, gw: Gateway) -> Iterator[None]:
+    """Scrape ``/metrics`` every second while the window runs."""
+    scraper = Scraper(gw.port, 1.0)
+    scraper.start()
+    try:
+        yield
+    finally:
+        scraper.stop.set()
+        scraper.join()
+        b.facts["scrapes"] = b.facts.get("scrapes", 0) + scraper.scrapes
+        b.facts["page_bytes"] = scraper.bytes
+
+
+def one_round(b: Bench, urls: dict[str, str], off: bool) -> float:
+    """Gateway CPU per tick (µs) in one window, metrics on (scraped) or off."""
     if off:
         shim = b.tmp / "shim"
         shim.mkdir(exist_ok=True)
         (shim / "sitecustomize.py").write_text(SITECUSTOMIZE)
-        gw.env["PYTHONPATH"] = f"{shim}:{gw.env.get('PYTHONPATH', '')}"
-    gw.start(port)
-    deadline = time.monotonic() + 60
-    while b.feed_state("yahoo-gw")["subscribed"] < N_YAHOO or b.feed_state("dhan-gw")["subscribed"] < N_DHAN:
-        if time.monotonic() > deadline:
-            raise RuntimeError("gateway did not subscribe everything")
-        time.sleep(0.05)
-    b.gw = gw
-    return gw
-
-
-def one_round(b: Bench, urls: dict[str, str], off: bool, everything: list[str]) -> float:
-    """Gateway CPU per tick (µs) in one window."""
-    gw = start_gateway(b, urls, off)
-    scraper = None
-    try:
-        b.stream({"yahoo-gw": 2000.0, "dhan-gw": 2000.0}, 1.0)  # warm-up
-        cl = b.clients(1, everything)
-        if not off:
-            scraper = Scraper(gw.port, 1.0)
-            scraper.start()
-        try:
-            cell = b.measure(f"metrics {'off' if off else 'on'}", {"yahoo-gw": RATE / 2, "dhan-gw": RATE / 2},
-                             cl, 1, f"{RATE:,.0f}")
-        finally:
-            cl.stop()
-            if scraper is not None:
-                scraper.stop.set()
-                scraper.join()
-                b.facts["scrapes"] = b.facts.get("scrapes", 0) + scraper.scrapes
-                b.facts["page_bytes"] = scraper.bytes
-        return cell.cpu_us
-    finally:
-        gw.stop()
-        b.gw = None
+        env = {"PYTHONPATH": f"{shim}:{os.environ.get('PYTHONPATH', '')}"}
+        return paced_round(b, urls, "metrics off", RATE, extra_env=env).cpu_us
+    return paced_round(b, urls, "metrics on", RATE, during=lambda gw: scraped(b, gw)).cpu_us
 
 
 def per_operation() -> dict[str, float]:
@@ -158,32 +128,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured window per round (default 8)")
     args = parser.parse_args()
     ops = per_operation()
-    everything = yahoo_names(N_YAHOO) + [n for n, _ in dhan_names(N_DHAN)]
-    cpu: dict[bool, list[float]] = {True: [], False: []}
-    with tempfile.TemporaryDirectory(prefix="mdgate-bench-metrics-") as tmpdir, \
-            redis_server(Path(tmpdir) / "redis") as (redis_url, redis_pid):
-        b = Bench(False, Path(tmpdir), redis_url, redis_pid)
-        b.seconds = args.seconds
-        try:
-            urls = b.start_feeds()
-            for _ in range(args.rounds):
-                for off in (False, True):
-                    cpu[off].append(one_round(b, urls, off, everything))
-        finally:
-            if b.gw is not None:
-                b.gw.stop()
-            for p in b.feeds.values():
-                p.stop()
-    on, off = statistics.median(cpu[False]), statistics.median(cpu[True])
+    sides = ("on (as shipped, scraped)", "off (observations no-op, not scraped)")
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    with harness("mdgate-bench-metrics-", args.seconds) as (b, urls):
+        for _ in range(args.rounds):
+            for side, off in zip(cpu, (False, True), strict=True):
+                cpu[side].append(one_round(b, urls, off))
+    on, off = (statistics.median(v) for v in cpu.values())
     print(f"## Metrics overhead at {RATE:,.0f} ticks/s (Redis + 1 client, 1,000 instruments)\n")
     print(f"{args.rounds} alternating rounds per side, {args.seconds:g} s windows; "
           f"`/metrics` scraped every 1 s while on ({b.facts.get('scrapes', 0)} scrapes, "
           f"{b.facts.get('page_bytes', 0):,} bytes a page).\n")
-    print("| side | gateway CPU per tick, each round (µs) | median (µs) |")
-    print("|---|---|---|")
-    for label, side, median in (("on (as shipped, scraped)", False, on),
-                                ("off (observations no-op, not scraped)", True, off)):
-        print(f"| {label} | {', '.join(f'{x:.1f}' for x in cpu[side])} | {median:.1f} |")
+    print("\n".join(cpu_table("tick", cpu)))
     print(f"\nDifference of the medians: {on - off:+.1f} µs per tick ({(on - off) / off * 100:+.1f} %).\n")
     print("| operation | µs | share of the gateway's CPU per tick at this rate |")
     print("|---|---|---|")

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,9 +14,12 @@ import pytest
 
 from mdgate._config import Settings
 from mdgate.testing import settings_from_toml
+from mdgate.testing.redis import RedisServer
 
 if TYPE_CHECKING:
     from mdgate_example.testing import FakeExampleServer
+
+    from mdgate_yahoo.testing import FakeYahooServer
 
 EXAMPLE_PACKAGE = Path(__file__).parent / "example_provider"
 
@@ -93,3 +96,21 @@ url = "{url}"
         return settings_from_toml(text, env, tmp_path)
 
     return make
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A throw-away redis-server for this test (tests/redis has its own, built on a factory)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def yahoo() -> AsyncIterator[FakeYahooServer]:
+    """A fake Yahoo streamer that sends AAPL's quote (dated now) as soon as it is subscribed."""
+    from mdgate_yahoo.testing import FakeYahooServer
+
+    async with FakeYahooServer(snapshots={"AAPL": {"price": 190.5}}) as server:
+        yield server

@@ -196,7 +196,8 @@ async def test_config_error_one_line_exit_2(tmp_path):
 async def test_provider_config_error_names_key(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[providers.example]\nurl = "http://x"\n')
-    res = await anyio.run_process([*MDGATE, "--config", str(bad), "run"], env=env(), check=False)
+    argv = [*MDGATE, "--config", str(bad), "run", "--port", "0"]  # the default port may be busy
+    res = await anyio.run_process(argv, env=env(), check=False)
     assert res.returncode == 2 and "providers.example.url" in res.stderr.decode()
 
 

@@ -17,7 +17,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,19 +112,6 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def yahoo() -> AsyncIterator[FakeYahooServer]:
-    """A fake Yahoo streamer that sends AAPL's quote (dated now) as soon as it is subscribed."""
-    async with FakeYahooServer(snapshots={"AAPL": {"price": 190.5}}) as server:
-        yield server
 
 
 @pytest.fixture

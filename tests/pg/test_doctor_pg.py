@@ -8,32 +8,17 @@ instrument the database does not route each fail their check.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import psycopg
 import pytest
 from tests.integration.test_doctor import CHECKS, doctor_inprocess, doctor_subprocess, environ, write_config
 
 from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, upgrade
-from mdgate.testing.redis import RedisServer
 from mdgate_yahoo.testing import FakeYahooServer
 
 pytestmark = pytest.mark.anyio
 
 
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def yahoo() -> AsyncIterator[FakeYahooServer]:
-    async with FakeYahooServer(snapshots={"AAPL": {"price": 190.5}}) as server:
-        yield server
 
 
 def yahoo_config(yahoo: FakeYahooServer, always: str = '"NASDAQ:AAPL"') -> str:

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -140,14 +139,6 @@ async def test_smoke_mdgate_run_and_tail_on_fresh_database(empty_dsn: str, tmp_p
     assert "route_table_empty" not in events
     assert _schema_version(empty_dsn) == SCHEMA_VERSION
 
-
-@pytest.fixture
-def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
-    """A throw-away redis-server for this test."""
-    server = RedisServer(tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
 
 
 async def test_no_loss_every_tick_lands_in_redis_once_on_fresh_database(

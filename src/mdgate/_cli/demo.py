@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Final
 import click
 
 from mdgate._cli.context import CommandContext, pass_context
-from mdgate._cli.frontdoor import check_listen, one_error
+from mdgate._cli.frontdoor import check_listen, run_serving
 
 if TYPE_CHECKING:
     from mdgate._config import Settings
@@ -134,11 +134,5 @@ def _serve(settings: Settings, host: str, port: int, speed: float) -> None:
             await run_replay(settings, RECORDING, speed=speed, loop=True, now=True, ready=ready)
             tg.cancel_scope.cancel()
 
-    try:
-        anyio.run(main)
-    except (BaseExceptionGroup, OSError) as exc:
-        error = one_error(exc, host, port)
-        if error is None:
-            raise
-        raise error from None
+    run_serving(main, host, port)
     click.echo("mdgate demo: stopped")

@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import errno
 import socket
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 from mdgate._errors import ConfigError, MdgateError
+
+T = TypeVar("T")
 
 __all__ = ["ListenError", "check_listen", "one_error"]
 
@@ -112,3 +115,20 @@ def one_error(exc: BaseException, host: str, port: int) -> MdgateError | None:
         if isinstance(e, MdgateError):
             return e
     return None
+
+
+def run_serving(main: Callable[[], Awaitable[T]], host: str, port: int) -> T:
+    """
+    ``anyio.run(main)`` for a command that serves on ``host:port`` (``run``,
+    ``demo``, ``replay``): a configuration error or a taken socket raised
+    inside the task tree is one line (:func:`one_error`), not a traceback.
+    """
+    import anyio
+
+    try:
+        return anyio.run(main)
+    except (BaseExceptionGroup, OSError) as exc:
+        error = one_error(exc, host, port)
+        if error is None:
+            raise
+        raise error from None

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from mdgate._cli.context import CommandContext, pass_context
-from mdgate._cli.frontdoor import check_listen, one_error
+from mdgate._cli.frontdoor import check_listen, run_serving
 
 __all__ = ["record", "replay"]
 
@@ -131,13 +131,7 @@ def _replay(settings: object, path: Path, speed: float | None, loop: bool, now: 
             tg.cancel_scope.cancel()
         return summary
 
-    try:
-        summary = anyio.run(main)
-    except (BaseExceptionGroup, OSError) as exc:
-        error = one_error(exc, host, settings.server.port)
-        if error is None:
-            raise
-        raise error from None
+    summary = run_serving(main, host, settings.server.port)
     click.echo(json.dumps(summary, sort_keys=True))
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import click
 
 from mdgate._cli.context import CommandContext, pass_context
-from mdgate._cli.frontdoor import check_listen, one_error
+from mdgate._cli.frontdoor import check_listen, run_serving
 
 if TYPE_CHECKING:
     from mdgate._config import Settings
@@ -72,12 +72,6 @@ def _serve(settings: Settings, host: str, port: int) -> None:
             await gateway.run()
             tg.cancel_scope.cancel()
 
-    try:
-        anyio.run(main)
-    except (BaseExceptionGroup, OSError) as exc:
-        # a ConfigError raised inside the task tree (e.g. the database schema is behind), or the
-        # listen socket taken in the meantime, is still one line, not a traceback
-        error = one_error(exc, host, port)
-        if error is None:
-            raise
-        raise error from None
+    # a ConfigError raised inside the task tree (e.g. the database schema is behind), or the
+    # listen socket taken in the meantime, is still one line, not a traceback
+    run_serving(main, host, port)
