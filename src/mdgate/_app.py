@@ -40,7 +40,7 @@ from mdgate._errors import ConfigError, MdgateError
 from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
 from mdgate._metrics import MetricsPage, MetricsParts
-from mdgate._model import Tick
+from mdgate._model import Tick, encode
 from mdgate._pipeline import Pipeline
 from mdgate._providers.calls import select_route_source, select_store_and_plugin
 from mdgate._providers.faults import PluginFaults
@@ -168,6 +168,9 @@ class Gateway:
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
         self.recorder, self.replayer = _taps(settings, self.sessions, replayer)
+        #: Gap events sent to clients since start, by reason.
+        self.gaps: dict[str, int] = {}
+        self.subs.on_switch = self._on_switch
         for name, reason in configs.disabled.items():
             log.warning("provider_disabled", provider=name, reason=reason)
 
@@ -334,7 +337,22 @@ class Gateway:
             started_at=self.started_at)
 
     def _routing_status(self) -> dict[str, Any]:
-        return {**routing_health(self.router.table, self.route_source), **self.subs.status()}
+        return {**routing_health(self.router.table, self.route_source), **self.subs.status(),
+                "gaps": dict(self.gaps)}
+
+    def _on_switch(self, instrument: str, old: str, new: str, at_ms: int) -> None:
+        """
+        Tell the instrument's clients whose data they see from now on
+        (``provider``), and that the switch may have left a hole since its
+        latest tick (``gap``, reason ``failover``; fail-back too).
+        """
+        last = self.latest.get(instrument)
+        self.fanout.announce(instrument, encode({"type": "provider", "instrument": instrument,
+                                                 "provider": new}))
+        from_ts = min(last.ts, at_ms) if last is not None else at_ms
+        self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, "from_ts": from_ts,
+                                                 "to_ts": at_ms, "reason": "failover", "from_provider": old}))
+        self.gaps["failover"] = self.gaps.get("failover", 0) + 1
 
     def status(self, *, instruments: bool = False) -> dict[str, Any]:
         """The ``/status`` document (no secrets); ``instruments``: list every instrument served."""

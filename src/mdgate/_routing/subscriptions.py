@@ -78,6 +78,8 @@ class SubscriptionManager:
     switches: deque[_Switch] = field(default_factory=lambda: deque(maxlen=50))
     #: Provider switches (failover and fail-back) since start.
     switched: int = 0
+    #: Told of every switch: ``(instrument, from_provider, to_provider, at_ms)``.
+    on_switch: Callable[[str, str, str, int], None] | None = None
     #: Monotonic seconds for linger (the sessions' clock decides failover and fail-back).
     clock: Callable[[], float] = time.monotonic
 
@@ -219,7 +221,10 @@ class SubscriptionManager:
                 old_session.remove(old.code)
             act.switches += 1
             self.switched += 1
-            self.switches.append(_Switch(now_ms(), act.instrument, old.provider, route.provider, reason))
+            at = now_ms()
+            self.switches.append(_Switch(at, act.instrument, old.provider, route.provider, reason))
+            if self.on_switch is not None:
+                self.on_switch(act.instrument, old.provider, route.provider, at)
             log.warning("route_switched", instrument=act.instrument, from_provider=old.provider,
                         to_provider=route.provider, reason=reason)
         act.current = route

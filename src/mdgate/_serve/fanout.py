@@ -265,6 +265,15 @@ class Fanout:
                     self._by_instrument.setdefault(inst, set()).add(instruments)
             group.add(client)
 
+    def announce(self, instrument: str, payload: bytes) -> int:
+        """Queue a control frame for every client subscribed to ``instrument``; return how many."""
+        n = 0
+        for sig in self._by_instrument.get(instrument, ()):
+            for client in self._groups[sig]:
+                client.control(payload)
+                n += 1
+        return n
+
     def publish(self, batch: list[Tick]) -> None:
         """Queue ``batch`` for every client that wants some of it (never blocks)."""
         by_instrument = self._by_instrument

@@ -1,0 +1,84 @@
+"""Provider switches reach the clients: a ``provider`` frame, then a ``gap`` frame (reason ``failover``)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from mdgate_example.testing import FakeExampleServer as ExampleFeed
+
+from mdgate.testing import GatewayClient, settings_from_toml
+from tests.integration.test_failover import duo_gateway
+
+pytestmark = pytest.mark.anyio
+
+T0 = 1_700_000_000_000
+
+
+async def frames_until_tick(c: GatewayClient) -> list[dict]:
+    """Every frame up to and including the next ``ticks`` frame."""
+    out = []
+    while True:
+        msg = await c.recv(10)
+        out.append(msg)
+        if msg["type"] == "ticks":
+            return out
+
+
+async def test_a_failover_and_a_failback_are_announced_before_the_new_providers_ticks(tmp_path):
+    async with ExampleFeed() as beta:
+        alpha = ExampleFeed()
+        await alpha.__aenter__()
+        port = alpha.port
+        settings = settings_from_toml(
+            f"""
+[runtime]
+backoff_initial = 0.05
+backoff_max = 0.1
+failover_after = 0.5
+failback_after = 0.8
+[providers.alpha]
+url = "ws://127.0.0.1:{port}"
+[providers.beta]
+url = "{beta.url}"
+""", {"MDGATE_LOAD_PLUGINS": ""}, tmp_path)
+        async with duo_gateway(settings) as gw, GatewayClient.connect(gw.ws_url) as c, \
+                GatewayClient.connect(gw.ws_url) as other:
+            await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")
+            await c.subscribe("DUO:FOO")
+            await other.subscribe("DUO:BAR")  # another instrument: hears nothing of FOO's switch
+            await alpha.wait_until(lambda f: {"FOO", "BAR"} <= f.subscribed)
+            await alpha.send_tick("FOO", 1.0, ts=T0)
+            assert (await c.ticks(1))[0]["provider"] == "A"
+
+            await alpha.__aexit__(None, None, None)  # the primary dies
+            await beta.wait_until(lambda f: "FOO" in f.subscribed, timeout=5)
+            before = int(time.time() * 1000)
+            await beta.send_tick("FOO", 2.0, ts=T0 + 5000)
+            provider, gap, ticks = await frames_until_tick(c)
+            assert provider == {"type": "provider", "instrument": "DUO:FOO", "provider": "beta"}
+            assert gap["type"] == "gap" and gap["instrument"] == "DUO:FOO" and gap["reason"] == "failover"
+            assert gap["from_ts"] == T0  # the latest tick before the switch
+            assert gap["to_ts"] <= before and gap["from_provider"] == "alpha"
+            assert ticks["ticks"][0]["provider"] == "B"
+
+            async with ExampleFeed(port=port) as alpha2:  # the primary is back: fail-back
+                await alpha2.wait_until(lambda f: "FOO" in f.subscribed, timeout=10)
+                await alpha2.send_tick("FOO", 3.0, ts=T0 + 9000)
+                provider, gap, ticks = await frames_until_tick(c)
+                assert provider["provider"] == "alpha"
+                assert (gap["reason"], gap["from_ts"]) == ("failover", T0 + 5000)
+                assert gap["from_provider"] == "beta"
+                assert ticks["ticks"][0]["provider"] == "A"
+                gaps = gw.status()["routing"]["gaps"]
+                await alpha2.send_tick("BAR", 4.0, ts=T0)
+                heard = []
+                while True:
+                    msg = await other.recv(10)
+                    heard.append(msg)
+                    if msg["type"] == "ticks" and msg["ticks"][0]["price"] == 4.0:
+                        break
+        # the other client heard of BAR's switches only
+        assert {m["instrument"] for m in heard if m["type"] in ("provider", "gap")} == {"DUO:BAR"}
+        # two switches per instrument, FOO and BAR both switched: four gaps counted
+        assert gaps == {"failover": 4}
