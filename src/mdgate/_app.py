@@ -171,6 +171,8 @@ class Gateway:
         #: Gap events sent to clients since start, by reason.
         self.gaps: dict[str, int] = {}
         self.subs.on_switch = self._on_switch
+        for session in self.sessions.values():
+            session.on_resume = self._on_resume
         for name, reason in configs.disabled.items():
             log.warning("provider_disabled", provider=name, reason=reason)
 
@@ -340,19 +342,28 @@ class Gateway:
         return {**routing_health(self.router.table, self.route_source), **self.subs.status(),
                 "gaps": dict(self.gaps)}
 
+    def _gap(self, instrument: str, from_ms: int, to_ms: int, reason: str, **extra: object) -> None:
+        """Tell the clients of ``instrument`` that ticks up to ``to_ms`` may be missing (a ``gap`` frame)."""
+        last = self.latest.get(instrument)
+        from_ts = min(last.ts, from_ms) if last is not None else from_ms
+        self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, "from_ts": from_ts,
+                                                 "to_ts": to_ms, "reason": reason, **extra}))
+        self.gaps[reason] = self.gaps.get(reason, 0) + 1
+
+    def _on_resume(self, codes: dict[str, str], dropped_ms: int, why: str, live_ms: int) -> None:
+        """A connection delivers again after a drop (``reconnect``) or a stall: a gap for each instrument."""
+        for instrument in codes.values():
+            self._gap(instrument, dropped_ms, live_ms, why)
+
     def _on_switch(self, instrument: str, old: str, new: str, at_ms: int) -> None:
         """
         Tell the instrument's clients whose data they see from now on
         (``provider``), and that the switch may have left a hole since its
         latest tick (``gap``, reason ``failover``; fail-back too).
         """
-        last = self.latest.get(instrument)
         self.fanout.announce(instrument, encode({"type": "provider", "instrument": instrument,
                                                  "provider": new}))
-        from_ts = min(last.ts, at_ms) if last is not None else at_ms
-        self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, "from_ts": from_ts,
-                                                 "to_ts": at_ms, "reason": "failover", "from_provider": old}))
-        self.gaps["failover"] = self.gaps.get("failover", 0) + 1
+        self._gap(instrument, at_ms, at_ms, "failover", from_provider=old)
 
     def status(self, *, instruments: bool = False) -> dict[str, Any]:
         """The ``/status`` document (no secrets); ``instruments``: list every instrument served."""

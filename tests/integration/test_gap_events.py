@@ -82,3 +82,47 @@ url = "{beta.url}"
         assert {m["instrument"] for m in heard if m["type"] in ("provider", "gap")} == {"DUO:BAR"}
         # two switches per instrument, FOO and BAR both switched: four gaps counted
         assert gaps == {"failover": 4}
+
+
+async def test_a_dropped_connection_is_a_gap_once_data_flows_again(feed, make_settings):
+    from mdgate.testing import running_gateway
+
+    async with running_gateway(make_settings(feed.url)) as gw, GatewayClient.connect(gw.ws_url) as c, \
+            GatewayClient.connect(gw.ws_url) as other:
+        await c.subscribe("EXAMPLE:ACME", "EXAMPLE:BOLT")
+        await other.subscribe("EXAMPLE:CRUX")  # on the same connection, but not this client's
+        await feed.wait_subscribed("ACME", "BOLT", "CRUX")
+        await feed.send_tick("ACME", 1.0, ts=T0)
+        await c.ticks(1)
+        dropped = int(time.time() * 1000)
+        feed.drop()
+        await feed.wait_until(lambda f: f.accepted == 2 and {"ACME", "BOLT"} <= f.subscribed)
+        await gw.wait_for(lambda s: s["providers"]["example"]["state"] == "connected")
+        assert gw.status()["routing"]["gaps"] == {}  # connected, but nothing flows yet: no gap yet
+        await feed.send_tick("BOLT", 2.0, ts=T0 + 1)
+        frames = [await c.recv() for _ in range(3)]
+        gaps = {f["instrument"]: f for f in frames if f["type"] == "gap"}
+        assert set(gaps) == {"EXAMPLE:ACME", "EXAMPLE:BOLT"}
+        assert gaps["EXAMPLE:ACME"]["from_ts"] == T0  # its latest tick
+        assert gaps["EXAMPLE:BOLT"]["from_ts"] >= dropped  # no tick yet: from the drop
+        assert all(g["reason"] == "reconnect" and g["to_ts"] >= g["from_ts"] for g in gaps.values())
+        assert frames[-1]["type"] == "ticks"  # the gaps come before the first tick after them
+        assert gw.status()["routing"]["gaps"] == {"reconnect": 3}  # ACME, BOLT and CRUX
+
+
+async def test_a_stall_is_a_gap_with_reason_stall(feed, make_settings):
+    from mdgate.testing import running_gateway
+
+    async with running_gateway(make_settings(feed.url, example="stall_timeout = 0.3")) as gw, \
+            GatewayClient.connect(gw.ws_url) as c:
+        await c.subscribe("EXAMPLE:ACME")
+        await feed.wait_subscribed("ACME")
+        await feed.send_tick("ACME", 1.0, ts=T0)
+        await c.ticks(1)
+        feed.go_silent()  # connected, nothing arrives: the watchdog reconnects
+        await feed.wait_until(lambda f: f.accepted >= 2, timeout=5)
+        feed.subscribed.clear()
+        await feed.wait_until(lambda f: "ACME" in f.subscribed, timeout=5)
+        await feed.send_tick("ACME", 2.0, ts=T0 + 1)
+        gap = await c.recv_type("gap")
+        assert (gap["instrument"], gap["reason"], gap["from_ts"]) == ("EXAMPLE:ACME", "stall", T0)

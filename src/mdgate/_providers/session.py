@@ -83,6 +83,9 @@ class Connection:
         self.backoff = Backoff(session.runtime.backoff_initial, session.runtime.backoff_max,
                                random=session.random)
         self._live = False
+        #: When (epoch ms) and why a live connection ended, and the codes it carried (less those
+        #: moved away since): a gap for each, reported once data flows again.
+        self.dropped: tuple[int, str, set[str]] | None = None
         self._fault: BaseException | None = None
         self._handshake: list[Frame] = []
         # this connection's counters and endpoint; the session adds them up for /status
@@ -108,6 +111,8 @@ class Connection:
     def remove(self, code: str) -> None:
         """Stop carrying ``code`` (unsubscribed at once when connected)."""
         self.codes.pop(code, None)
+        if self.dropped is not None:
+            self.dropped[2].discard(code)  # served elsewhere meanwhile: no hole on this connection
         if self._to_sub.pop(code, None) is None:
             self._to_unsub.add(code)
         self._wake.set()
@@ -159,6 +164,8 @@ class Connection:
                 s.note_error(exc.message)
                 if self._live:
                     backoff.reset()
+                    why = "stall" if stalled else "reconnect"
+                    self.dropped = self.dropped or (time.time_ns() // 1_000_000, why, set(self.codes))
                 delay = backoff.hard() if isinstance(exc, RateLimitedError) else backoff.next()
                 s.log_limited(f"disconnect:{self.index}", log.warning, "provider_disconnected",
                               provider=s.name, connection=self.index, error=exc.message,
@@ -219,7 +226,7 @@ class Connection:
                 try:
                     if s.closing and self.codes and self.state is ProviderState.CONNECTED:
                         with anyio.move_on_after(1.0):
-                            await self._send_unsubscribe(transport, list(self.codes), [])
+                            await self._send(transport, "unsubscribe", list(self.codes), remaining=[])
                 finally:  # an unsubscribe hook that raises must not leave the socket open
                     await transport.aclose()
 
@@ -256,9 +263,10 @@ class Connection:
         while True:
             frame = await recv()
             self.last_rx = monotonic()
-            self._live = True
             self.frames += 1
             recv_ts = time_ns() // 1_000_000
+            if not self._live:  # data flows again: a hole since the last drop, if any, ends here
+                self._go_live(recv_ts)
             try:
                 ticks = feed(frame, recv_ts)
             except DecodeError as exc:
@@ -291,22 +299,19 @@ class Connection:
                 if not put_nowait(ticks):
                     await queue.put(ticks)
 
-    async def _send_subscribe(self, transport: Transport, codes: list[str]) -> None:
-        s = self.session
-        for batch in chunks(codes, s.spec.max_per_message):
-            frames = frames_of("mdgate_subscribe", s.hooks.subscribe, provider=s.name, config=s.config,
-                               codes=list(batch))
-            for frame in frames:
-                await transport.send(frame)
-        if codes:
-            log.debug("provider_subscribed", provider=s.name, connection=self.index, count=len(codes))
+    def _go_live(self, now_ms: int) -> None:
+        self._live = True
+        s, dropped, self.dropped = self.session, self.dropped, None
+        if dropped is not None and s.on_resume is not None:
+            held = {c: i for c, i in self.codes.items() if c in dropped[2]}
+            s.on_resume(held, dropped[0], dropped[1], now_ms)
 
-    async def _send_unsubscribe(self, transport: Transport, codes: list[str], remaining: list[str]) -> None:
+    async def _send(self, transport: Transport, hook: str, codes: list[str], **extra: object) -> None:
+        """Send what the plugin's subscribe or unsubscribe hook makes of ``codes``, in batches."""
         s = self.session
         for batch in chunks(codes, s.spec.max_per_message):
-            frames = frames_of("mdgate_unsubscribe", s.hooks.unsubscribe, provider=s.name,
-                               config=s.config, codes=list(batch), remaining=remaining)
-            for frame in frames:
+            for frame in frames_of(f"mdgate_{hook}", getattr(s.hooks, hook), provider=s.name,
+                                   config=s.config, codes=list(batch), **extra):
                 await transport.send(frame)
 
     async def _writer(self, transport: Transport, decoder: Decoder) -> None:
@@ -330,7 +335,7 @@ class Connection:
                         decoder.untrack(code)
                 except CONTAINED as exc:
                     raise PluginFault("decoder", exc) from exc
-                await self._send_unsubscribe(transport, gone, list(self.codes))
+                await self._send(transport, "unsubscribe", gone, remaining=list(self.codes))
             if self._to_sub:
                 new = dict(self._to_sub)
                 self._to_sub.clear()
@@ -339,7 +344,8 @@ class Connection:
                         decoder.track(code, instrument)
                 except CONTAINED as exc:
                     raise PluginFault("decoder", exc) from exc
-                await self._send_subscribe(transport, list(new))
+                await self._send(transport, "subscribe", list(new))
+                log.debug("provider_subscribed", provider=s.name, connection=self.index, count=len(new))
             if next_beat is not None and clock.now() >= next_beat:
                 if self.codes:
                     frames = frames_of("mdgate_heartbeat", s.hooks.heartbeat, provider=s.name,
@@ -383,6 +389,8 @@ class ProviderSession:
         self.queue = queue
         self.runtime = runtime
         self.closing = False
+        #: Told when a connection is live again after a drop: (code -> instrument, from_ms, why, to_ms).
+        self.on_resume: Callable[[dict[str, str], int, str, int], None] | None = None
         #: Records or replays the connections (``mdgate record``, ``mdgate replay``); None: live.
         self.tap: Tap | None = None
         self.conns: list[Connection] = [Connection(self, 0)]
@@ -576,9 +584,7 @@ class ProviderSession:
             "state": self.state,
             "connections": len(connected),
             "connected_since": since,
-            "last_message_age_ms": (
-                int((self.clock.now() - last_rx) * 1000) if last_rx is not None else None
-            ),
+            "last_message_age_ms": int((self.clock.now() - last_rx) * 1000) if last_rx is not None else None,
             "subscriptions": self.subscriptions,
             "reconnects": self.reconnects,
             "attempts": self.attempts,
