@@ -14,7 +14,8 @@ point targets, not an API). ``tests/unit/test_public_surface.py`` guards this.
 
 from __future__ import annotations
 
-from mdgate._cli.context import CommandContext, pass_context
+from typing import TYPE_CHECKING, Any
+
 from mdgate._config import Secret, Settings
 from mdgate._errors import (
     AuthenticationError,
@@ -80,3 +81,17 @@ __all__ = [
     "parse_instrument",
     "pass_context",
 ]
+
+if TYPE_CHECKING:
+    from mdgate._cli.context import CommandContext, pass_context
+
+#: Names loaded on first use: they bring click, which ``import mdgate`` (and the client) need not.
+_LAZY = frozenset({"CommandContext", "pass_context"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from mdgate._cli.context import CommandContext, pass_context
+
+        return {"CommandContext": CommandContext, "pass_context": pass_context}[name]
+    raise AttributeError(f"module 'mdgate' has no attribute {name!r}")

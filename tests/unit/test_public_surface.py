@@ -56,7 +56,7 @@ def module_names() -> Iterator[str]:
 
 def is_public_by_design(module: str) -> bool:
     return (
-        module in ("mdgate", "mdgate.hookspecs", "mdgate.testing")
+        module in ("mdgate", "mdgate.hookspecs", "mdgate.testing", "mdgate.client")
         or module.startswith(("mdgate.testing.", "mdgate.plugins.", "mdgate.__main__"))
         or module == "mdgate.plugins"
     )

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -21,6 +20,7 @@ from mdgate._cli.common import (
     json_option,
     parse_time,
     registry,
+    token as find_token,
 )
 from mdgate._cli.context import CommandContext, pass_context
 from mdgate._cli.errors import CommandFailed
@@ -172,65 +172,84 @@ def _status_lines(doc: dict[str, Any]) -> list[str]:
 @pass_context
 def tail(obj: CommandContext, instruments: tuple[str, ...], count: int, seconds: float,
          url: str | None, token: str | None, as_json: bool) -> None:
-    """Connect as a client and print ticks as they arrive (with --json: each message as a JSON line)."""
+    """
+    Connect as a client (:mod:`mdgate.client`: it reconnects and resumes by itself) and
+    print ticks as they arrive (with --json: each event as a JSON line, in the frames' shapes).
+    """
     import anyio
 
     base = base_url(obj, url).replace("http://", "ws://").replace("https://", "wss://")
-    headers = auth_headers(obj, token)
     try:
-        anyio.run(_tail, base, headers, list(instruments), count, seconds, as_json)
+        anyio.run(_tail, base + "/ws", find_token(obj, token), list(instruments), count, seconds, as_json)
     except KeyboardInterrupt:
         return
 
 
-async def _tail(base: str, headers: dict[str, str], instruments: list[str], count: int, seconds: float,
+async def _tail(url: str, token: str | None, instruments: list[str], count: int, seconds: float,
                 as_json: bool) -> None:
     import anyio
-    from websockets.asyncio.client import connect
-    from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+    from mdgate.client import ClientError, ErrorEvent, Subscribed, TickEvent, connect
 
     seen = 0
-    try:
-        async with connect(base + "/ws", additional_headers=headers, open_timeout=5) as ws:
-            await ws.send(json.dumps({"op": "subscribe", "instruments": instruments}))
-            subscribed = False
-            deadline = time.monotonic() + seconds if seconds else None
-            while True:
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                with anyio.move_on_after(timeout) as scope:
-                    raw = await ws.recv()
-                if scope.cancelled_caught:
-                    return
-                msg = json.loads(raw)
-                kind = msg.get("type")
-                subscribed = subscribed or kind == "subscribed"
-                if kind == "error" and not subscribed:  # every instrument was refused: nothing will come
-                    raise CommandFailed(f"the gateway refused: error {msg['code']}: {msg['message']}")
-                _print_message(msg, as_json)
-                if kind in ("ticks", "snapshot"):
-                    seen += len(msg["ticks"])
-                if count and seen >= count:
-                    return
-    except InvalidStatus as exc:
-        raise CommandFailed(f"{base}/ws refused the connection: HTTP {exc.response.status_code}") from None
-    except (OSError, TimeoutError) as exc:
-        raise CommandFailed(f"cannot reach {base}/ws: {exc}") from None
-    except ConnectionClosed as exc:
-        raise CommandFailed(f"connection closed: {exc}") from None
+    subscribed = False
+    with anyio.move_on_after(seconds or None):
+        try:
+            async with connect(url, token=token, open_timeout=5) as client:
+                async for event in client.subscribe(instruments):
+                    subscribed = subscribed or isinstance(event, Subscribed)
+                    if isinstance(event, ErrorEvent) and not subscribed:  # all refused: nothing will come
+                        raise CommandFailed(f"the gateway refused: error {event.code}: {event.message}")
+                    _print_event(event, as_json)
+                    seen += isinstance(event, TickEvent)
+                    if count and seen >= count:
+                        return
+        except ClientError as exc:
+            raise CommandFailed(str(exc)) from None
 
 
-def _print_message(msg: dict[str, Any], as_json: bool) -> None:
-    kind = msg.get("type")
+def _event_json(event: Any) -> dict[str, Any]:
+    """An event as the frame it came in (a tick as a one-tick ``ticks`` or ``snapshot`` frame)."""
+    import msgspec
+
+    from mdgate.client import Reconnected, TickEvent
+
+    if isinstance(event, TickEvent):
+        return {"type": "snapshot" if event.snapshot else "ticks", "ticks": [event.to_dict()]}
+    doc: dict[str, Any] = msgspec.to_builtins(event)
+    kind = {"GapEvent": "gap", "GapFilledEvent": "gap_filled", "ProviderEvent": "provider",
+            "ErrorEvent": "error", "Subscribed": "subscribed", "Unsubscribed": "unsubscribed"}
+    doc = {"type": "reconnected" if isinstance(event, Reconnected) else kind[type(event).__name__], **doc}
+    for key in ("recovered", "instrument", "from_provider"):
+        if key in doc and not doc[key]:  # an empty `recovered`, an error about the whole request
+            del doc[key]
+    return doc
+
+
+def _print_event(event: Any, as_json: bool) -> None:
+    doc = _event_json(event)
+    kind = doc["type"]
     if as_json:
-        click.echo(json.dumps(msg))
+        click.echo(json.dumps(doc))
     elif kind in ("ticks", "snapshot"):
-        for t in msg["ticks"]:
-            click.echo(("snap " if kind == "snapshot" else "") + fmt_tick(t))
+        click.echo(("snap " if kind == "snapshot" else "") + fmt_tick(doc["ticks"][0]))
     elif kind == "error":
-        click.echo(f"error {msg['code']}: {msg['message']}", err=True)
+        click.echo(f"error {doc['code']}: {doc['message']}", err=True)
+    elif kind == "reconnected":
+        click.echo(f"reconnected after {doc['down_for']:.1f} s ({doc['attempts']} attempts): {doc['error']}",
+                   err=True)
+    elif kind in ("gap", "gap_filled"):
+        what = f"({doc['reason']})" if kind == "gap" else ("filled" if doc["filled"] else "not filled")
+        click.echo(f"{kind} {doc['instrument']}: {_hms(doc['from_ts'])} - {_hms(doc['to_ts'])} {what}")
+    elif kind == "provider":
+        click.echo(f"provider {doc['instrument']}: {doc['provider']}")
     else:
-        click.echo(f"{kind}: {', '.join(msg.get('instruments', []))}")
+        click.echo(f"{kind}: {', '.join(doc.get('instruments', []))}")
     sys.stdout.flush()
+
+
+def _hms(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%H:%M:%S.%f")[:-3]
 
 
 # -- history ---------------------------------------------------------------------
