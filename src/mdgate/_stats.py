@@ -106,6 +106,7 @@ class ClientStats:
     conflated_gone: int = 0
     dropped_gone: int = 0
     sent_gone: int = 0
+    gaps_gone: int = 0
     #: Age of the oldest tick of each write to a client socket (ms since its ``recv_ts``).
     age: Histogram = field(default_factory=lambda: Histogram(MS_BOUNDS, scale=0.001))
 
@@ -114,6 +115,7 @@ class ClientStats:
         self.conflated_gone += outbox.conflated
         self.dropped_gone += outbox.dropped
         self.sent_gone += outbox.sent
+        self.gaps_gone += outbox.gaps_sent
 
     def sent(self, outboxes: Iterable[ClientOutbox]) -> int:
         """Bytes handed to client sockets, since start."""
@@ -140,6 +142,7 @@ class ClientStats:
             "accept_errors": self.accept_errors,
             "dropped_ticks": self.dropped(outboxes),
             "sent_bytes": self.sent(outboxes),
+            "conflation_gaps": self.gaps_gone + sum(o.gaps_sent for o in outboxes),
         }
 
 

@@ -179,7 +179,13 @@ def test_outbox_conflates_lagging_client_to_latest_per_instrument():
     assert o.conflated == 3
     frames = o.take()
     assert frames[0] == b'{"type":"x"}'
-    assert [t["price"] for t in json.loads(frames[1])["ticks"]] == [4.0, 5.0]
+    # what conflation dropped is said, per instrument, before the ticks that replaced it
+    assert [json.loads(fr) for fr in frames[1:3]] == [
+        {"type": "gap", "instrument": "X:A", "from_ts": 1, "to_ts": 3, "reason": "conflated"},
+        {"type": "gap", "instrument": "X:B", "from_ts": 2, "to_ts": 2, "reason": "conflated"},
+    ]
+    assert [t["price"] for t in json.loads(frames[3])["ticks"]] == [4.0, 5.0]
+    assert o.gaps_sent == 2 and len(frames) == 4
 
 
 def test_framed_frames_carry_rfc6455_text_header():
@@ -203,3 +209,19 @@ def test_outbox_big_batch_to_idle_client_not_conflated():
     f.publish([tk(i, float(i)) for i in range(5)])
     assert o.conflated == 0
     assert [len(json.loads(fr)["ticks"]) for fr in o.take()] == [2, 2, 1]
+
+
+def test_conflation_gaps_cover_every_dropped_tick_across_repeated_conflation():
+    f = Fanout(framed=True)
+    o = ClientOutbox(limit=2, max_per_frame=1000, framed=True)
+    f.set_instruments(o, frozenset({"X:A"}))
+    for ts in range(1, 21):  # the client never reads: conflated again and again
+        f.publish([tk(ts, float(ts))])
+    payloads = [json.loads(fr[2:]) for fr in o.take()]  # short frames: a 2-byte header
+    gaps = [p for p in payloads if p["type"] == "gap"]
+    delivered = [t["ts"] for p in payloads if p["type"] == "ticks" for t in p["ticks"]]
+    assert len(gaps) == 1 and gaps[0]["reason"] == "conflated"  # one range, however often it conflated
+    dropped = sorted(set(range(1, 21)) - set(delivered))
+    assert (gaps[0]["from_ts"], gaps[0]["to_ts"]) == (dropped[0], dropped[-1])
+    assert len(dropped) == o.conflated and delivered[-1] == 20
+    assert payloads.index(gaps[0]) < next(i for i, p in enumerate(payloads) if p["type"] == "ticks")

@@ -17,7 +17,8 @@ def test_status_document_keeps_its_shape() -> None:
     assert list(doc["pipeline"]) == ["ticks", "batches", "queued", "backpressure_waits", "errors",
                                      "fanout_ticks", "conflated"]
     assert list(doc["server"]) == ["clients", "sockets", "max_clients", "refused", "closed", "limit_errors",
-                                   "internal_errors", "accept_errors", "dropped_ticks", "sent_bytes"]
+                                   "internal_errors", "accept_errors", "dropped_ticks", "sent_bytes",
+                                   "conflation_gaps"]
     assert doc["clients"] == 0 and doc["server"]["closed"] == {"slow": 0, "over_budget": 0}
 
 

@@ -77,12 +77,24 @@ class _Chunk:
     the ticks and the frames' size in bytes (an estimate once conflated).
     """
 
-    __slots__ = ("frames", "nbytes", "ticks")
+    __slots__ = ("frames", "gaps", "nbytes", "ticks")
 
-    def __init__(self, frames: list[bytes] | None, ticks: list[Tick], nbytes: int) -> None:
+    def __init__(self, frames: list[bytes] | None, ticks: list[Tick], nbytes: int,
+                 gaps: dict[str, list[int]] | None = None) -> None:
         self.frames = frames
         self.ticks = ticks
         self.nbytes = nbytes
+        #: Once conflated: instrument -> [first, last] ``ts`` of the ticks dropped for it.
+        self.gaps = gaps
+
+
+def _widen(gaps: dict[str, list[int]], instrument: str, first: int, last: int) -> None:
+    """Extend ``instrument``'s dropped range to cover ``first``..``last``."""
+    span = gaps.get(instrument)
+    if span is None:
+        gaps[instrument] = [first, last]
+    else:
+        span[0], span[1] = min(span[0], first), max(span[1], last)
 
 
 class ClientOutbox:
@@ -104,6 +116,8 @@ class ClientOutbox:
         #: Bytes the writer handed to the socket that are not sent yet (as the writer last saw).
         self.in_flight = 0
         self.conflated = 0
+        #: ``gap`` frames (reason ``conflated``) sent: one per instrument per conflated chunk.
+        self.gaps_sent = 0
         #: Ticks dropped because the client was closed over budget (or when it closed).
         self.dropped = 0
         #: Set once the budget cannot be kept: nothing is queued any more, the writer closes.
@@ -155,6 +169,7 @@ class ClientOutbox:
 
     def _conflate(self) -> None:
         latest: dict[str, Tick] = {}
+        gaps: dict[str, list[int]] = {}
         kept: deque[bytes | _Chunk] = deque()
         total = 0
         tick_bytes = 0
@@ -162,8 +177,12 @@ class ClientOutbox:
             if isinstance(entry, _Chunk):
                 total += len(entry.ticks)
                 tick_bytes += entry.nbytes
+                for inst, (first, last) in (entry.gaps or {}).items():
+                    _widen(gaps, inst, first, last)
                 for tick in entry.ticks:
-                    latest.pop(tick.instrument, None)
+                    dropped = latest.pop(tick.instrument, None)
+                    if dropped is not None:
+                        _widen(gaps, tick.instrument, dropped.ts, dropped.ts)
                     latest[tick.instrument] = tick
             else:
                 kept.append(entry)
@@ -171,11 +190,20 @@ class ClientOutbox:
             return
         ticks = list(latest.values())
         estimate = -(-tick_bytes * len(ticks) // total)
-        kept.append(_Chunk(None, ticks, estimate))
+        kept.append(_Chunk(None, ticks, estimate, gaps))
         self.conflated += total - len(ticks)
         self.pending_ticks = len(ticks)
         self.nbytes += estimate - tick_bytes
         self.queue = kept
+
+    def _gap_frames(self, gaps: dict[str, list[int]]) -> list[bytes]:
+        self.gaps_sent += len(gaps)
+        out = []
+        for inst, (first, last) in gaps.items():
+            payload = _encode_list({"type": "gap", "instrument": inst, "from_ts": first, "to_ts": last,
+                                    "reason": "conflated"})
+            out.append(text_header(len(payload)) + payload if self.framed else payload)
+        return out
 
     def drop(self) -> None:
         """Forget everything queued (the client is being closed)."""
@@ -212,6 +240,8 @@ class ClientOutbox:
             if isinstance(entry, _Chunk):
                 if oldest is None and entry.ticks:
                     oldest = entry.ticks[0].recv_ts  # a batch is in arrival order: its first is the oldest
+                if entry.gaps:  # what conflation dropped, before the ticks that replaced it
+                    out.extend(self._gap_frames(entry.gaps))
                 frames = entry.frames
                 out.extend(frames if frames is not None else _frames(entry.ticks, per_frame, framed))
                 taken += entry.nbytes
