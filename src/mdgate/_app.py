@@ -346,9 +346,15 @@ class Gateway:
         """Tell the clients of ``instrument`` that ticks up to ``to_ms`` may be missing (a ``gap`` frame)."""
         last = self.latest.get(instrument)
         from_ts = min(last.ts, from_ms) if last is not None else from_ms
-        self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, "from_ts": from_ts,
-                                                 "to_ts": to_ms, "reason": reason, **extra}))
+        gap = {"from_ts": from_ts, "to_ts": to_ms, "reason": reason, **extra}
+        self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, **gap}))
         self.gaps[reason] = self.gaps.get(reason, 0) + 1
+        record = getattr(self.store, "record_gap", None)  # a store that keeps gaps (Redis: mdgate:{I}:gaps)
+        if callable(record):
+            try:
+                record(instrument, gap)
+            except Exception as exc:  # a store plugin's bug must not stop the announcement
+                self.registry.faults.record(self.store_guard.plugin, "store.record_gap", exc)
 
     def _on_resume(self, codes: dict[str, str], dropped_ms: int, why: str, live_ms: int) -> None:
         """A connection delivers again after a drop (``reconnect``) or a stall: a gap for each instrument."""

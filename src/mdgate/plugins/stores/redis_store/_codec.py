@@ -48,6 +48,11 @@ def last_key(instrument: str) -> str:
     return f"mdgate:{{{instrument}}}:last"
 
 
+def gaps_key(instrument: str) -> str:
+    """Return the gap stream key of ``instrument`` (hash-tagged): where its possible holes are kept."""
+    return f"mdgate:{{{instrument}}}:gaps"
+
+
 def bars_key(instrument: str) -> str:
     """Return the one-minute bar stream key of ``instrument`` (hash-tagged)."""
     return f"mdgate:{{{instrument}}}:bars:1m"

@@ -17,7 +17,7 @@ The status document (:meth:`RedisStore.status`) is assembled here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -187,6 +187,10 @@ class RedisStore:
         """Failed batch attempts (each followed by a backoff and a retry)."""
         return self._writer.failures
 
+    def record_gap(self, instrument: str, gap: Mapping[str, object]) -> None:
+        """Keep a possible hole of ``instrument`` in ``mdgate:{I}:gaps`` (written in the background)."""
+        self._writer.add_gap(instrument, gap)
+
     @property
     def write_seconds(self) -> Histogram:
         """Seconds each batch took from its first send to Redis's acknowledgement (``/metrics``)."""
@@ -204,6 +208,7 @@ class RedisStore:
             "written": w.written,
             "duplicates": w.duplicates,
             "bars_written": w.bars_written,
+            "gaps_written": w.gaps_written,
             "bars_dropped": w.bars_dropped,
             "late_ticks": w.builder.late if w.builder is not None else 0,
             "batches": w.batches,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any, Final
@@ -35,7 +35,7 @@ from mdgate._histogram import SECONDS_BOUNDS, Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
 from mdgate.plugins.stores.bars import MINUTE_MS, BarBuilder
-from mdgate.plugins.stores.redis_store._codec import BatchPacker, ticks_key
+from mdgate.plugins.stores.redis_store._codec import BatchPacker, gaps_key, ticks_key
 from mdgate.plugins.stores.redis_store._lua import LAST_IDS, LAST_IDS_SHA, WRITE_BATCH
 from mdgate.plugins.stores.redis_store._url import RedisUrl
 
@@ -47,6 +47,9 @@ log = structlog.get_logger("mdgate.plugins.stores.redis_store")
 IO_TIMEOUT: Final = 10.0
 #: Batches sent before the reply of the first is read.
 PIPELINE_DEPTH: Final = 2
+#: Gaps held while Redis is down (the oldest are dropped past it), and entries kept per ``:gaps`` stream.
+GAPS_BUFFER: Final = 10_000
+GAPS_MAXLEN: Final = 10_000
 #: Seconds without work after which the writer PINGs (keeps ``state`` honest).
 IDLE_PING: Final = 1.0
 #: Seconds between two ``redis_buffer_overflow`` log lines.
@@ -97,6 +100,10 @@ class BatchWriter:
         self._io_timeout = io_timeout
         self._buf: deque[Tick] = deque(maxlen=s.buffer_max)
         self._bars: deque[Bar] = deque(maxlen=max(s.buffer_max // 10, 10_000))
+        #: Gaps waiting to be written to their instrument's ``:gaps`` stream (the oldest go first).
+        self._gaps: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=GAPS_BUFFER)
+        #: Gap entries written.
+        self.gaps_written = 0
         self._latest = latest
         #: Builds one-minute bars (``None`` when ``[redis] bars`` is off).
         self.builder: BarBuilder | None = BarBuilder() if s.bars else None
@@ -220,7 +227,13 @@ class BatchWriter:
 
     def has_work(self) -> bool:
         """Return whether ticks or bars wait to be written (buffered or in flight)."""
-        return bool(self._buf or self._bars or self._inflight)
+        return bool(self._buf or self._bars or self._inflight or self._gaps)
+
+    def add_gap(self, instrument: str, fields: Mapping[str, object]) -> None:
+        """Queue a gap for ``instrument``'s ``:gaps`` stream (written with the next batch)."""
+        flat = tuple(str(x) for kv in fields.items() for x in kv)
+        self._gaps.append((instrument, flat))
+        self._wake.set()
 
     async def _wait(self, delay: float) -> None:
         with anyio.move_on_after(delay):
@@ -335,12 +348,24 @@ class BatchWriter:
             try:
                 async with self._lock:
                     await self._pump()
+                    if self._gaps:
+                        await self._write_gaps()
                 return
             except NoScriptError:
                 # Scripts flushed (SCRIPT FLUSH, or a new server behind the
                 # address): the dropped connection reloads them on connect.
                 if attempt:
                     raise
+
+    async def _write_gaps(self) -> None:
+        """Write the queued gaps, oldest first; one that fails stays queued (retried with the next flush)."""
+        conn = await self._connection()
+        while self._gaps:
+            instrument, flat = self._gaps[0]
+            cmd = ("XADD", gaps_key(instrument), "MAXLEN", "~", str(GAPS_MAXLEN), "*", *flat)
+            await self._roundtrip(conn, cmd, packed=False)
+            self._gaps.popleft()
+            self.gaps_written += 1
 
     async def _pump(self) -> None:
         conn = await self._connection()
