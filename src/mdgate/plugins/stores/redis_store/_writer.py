@@ -104,6 +104,8 @@ class BatchWriter:
         self._gaps: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=GAPS_BUFFER)
         #: Gap entries written.
         self.gaps_written = 0
+        #: Instrument -> [first, last] ``ts`` of ticks pushed out of the full buffer (lost to history).
+        self._lost: dict[str, list[int]] = {}
         self._latest = latest
         #: Builds one-minute bars (``None`` when ``[redis] bars`` is off).
         self.builder: BarBuilder | None = BarBuilder() if s.bars else None
@@ -151,6 +153,10 @@ class BatchWriter:
         try:
             buf = self._buf
             before = len(buf)
+            over = before + len(ticks) - self._settings.buffer_max
+            if over > 0:  # the oldest are pushed out: remember what history loses
+                pushed = [buf[i] for i in range(min(over, before))]
+                self._note_lost(pushed + list(ticks[:max(0, over - before)]))
             buf.extend(ticks)
             lost = before + len(ticks) - len(buf)
             if lost:
@@ -183,6 +189,16 @@ class BatchWriter:
         if len(bars) == bars.maxlen:
             self.bars_dropped += 1
         bars.append(bar)
+
+    def _note_lost(self, ticks: Sequence[Tick]) -> None:
+        """Widen each instrument's range of ticks lost to history (a ``store`` gap once Redis is back)."""
+        lost = self._lost
+        for t in ticks:
+            span = lost.get(t.instrument)
+            if span is None:
+                lost[t.instrument] = [t.ts, t.ts]
+            else:
+                span[0], span[1] = min(span[0], t.ts), max(span[1], t.ts)
 
     def _on_drop(self, n: int) -> None:
         self.dropped += n
@@ -288,6 +304,10 @@ class BatchWriter:
         if self.state != "ok":
             log.info("redis_store_up", url=self._url.masked, buffered=self.buffered())
         self.state = "ok"
+        if self._lost:  # what the outage cost the history: one gap per instrument
+            for instrument, (first, last) in self._lost.items():
+                self.add_gap(instrument, {"from_ts": first, "to_ts": last, "reason": "store"})
+            self._lost.clear()
 
     # ------------------------------------------------------------------ connection
 
