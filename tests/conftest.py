@@ -114,3 +114,18 @@ async def yahoo() -> AsyncIterator[FakeYahooServer]:
 
     async with FakeYahooServer(snapshots={"AAPL": {"price": 190.5}}) as server:
         yield server
+
+
+FAULTY_PACKAGE = Path(__file__).parent / "faulty_plugin"
+
+
+@pytest.fixture(scope="session")
+def faulty_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tests/faulty_plugin pip-installed into a private directory (subprocesses only)."""
+    site = tmp_path_factory.mktemp("faulty-site")
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--disable-pip-version-check", "--target", str(site), str(FAULTY_PACKAGE)],
+        check=True,
+    )
+    return site

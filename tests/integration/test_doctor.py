@@ -14,7 +14,6 @@ import json
 import os
 import re
 import socket
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -236,17 +235,6 @@ async def test_missing_config_file(tmp_path):
     first = json.loads(res.out)["checks"][0]
     assert first["ok"] is False and "--config: file not found" in first["detail"] and first["hint"]
 
-
-@pytest.fixture(scope="module")
-def faulty_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/faulty_plugin pip-installed into a private directory (subprocesses only)."""
-    site = tmp_path_factory.mktemp("faulty-site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(site), str(FAULTY_PACKAGE)],
-        check=True,
-    )
-    return site
 
 
 async def test_a_plugin_that_fails_to_load(tmp_path, faulty_site):

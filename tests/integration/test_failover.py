@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 
 import anyio
 import pytest
@@ -45,6 +46,25 @@ class TwoProviders:
         return symbol if provider in ("alpha", "beta") else None
 
 
+def duo_settings(tmp_path: Path, alpha_url: str, beta_url: str) -> Settings:
+    """Short timings: failover after 0.5 s down, fail-back after 0.8 s healthy."""
+    return settings_from_toml(
+        f"""
+[runtime]
+backoff_initial = 0.05
+backoff_max = 0.1
+failover_after = 0.5
+failback_after = 0.8
+[providers.alpha]
+url = "{alpha_url}"
+[providers.beta]
+url = "{beta_url}"
+""",
+        {"MDGATE_LOAD_PLUGINS": ""},
+        tmp_path,
+    )
+
+
 def duo_gateway(settings: Settings) -> AbstractAsyncContextManager[GatewayHandle]:
     """A running gateway with only the two test providers (alpha primary, beta backup) installed."""
     return running_gateway(
@@ -57,21 +77,7 @@ async def test_failover_to_backup_and_failback_to_primary(tmp_path):
         alpha = ExampleFeed()
         await alpha.__aenter__()
         port = alpha.port
-        settings = settings_from_toml(
-            f"""
-[runtime]
-backoff_initial = 0.05
-backoff_max = 0.1
-failover_after = 0.5
-failback_after = 0.8
-[providers.alpha]
-url = "ws://127.0.0.1:{port}"
-[providers.beta]
-url = "{beta.url}"
-""",
-            {"MDGATE_LOAD_PLUGINS": ""},
-            tmp_path,
-        )
+        settings = duo_settings(tmp_path, f"ws://127.0.0.1:{port}", beta.url)
         async with (
             duo_gateway(settings) as gw,
             GatewayClient.connect(gw.ws_url) as c,

@@ -7,8 +7,8 @@ import time
 import pytest
 from mdgate_example.testing import FakeExampleServer as ExampleFeed
 
-from mdgate.testing import GatewayClient, settings_from_toml
-from tests.integration.test_failover import duo_gateway
+from mdgate.testing import GatewayClient
+from tests.integration.test_failover import duo_gateway, duo_settings
 
 pytestmark = pytest.mark.anyio
 
@@ -30,18 +30,7 @@ async def test_a_failover_and_a_failback_are_announced_before_the_new_providers_
         alpha = ExampleFeed()
         await alpha.__aenter__()
         port = alpha.port
-        settings = settings_from_toml(
-            f"""
-[runtime]
-backoff_initial = 0.05
-backoff_max = 0.1
-failover_after = 0.5
-failback_after = 0.8
-[providers.alpha]
-url = "ws://127.0.0.1:{port}"
-[providers.beta]
-url = "{beta.url}"
-""", {"MDGATE_LOAD_PLUGINS": ""}, tmp_path)
+        settings = duo_settings(tmp_path, f"ws://127.0.0.1:{port}", beta.url)
         async with duo_gateway(settings) as gw, GatewayClient.connect(gw.ws_url) as c, \
                 GatewayClient.connect(gw.ws_url) as other:
             await gw.wait_for(lambda s: s["providers"]["beta"]["state"] == "connected")

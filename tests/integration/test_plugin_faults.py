@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,17 +55,6 @@ LASTING = {"faulty_import_exit", "faulty_import_error", "faulty_providers", "fau
 CONNECTING = ("faulty_code", "faulty_connect", "faulty_connect_junk", "faulty_normalize",
               "faulty_subscribe", "faulty_decoder_junk", "faulty_decoder_raise")
 
-
-@pytest.fixture(scope="module")
-def faulty_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """tests/faulty_plugin pip-installed into a private directory (subprocesses only)."""
-    site = tmp_path_factory.mktemp("faulty-site")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-         "--disable-pip-version-check", "--target", str(site), str(FAULTY_PACKAGE)],
-        check=True,
-    )
-    return site
 
 
 def faulty_env(site: Path) -> dict[str, str]:

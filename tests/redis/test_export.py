@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import sys
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +12,11 @@ import anyio
 import msgspec
 import pytest
 from structlog.testing import capture_logs
+from tests.redis.test_redis_store import FAST, running_store, wait_for
 
 from mdgate._cli.context import CommandContext
 from mdgate._cli.root import build_cli, invoke
-from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._config import RedisSettings
 from mdgate._export import bar_pages, tick_pages
 from mdgate._model import Bar, Tick
 from mdgate.plugins.stores.redis_store import RedisStore
@@ -25,7 +24,6 @@ from mdgate.testing.redis import RedisServer
 
 pytestmark = pytest.mark.integration
 
-FAST = RuntimeSettings(backoff_initial=0.05, backoff_max=0.3, shutdown_timeout=5.0)
 BASE = 1_700_000_040_000  # a minute boundary, long past: bars close at once
 MIN = 60_000
 AAPL, MSFT = "NASDAQ:AAPL", "NASDAQ:MSFT"
@@ -50,22 +48,6 @@ def sample(instrument: str, n: int, start: int = BASE) -> list[Tick]:
     return out
 
 
-@asynccontextmanager
-async def running_store(url: str) -> AsyncIterator[RedisStore]:
-    store = RedisStore(url, RedisSettings(), FAST)
-    async with anyio.create_task_group() as tg:
-        await tg.start(store.run)
-        try:
-            yield store
-        finally:
-            tg.cancel_scope.cancel()
-    await store.aclose()
-
-
-async def wait_for(cond: Callable[[], bool], limit: float = 15.0) -> None:
-    with anyio.fail_after(limit):
-        while not cond():
-            await anyio.sleep(0.01)
 
 
 def store(url: str, ticks: list[Tick], bars: int = 0) -> None:

@@ -14,9 +14,8 @@ from __future__ import annotations
 import dataclasses
 import signal
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import click
 
@@ -28,22 +27,18 @@ if TYPE_CHECKING:
 
 __all__ = ["demo", "demo_settings"]
 
-#: Placeholder Dhan credentials: a replayed provider never connects, but without credentials
-#: Dhan would be ``disabled`` and NSE would fail over to Yahoo, which the recording does not hold.
-PLACEHOLDER_ENV: Final[Mapping[str, str]] = {"DHAN_CLIENT_ID": "demo", "DHAN_ACCESS_TOKEN": "demo"}
-
-
 def demo_settings(obj: CommandContext, port: int) -> Settings:
     """
     The demo's settings: ``--config`` if given, else the embedded defaults;
-    the recording's instrument codes, placeholder Dhan credentials, and ``port``.
+    the recording's instrument codes and ``port``. Real Dhan credentials are
+    left out (a replay connects nowhere; ``run_replay`` supplies placeholders,
+    so that Dhan is not ``disabled`` and NSE does not fail over to Yahoo).
     """
     from mdgate._config import Settings
     from mdgate._demo import INSTRUMENT_CODES
 
     base = obj.settings if obj.config_path is not None else Settings(environ=dict(obj.environ))
     environ = {k: v for k, v in base.environ.items() if not k.startswith("DHAN_")}
-    environ.update(PLACEHOLDER_ENV)
     return dataclasses.replace(
         base,
         server=dataclasses.replace(base.server, port=port),

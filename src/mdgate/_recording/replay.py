@@ -42,7 +42,7 @@ import msgspec
 from mdgate._errors import ProviderConnectionError, ProviderDisabled, ProviderError
 from mdgate._model import Tick
 from mdgate._provider import Decoder, Frame, Transport
-from mdgate._recording.format import Record, read_index, read_records
+from mdgate._recording.format import Record, read_records
 
 __all__ = ["CLAIM_TIMEOUT", "Replayer", "recorded_instruments"]
 
@@ -62,12 +62,25 @@ def _wall_ms() -> int:
 
 def recorded_instruments(directory: str | Path) -> dict[str, list[str]]:
     """Every provider in the recording -> the instruments its connections tracked, in first-seen order."""
+    return _survey(directory)[0]
+
+
+def _survey(directory: str | Path) -> tuple[dict[str, list[str]], dict[_Key, int]]:
+    """
+    One pass over a recording: :func:`recorded_instruments`, and per connection
+    the position (among frames and closes) of its last record.
+    """
     out: dict[str, dict[str, None]] = {}
+    final: dict[_Key, int] = {}
+    pos = -1
     for r in read_records(directory):
         names = out.setdefault(r.provider, {})
         if r.kind == "track" and isinstance(r.extra, str):
             names[r.extra] = None
-    return {p: list(names) for p, names in out.items()}
+        elif r.kind in ("frame", "close"):
+            pos += 1
+            final[(r.provider, r.conn)] = pos
+    return {p: list(names) for p, names in out.items()}, final
 
 
 class Replayer:
@@ -89,14 +102,10 @@ class Replayer:
         if speed is not None and speed <= 0:
             raise ValueError("speed must be positive (or None: as fast as possible)")
         self.directory = Path(directory)
-        self.index = read_index(self.directory)
-        #: Provider name -> instruments tracked, for every provider in the recording.
-        self.instruments = recorded_instruments(self.directory)
+        #: Provider name -> instruments tracked, for every provider in the recording; and per
+        #: connection, the position (among frames and closes) of its last record.
+        self.instruments, self._final = _survey(self.directory)
         self.providers = frozenset(self.instruments)
-        #: Per connection, the position (among frames and closes) of its last record.
-        self._final: dict[_Key, int] = {}
-        for pos, r in enumerate(r for r in read_records(self.directory) if r.kind in ("frame", "close")):
-            self._final[(r.provider, r.conn)] = pos
         self._pos = -1
         self.speed, self.loop, self.now = speed, loop, now
         self.clock, self.wall_ms = clock, wall_ms
