@@ -37,10 +37,11 @@ import structlog
 
 from mdgate._config import Settings, load_settings
 from mdgate._errors import ConfigError, MdgateError
+from mdgate._gaps import GapDesk
 from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
 from mdgate._metrics import MetricsPage, MetricsParts
-from mdgate._model import Tick, encode
+from mdgate._model import Tick
 from mdgate._pipeline import Pipeline
 from mdgate._providers.calls import select_route_source, select_store_and_plugin
 from mdgate._providers.faults import PluginFaults
@@ -168,11 +169,10 @@ class Gateway:
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
         self.recorder, self.replayer = _taps(settings, self.sessions, replayer)
-        #: Gap events sent to clients since start, by reason.
-        self.gaps: dict[str, int] = {}
-        self.subs.on_switch = self._on_switch
+        self.gaps = GapDesk(self.fanout, self.latest, store, faults, store_plugin)
+        self.subs.on_switch = self.gaps.on_switch
         for session in self.sessions.values():
-            session.on_resume = self._on_resume
+            session.on_resume = self.gaps.on_resume
         for name, reason in configs.disabled.items():
             log.warning("provider_disabled", provider=name, reason=reason)
 
@@ -340,36 +340,7 @@ class Gateway:
 
     def _routing_status(self) -> dict[str, Any]:
         return {**routing_health(self.router.table, self.route_source), **self.subs.status(),
-                "gaps": dict(self.gaps)}
-
-    def _gap(self, instrument: str, from_ms: int, to_ms: int, reason: str, **extra: object) -> None:
-        """Tell the clients of ``instrument`` that ticks up to ``to_ms`` may be missing (a ``gap`` frame)."""
-        last = self.latest.get(instrument)
-        from_ts = min(last.ts, from_ms) if last is not None else from_ms
-        gap = {"from_ts": from_ts, "to_ts": to_ms, "reason": reason, **extra}
-        self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, **gap}))
-        self.gaps[reason] = self.gaps.get(reason, 0) + 1
-        record = getattr(self.store, "record_gap", None)  # a store that keeps gaps (Redis: mdgate:{I}:gaps)
-        if callable(record):
-            try:
-                record(instrument, gap)
-            except Exception as exc:  # a store plugin's bug must not stop the announcement
-                self.registry.faults.record(self.store_guard.plugin, "store.record_gap", exc)
-
-    def _on_resume(self, codes: dict[str, str], dropped_ms: int, why: str, live_ms: int) -> None:
-        """A connection delivers again after a drop (``reconnect``) or a stall: a gap for each instrument."""
-        for instrument in codes.values():
-            self._gap(instrument, dropped_ms, live_ms, why)
-
-    def _on_switch(self, instrument: str, old: str, new: str, at_ms: int) -> None:
-        """
-        Tell the instrument's clients whose data they see from now on
-        (``provider``), and that the switch may have left a hole since its
-        latest tick (``gap``, reason ``failover``; fail-back too).
-        """
-        self.fanout.announce(instrument, encode({"type": "provider", "instrument": instrument,
-                                                 "provider": new}))
-        self._gap(instrument, at_ms, at_ms, "failover", from_provider=old)
+                "gaps": dict(self.gaps.counts)}
 
     def status(self, *, instruments: bool = False) -> dict[str, Any]:
         """The ``/status`` document (no secrets); ``instruments``: list every instrument served."""
