@@ -49,6 +49,11 @@ def gateway_config(*, port: int, redis_url: str, yahoo_url: str, dhan_url: str, 
         "[providers.yahoo]", f'url = "{yahoo_url}"', "stall_timeout = 2.0", "",
         "[providers.dhan]", f'url = "{dhan_url}"', "stall_timeout = 2.0", "",
         "[logging]", 'level = "info"', 'format = "json"', "",
+        # no backfill: the fakes serve no REST, and the soak must reach loopback only
+        "[backfill]", "enabled = false", "",
+        # the fakes tick around the clock: stall detection must not wait for the markets to open
+        *(line for x in ("NSE", "BSE", "NYSE", "NASDAQ")
+          for line in (f"[calendars.{x}]", "always_open = true", "")),
     ]
     for name, code in dhan_codes.items():
         lines += [f'[instruments."{name}"]', f'dhan = "{code}"', ""]

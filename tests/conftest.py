@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +26,22 @@ if TYPE_CHECKING:
 EXAMPLE_PACKAGE = Path(__file__).parent / "example_provider"
 
 
+_getaddrinfo = socket.getaddrinfo
+
+
+def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
+    """``socket.getaddrinfo`` for the tests: loopback names only (no test may reach the internet)."""
+    name = host.decode() if isinstance(host, bytes) else host
+    try:
+        ipaddress.ip_address(name)
+        return _getaddrinfo(host, *args, **kwargs)  # a literal address: nothing is looked up
+    except ValueError:
+        pass
+    if name not in (None, "", "localhost"):
+        raise socket.gaierror(socket.EAI_NONAME, f"the tests reach loopback only, not {name!r}")
+    return _getaddrinfo(host, *args, **kwargs)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """
     Install the example third-party provider (tests/example_provider, its own
@@ -37,6 +55,7 @@ def pytest_configure(config: pytest.Config) -> None:
          "--disable-pip-version-check", "--target", str(site), str(EXAMPLE_PACKAGE)],
         check=True,
     )
+    socket.getaddrinfo = _loopback_only  # e.g. a provider's REST backfill with its default URL
     sys.path.insert(0, str(site))
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))
     config.stash[_SITE] = site

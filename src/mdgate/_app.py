@@ -24,6 +24,7 @@ alone (the router reads them through :func:`~mdgate._routing.router.live_configs
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
 import os
 import time
@@ -35,15 +36,18 @@ import anyio
 import anyio.abc
 import structlog
 
+from mdgate._backfill import Backfiller
+from mdgate._clock import MONOTONIC, Clock
 from mdgate._config import Settings, load_settings
 from mdgate._errors import ConfigError, MdgateError
 from mdgate._gaps import GapDesk
 from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
+from mdgate._market import MarketHours
 from mdgate._metrics import MetricsPage, MetricsParts
 from mdgate._model import Tick
 from mdgate._pipeline import Pipeline
-from mdgate._providers.calls import select_route_source, select_store_and_plugin
+from mdgate._providers.calls import backfill as call_backfill, select_route_source, select_store_and_plugin
 from mdgate._providers.faults import PluginFaults
 from mdgate._providers.registry import Registry, load_registry
 from mdgate._providers.session import ProviderSession
@@ -54,8 +58,10 @@ from mdgate._recording.replay import Replayer
 from mdgate._routing.router import Router, config_table, live_configs, parse_provider_configs
 from mdgate._routing.subscriptions import SubscriptionManager
 from mdgate._routing.table import RouteSource, RouteTable, empty_hint, routing_health
+from mdgate._seq import SeqBook
 from mdgate._serve.backends import Backends
 from mdgate._serve.fanout import Fanout
+from mdgate._serve.resume import ResumeSource
 from mdgate._serve.server import ClientServer
 from mdgate._stats import PipelineStats, StatusParts, log_session_stats, status_document
 from mdgate.plugins.stores.protocol import Store
@@ -121,7 +127,7 @@ class Gateway:
 
     def __init__(
         self, settings: Settings, registry: Registry | None = None, *, config_path: str | None = None,
-        replayer: Replayer | None = None,
+        replayer: Replayer | None = None, clock: Clock = MONOTONIC, wall: Callable[[], float] = time.time,
     ) -> None:
         """
         Args:
@@ -129,6 +135,8 @@ class Gateway:
             registry: the loaded plugins (default: discovered from the environment).
             config_path: the file a reload (SIGHUP) reads.
             replayer: play this recording to the providers it holds (``mdgate replay``).
+            clock: the provider sessions' and market hours' monotonic clock (a test's ``ManualClock``).
+            wall: Unix seconds for the exchange calendars (a test fakes it with ``clock``).
         """
         self.settings = settings
         self.config_path = config_path
@@ -144,7 +152,7 @@ class Gateway:
         self.queue = TickQueue(settings.runtime.queue_size)
         self.sessions = {
             name: ProviderSession(hooks, configs.configs.get(name), configs.disabled.get(name), self.queue,
-                                  settings.runtime, faults=faults)
+                                  settings.runtime, faults=faults, clock=clock)
             for name, hooks in self.registry.providers.items()
         }
         table = config_table(self.registry, settings, self.route_source)
@@ -153,13 +161,19 @@ class Gateway:
                                         settings.subscriptions.linger)
         self.fanout = Fanout(settings.server.max_ticks_per_frame, framed=not settings.server.compression)
         self.latest = LatestTicks()
+        self.hours = MarketHours(settings.calendars, settings.runtime, self.sessions, self.subs, self.latest,
+                                 clock=clock, wall=wall)
+        self.hours.follow(self.route_source)
         self.pipeline_stats = PipelineStats()
+        seeder = getattr(store, "last_seqs", None)  # a store that keeps numbers across restarts
+        self.seqs = SeqBook(seeder if callable(seeder) else None, self.queue.nudge)
         self.pipeline = Pipeline(self.queue, self.latest, store.write, self.fanout.publish,
-                                 self.pipeline_stats)
+                                 self.pipeline_stats, self.seqs)
         self.started_at = time.time()
         self.server = ClientServer(settings.server, Backends(
             fanout=self.fanout, interest=self.subs, snapshot=self.snapshot, history=store,
-            status=self.status, ready=self.ready, metrics=self.render_metrics))
+            status=self.status, ready=self.ready, metrics=self.render_metrics,
+            resume=ResumeSource(self.seqs.last.get, store)))
         self.metrics = self._metrics_parts()
         self._metrics_page = MetricsPage(self.metrics)
         self._status = StatusParts(
@@ -173,6 +187,11 @@ class Gateway:
         self.subs.on_switch = self.gaps.on_switch
         for session in self.sessions.values():
             session.on_resume = self.gaps.on_resume
+        self.backfill = Backfiller(
+            settings.backfill, routes=self.router.resolve, config=self._backfill_config,
+            ask=functools.partial(call_backfill, self.registry), store=store, done=self.gaps.filled,
+            faults=faults, store_plugin=store_plugin)
+        self.gaps.listeners.append(self.backfill)
         for name, reason in configs.disabled.items():
             log.warning("provider_disabled", provider=name, reason=reason)
 
@@ -285,7 +304,10 @@ class Gateway:
     async def _run_work(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(self.pipeline.run)
+            tg.start_soon(self.seqs.run)
             tg.start_soon(self.subs.run)
+            tg.start_soon(self.hours.run)
+            tg.start_soon(self.backfill.run)
             tg.start_soon(log_session_stats, self.sessions, self.settings.runtime.stats_interval)
             if self.recorder is not None:
                 tg.start_soon(self.recorder.run)
@@ -340,13 +362,18 @@ class Gateway:
 
     def _routing_status(self) -> dict[str, Any]:
         return {**routing_health(self.router.table, self.route_source), **self.subs.status(),
-                "gaps": dict(self.gaps.counts)}
+                "gaps": dict(self.gaps.counts), **self.hours.status(), "backfill": self.backfill.status()}
+
+    def _backfill_config(self, provider: str) -> object | None:
+        """The configuration a provider's backfill is asked with (None: disabled or unknown)."""
+        session = self.sessions.get(provider)
+        return None if session is None or session.disabled_reason else session.config
 
     def status(self, *, instruments: bool = False) -> dict[str, Any]:
         """The ``/status`` document (no secrets); ``instruments``: list every instrument served."""
         doc = status_document(self._status)
         if instruments:
-            doc["instruments"] = self.subs.instruments()
+            doc["instruments"] = self.hours.annotate(self.subs.instruments())
         return doc
 
     # -- reload ----------------------------------------------------------------
@@ -368,6 +395,8 @@ class Gateway:
                 log.warning("config_change_needs_restart", key=key)
         self.settings = new
         self.server.apply(new.server)
+        self.hours.apply(new.calendars, new.runtime)
+        self.backfill.settings = new.backfill
         for name, s in self.sessions.items():
             s.update_config(configs.configs.get(name), configs.disabled.get(name))
         if self.route_source is None:

@@ -28,12 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from mdgate._calendar import CalendarOverride, parse_calendars
 from mdgate._errors import ConfigError, InstrumentError
 from mdgate._model import parse_instrument
 from mdgate._redact import mask_url
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
+    "BackfillSettings",
     "DatabaseSettings",
     "LoggingSettings",
     "RecordSettings",
@@ -112,6 +114,8 @@ class ServerSettings:
     client_buffer_bytes: int = 8 * 1024 * 1024
     #: Serve ``/metrics`` without a token even when tokens are configured.
     metrics_public: bool = False
+    #: Stored ticks one ``subscribe`` with ``since`` may replay (the newest of each instrument kept).
+    replay_max: int = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +187,9 @@ class RuntimeSettings:
     #: Seconds a tick's ``ts`` may lead its ``recv_ts``; a tick further ahead is dropped
     #: (counted as decode error kind ``bad_ts``).
     max_clock_skew: float = 300.0
+    #: Seconds without a tick, its market open, after which an instrument is ``stale``
+    #: (0: its provider's stall_timeout, else ``stall_timeout`` above).
+    stale_after: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +202,25 @@ class RecordSettings:
     max_bytes: int = 64 * 1024 * 1024
     #: ... or past this many seconds.
     max_seconds: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackfillSettings:
+    """``[backfill]``: after a gap, ask a provider's REST API for the missing one-minute bars."""
+
+    enabled: bool = True
+    #: Requests per second to one provider (token bucket)...
+    rate: float = 1.0
+    #: ...with this many requests allowed back to back.
+    burst: int = 5
+    #: Seconds after the end of the minute holding the gap's end before the provider is asked.
+    delay: float = 5.0
+    #: Gaps waiting to be backfilled; past it the oldest is dropped (counted, announced unfilled).
+    max_pending: int = 1000
+    #: Seconds of a gap backfilled at most (its most recent part); a longer gap is ``filled: false``.
+    max_window: float = 86_400.0
+    #: Seconds one provider request may take.
+    timeout: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -217,12 +243,15 @@ class Settings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     record: RecordSettings = field(default_factory=RecordSettings)
+    backfill: BackfillSettings = field(default_factory=BackfillSettings)
     #: Raw ``[providers.<name>]`` tables; each provider validates its own.
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``[instruments."EXCH:SYM"]``: provider name -> provider code.
     instruments: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     #: ``[exchanges]``: exchange -> its providers, primary first (replaces the specs' defaults).
     exchanges: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    #: ``[calendars.<EXCHANGE>]``: trading-calendar overrides (see ``mdgate._calendar``).
+    calendars: Mapping[str, CalendarOverride] = field(default_factory=dict)
     #: The environment the settings were read with (providers read secrets here).
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     #: The file the settings came from, if any.
@@ -252,6 +281,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "runtime": RuntimeSettings,
     "logging": LoggingSettings,
     "record": RecordSettings,
+    "backfill": BackfillSettings,
 }
 _LEVELS: Final = ("debug", "info", "warning", "error")
 #: ``[exchanges]`` bounds: exchanges named, providers per exchange.
@@ -424,7 +454,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
             raise ConfigError("--config", f"{path}: not UTF-8 text (byte {exc.start})") from None
         except OSError as exc:
             raise ConfigError("--config", f"{path}: {exc.strerror}") from None
-    known = {*_SECTIONS, "providers", "instruments", "exchanges"}
+    known = {*_SECTIONS, "providers", "instruments", "exchanges", "calendars"}
     for key in data:
         if key not in known:
             raise ConfigError(key, f"unknown section (known: {', '.join(sorted(known))})")
@@ -443,6 +473,7 @@ def load_settings(path: str | Path | None = None, environ: Mapping[str, str] | N
         providers=providers,
         instruments=_instruments(data.get("instruments", {})),
         exchanges=_exchanges(data.get("exchanges", {})),
+        calendars=parse_calendars(data.get("calendars", {})),
         environ=env,
         source=source,
     )
@@ -480,8 +511,22 @@ def _check(s: Settings) -> None:
     if s.runtime.queue_size < 1:
         raise ConfigError("runtime.queue_size", "must be at least 1")
     for key in ("client_queue", "max_clients", "max_clients_per_address", "max_instruments_per_client",
-                "max_instruments_per_request"):
+                "max_instruments_per_request", "replay_max"):
         if getattr(s.server, key) < 1:
             raise ConfigError(f"server.{key}", "must be at least 1")
+    _check_backfill(s.backfill)
     if s.server.client_buffer_bytes < 64 * 1024:
         raise ConfigError("server.client_buffer_bytes", "must be at least 65536")
+
+
+def _check_backfill(b: BackfillSettings) -> None:
+    for key in ("rate", "timeout"):
+        if not getattr(b, key) > 0:
+            raise ConfigError(f"backfill.{key}", "must be greater than 0")
+    if not b.delay >= 0:
+        raise ConfigError("backfill.delay", "must be 0 or more (seconds)")
+    for key in ("burst", "max_pending"):
+        if getattr(b, key) < 1:
+            raise ConfigError(f"backfill.{key}", "must be at least 1")
+    if not b.max_window >= 60:
+        raise ConfigError("backfill.max_window", "must be at least 60 (seconds)")

@@ -7,7 +7,8 @@ gaps (Redis: ``mdgate:{I}:gaps``) and handed to every listener in
 :attr:`GapDesk.listeners` (the backfiller). Reasons: ``reconnect`` and
 ``stall`` (a provider connection that delivers again), ``failover`` (the
 serving provider changed), ``store`` (the store's own, kept by the store) and
-``conflated`` (one slow client's, sent by the server). See
+``conflated`` (one slow client's, sent by the server). What backfill made
+of a gap is announced by :meth:`GapDesk.filled` (``gap_filled``). See
 docs/client-protocol.md#provider-switches-and-gaps.
 """
 
@@ -67,6 +68,23 @@ class GapDesk:
                 self.faults.record(self.store_plugin, "store.record_gap", exc)
         for listener in self.listeners:
             listener({"instrument": instrument, **gap})
+
+    def filled(self, instrument: str, from_ms: int, to_ms: int, filled: bool, **extra: object) -> None:
+        """
+        Tell the clients of ``instrument`` what backfill made of the gap ``[from_ms, to_ms]``
+        (``{"type": "gap_filled", ...}``), and keep the outcome in the store (an entry with
+        ``status`` ``filled`` or ``unfilled`` in ``mdgate:{I}:gaps``).
+        """
+        outcome: Gap = {"from_ts": from_ms, "to_ts": to_ms, "filled": filled, **extra}
+        self.fanout.announce(instrument, encode({"type": "gap_filled", "instrument": instrument, **outcome}))
+        record = getattr(self.store, "record_gap", None)
+        if callable(record):
+            kept = {"status": "filled" if filled else "unfilled", "from_ts": from_ms, "to_ts": to_ms,
+                    **{k: v for k, v in extra.items() if v is not None}}
+            try:
+                record(instrument, kept)
+            except Exception as exc:  # a store plugin's bug must not stop the announcement
+                self.faults.record(self.store_plugin, "store.record_gap", exc)
 
     def on_resume(self, codes: dict[str, str], dropped_ms: int, why: str, live_ms: int) -> None:
         """A connection delivers again after a drop (``reconnect``) or a stall: a gap for each instrument."""

@@ -211,7 +211,19 @@ def _routing(routing: Mapping[str, Any], reloads: Mapping[str, int]) -> Iterator
     rl = _counter("mdgate_config_reloads", "Configuration reloads (SIGHUP), by result", ["result"])
     for result, n in sorted(reloads.items()):
         rl.add_metric([result], n)
-    yield from (switches, by, rl)
+    stale = _gauge("mdgate_instruments_stale", "Instruments silent past stale_after, their market open")
+    stale.add_metric([], routing.get("stale", 0))
+    gaps = _counter("mdgate_gaps", "Possible holes announced to clients (gap frames), by reason", ["reason"])
+    for reason, n in sorted(routing.get("gaps", {}).items()):
+        gaps.add_metric([reason], n)
+    backfill = routing.get("backfill", {})
+    filled = _counter("mdgate_backfill_gaps", "Gaps whose backfill ended, by outcome", ["outcome"])
+    for outcome in ("filled", "unfilled"):
+        filled.add_metric([outcome], backfill.get(outcome, 0))
+    why = _counter("mdgate_backfill_unfilled", "Gaps left unfilled, by reason", ["reason"])
+    for reason, n in sorted(backfill.get("unfilled_reasons", {}).items()):
+        why.add_metric([reason], n)
+    yield from (switches, by, rl, stale, gaps, filled, why)
 
 
 class MetricsPage:

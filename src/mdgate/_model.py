@@ -66,9 +66,10 @@ class Tick(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     One normalized market-data update.
 
     ``instrument``, ``price``, ``ts``, ``recv_ts`` and ``provider`` are always
-    present; every other field is ``None`` (and absent on the wire) when the
-    provider did not supply it. Times are integer epoch milliseconds, UTC.
-    Prices are already rounded to the instrument's precision by the decoder.
+    present, and ``seq`` once the gateway numbered the tick; every other field
+    is ``None`` (and absent on the wire) when the provider did not supply it.
+    Times are integer epoch milliseconds, UTC. Prices are already rounded to
+    the instrument's precision by the decoder.
     """
 
     instrument: str
@@ -87,6 +88,10 @@ class Tick(msgspec.Struct, frozen=True, omit_defaults=True, gc=False):
     low: float | None = None
     prev_close: float | None = None
     oi: int | None = None
+    #: The gateway's per-instrument sequence number: one more than the instrument's
+    #: previous tick (a skipped number is a missed tick). Set by the gateway, not by
+    #: decoders (see docs/client-protocol.md#sequence-numbers).
+    seq: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """Return the tick as a plain dict holding only the present fields."""

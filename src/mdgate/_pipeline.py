@@ -2,7 +2,8 @@
 The tick loop: queue -> latest -> store + fan-out, one batch at a time.
 
 Each batch the queue hands over (everything queued, across connections)
-moves the latest-tick table on (:class:`~mdgate._latest.LatestTicks`), is
+is numbered (``seq`` per instrument, :class:`~mdgate._seq.SeqBook`), moves
+the latest-tick table on (:class:`~mdgate._latest.LatestTicks`), is
 written to the store (buffered; the store's own task does the I/O) and is
 published to the clients (encoded once per subscription set). No hook is
 called per tick. A failure in any step is contained: counted
@@ -21,6 +22,7 @@ from mdgate._model import Tick
 from mdgate._providers.checks import screen
 from mdgate._queue import TickQueue
 from mdgate._ratelog import EveryLog
+from mdgate._seq import SeqBook
 from mdgate._stats import PipelineStats
 
 __all__ = ["Pipeline"]
@@ -33,7 +35,7 @@ class Pipeline:
 
     def __init__(
         self, queue: TickQueue, latest: LatestTicks, write: Callable[[Sequence[Tick]], None],
-        publish: Callable[[list[Tick]], None], stats: PipelineStats,
+        publish: Callable[[list[Tick]], None], stats: PipelineStats, seqs: SeqBook | None = None,
     ) -> None:
         """
         Args:
@@ -42,12 +44,15 @@ class Pipeline:
             write: the store's ``write``.
             publish: the fan-out's ``publish``.
             stats: where ticks, batches and contained errors are counted.
+            seqs: numbers the ticks (default: a book that starts every instrument at 1).
         """
         self.queue = queue
         self.latest = latest
         self.write = write
         self.publish = publish
         self.stats = stats
+        self.seqs = seqs or SeqBook()
+        stats.numbering = self.seqs.status
 
     async def run(self) -> None:
         """Take and hand on batches until cancelled."""
@@ -58,8 +63,19 @@ class Pipeline:
         stats = self.stats
         latency = stats.latency.observe
         every = EveryLog()
+        stamp = self.seqs.stamp
         while True:
             batch = await get()
+            try:
+                batch = stamp(batch)
+            except Exception as exc:  # not a Tick: the reader checks, so a bug; keep the good ones
+                batch, bad, _ = screen(batch, float("inf"))
+                stats.errors += 1
+                every.log("bad_tick", log.error, "pipeline_bad_tick", error=repr(exc)[:200],
+                          dropped=bad[0] if bad else 0)
+                batch = stamp(batch)
+            if not batch:  # everything held back until its instrument's numbering is known
+                continue
             try:
                 advance(batch)
             except Exception as exc:  # a malformed tick that got past the reader's check

@@ -30,6 +30,7 @@ class TickQueue:
         self._space: asyncio.Future[None] | None = None
         #: Times a producer had to wait for room.
         self.waits = 0
+        self._nudged = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -55,12 +56,22 @@ class TickQueue:
             await asyncio.shield(self._space)
 
     async def get_batch(self) -> list[Tick]:
-        """Return every queued tick (at least one), oldest first."""
-        while not self._items:
+        """Return every queued tick (at least one, unless :meth:`nudge` woke it), oldest first."""
+        while not self._items and not self._nudged:
             if self._ready is None:
                 self._ready = asyncio.get_running_loop().create_future()
             await asyncio.shield(self._ready)
+        self._nudged = False
         return self.drain()
+
+    def nudge(self) -> None:
+        """Wake the consumer even with nothing queued (its :meth:`get_batch` may return ``[]``)."""
+        self._nudged = True
+        ready = self._ready
+        if ready is not None:
+            self._ready = None
+            if not ready.done():
+                ready.set_result(None)
 
     def drain(self) -> list[Tick]:
         """Take every queued tick now (maybe none), oldest first; producers waiting for room go on."""

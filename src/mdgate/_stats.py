@@ -47,6 +47,8 @@ class PipelineStats:
     errors: int = 0
     #: Provider latency (``ts`` -> ``recv_ts``) of every tick, per provider.
     latency: ProviderLatency = field(default_factory=lambda: ProviderLatency())
+    #: The numbering's counters (:meth:`mdgate._seq.SeqBook.status`), set by the pipeline.
+    numbering: Callable[[], dict[str, int]] = field(default=lambda: {})
 
 
 class ProviderLatency:
@@ -202,7 +204,7 @@ def status_document(parts: StatusParts) -> dict[str, Any]:
         "pipeline": {"ticks": p.ticks, "batches": p.batches, "queued": len(parts.queue),
                      "backpressure_waits": parts.queue.waits,
                      "errors": p.errors, "fanout_ticks": parts.fanout.published,
-                     "conflated": server.conflated},
+                     "conflated": server.conflated, "seq": p.numbering()},
         "uptime_s": int(time.time() - parts.started_at),
     }
 

@@ -117,10 +117,10 @@ async def test_subscribe_yields_snapshot_and_ticks_as_typed_events(feed, make_se
             snap = await next_of(events, TickEvent)
             assert (snap.instrument, snap.price, snap.provider, snap.volume, snap.snapshot) == (
                 ACME, 101.25, "EX", 5, True)
-            assert snap.bid is None and snap.seq is None  # absent on the wire: None
+            assert snap.bid is None and snap.seq == 1  # absent on the wire: None; numbered by the gateway
             await feed.send_tick("ACME", 101.5, v=6)
             live = await next_of(events, TickEvent)
-            assert (live.price, live.volume, live.snapshot) == (101.5, 6, False)
+            assert (live.price, live.volume, live.snapshot, live.seq) == (101.5, 6, False, 2)
             assert c.instruments == [ACME]
             await c.unsubscribe(ACME)
             assert await next_of(events, Unsubscribed) == Unsubscribed(instruments=(ACME,))
@@ -151,20 +151,60 @@ async def test_dropped_socket_reconnects_resubscribes_with_since(feed, make_sett
             await next_of(events, Subscribed)
             await feed.wait_until(lambda f: {"ACME", "BOLT"} <= f.subscribed)
             await feed.send_tick("ACME", 7.0)
-            assert (await next_of(events, TickEvent)).price == 7.0
-            # a seq seen (this gateway does not number ticks yet): the resubscription resumes from it
-            assert c._state.feed(frame("ticks", ticks=[tick(ACME, 7.0, seq=41)]))
+            assert (await next_of(events, TickEvent)).seq == 1
             assert drop_clients(gw) == 1
             back = await next_of(events, Reconnected)
             assert back.attempts == 1 and back.error == "connection lost" and back.down_for >= 0
-            assert await next_of(events, Subscribed) == Subscribed(instruments=(ACME, "EXAMPLE:BOLT"))
-            assert sent[-1] == {"op": "subscribe", "instruments": [ACME, "EXAMPLE:BOLT"], "since": {ACME: 41}}
+            assert back.recovered == {ACME: True}  # nothing was missed: seq 1 is the last one
+            assert await next_of(events, Subscribed) == Subscribed(instruments=(ACME, "EXAMPLE:BOLT"),
+                                                                   recovered={ACME: True})
+            assert sent[-1] == {"op": "subscribe", "instruments": [ACME, "EXAMPLE:BOLT"], "since": {ACME: 1}}
             await gw.wait_for(lambda s: s["clients"] == 1)
             await feed.send_tick("BOLT", 8.0)
             after = await next_of(events, TickEvent)
             while after.snapshot:  # the snapshot of the resubscription first
                 after = await next_of(events, TickEvent)
             assert (after.instrument, after.price) == ("EXAMPLE:BOLT", 8.0)
+
+
+async def test_dropped_while_ticks_flow_the_client_yields_every_seq_once_in_order(feed, make_settings):
+    settings = make_settings(feed.url, extra=f'[subscriptions]\nalways = ["{ACME}"]\n')
+    async with running_gateway(settings) as gw, connect(gw.ws_url, backoff_initial=0.01,
+                                                         backoff_max=0.05) as c:
+        events = c.subscribe([ACME])
+        await next_of(events, Subscribed)
+        await feed.wait_until(lambda f: "ACME" in f.subscribed)
+        got: list[int] = []
+        recovered: list[Any] = []
+
+        async def ticking() -> None:
+            for i in range(1, 301):
+                await feed.send_tick("ACME", float(i), ts=1_700_000_000_000 + i)
+                if i in (60, 170):
+                    assert drop_clients(gw) == 1  # mid-stream, twice
+                await anyio.sleep(0.0005)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ticking)
+            with anyio.fail_after(20):
+                async for event in events:
+                    if isinstance(event, TickEvent) and not event.snapshot:
+                        got.append(event.seq)
+                    elif isinstance(event, Reconnected):
+                        recovered.append(event.recovered)
+                    if got and got[-1] == 300:
+                        break
+        assert got == list(range(1, 301)) and recovered == [{ACME: True}, {ACME: True}]
+
+
+def test_a_restarted_numbering_is_followed_from_where_the_gateway_says():
+    s = _State()
+    s.wanted[ACME] = None
+    s.feed(frame("ticks", ticks=[tick(ACME, 1.0, seq=500)]))
+    s.feed(frame("subscribed", instruments=[ACME], recovered={ACME: False}, from_seq={ACME: 1}))
+    assert [e.seq for e in s.feed(frame("ticks", ticks=[tick(ACME, 2.0, seq=1), tick(ACME, 3.0, seq=2)]))
+            ] == [1, 2]
+    assert s.since() == {ACME: 2}
 
 
 async def test_a_provider_drop_reaches_the_client_as_a_gap_event_before_the_next_tick(feed, make_settings):
@@ -317,6 +357,13 @@ def test_every_frame_type_decodes_to_its_event():
     for filled in (True, False):
         assert s.feed(frame("gap_filled", instrument=ACME, from_ts=1, to_ts=2, filled=filled)) == [
             GapFilledEvent(instrument=ACME, from_ts=1, to_ts=2, filled=filled)]
+    assert s.feed(frame("gap_filled", instrument=ACME, from_ts=1, to_ts=2, filled=True, provider="dhan",
+                        bars=5)) == [GapFilledEvent(instrument=ACME, from_ts=1, to_ts=2, filled=True,
+                                                    provider="dhan", bars=5)]
+    [unfilled] = s.feed(frame("gap_filled", instrument=ACME, from_ts=1, to_ts=2, filled=False,
+                              reason="rate_limited", error="HTTP 429"))
+    assert isinstance(unfilled, GapFilledEvent)
+    assert (unfilled.reason, unfilled.error) == ("rate_limited", "HTTP 429")
     assert s.feed(frame("provider", instrument=ACME, provider="yahoo")) == [
         ProviderEvent(instrument=ACME, provider="yahoo")]
 
@@ -397,5 +444,5 @@ def test_the_client_imports_no_server_part():
     assert [m for m in everything if m.split(".")[0] in heavy or m.startswith(heavy)] == []
     stdlib = set(sys.stdlib_module_names)
     extra = [m for m in added if m.split(".")[0] not in stdlib | {"websockets", "msgspec"}
-             and m not in ("mdgate.client", "mdgate._backoff")]
+             and m not in ("mdgate.client", "mdgate._events", "mdgate._backoff")]
     assert extra == []

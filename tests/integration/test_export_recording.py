@@ -59,6 +59,10 @@ def make_recording(directory: Path, clean_end: bool = False) -> list[Tick]:
     if clean_end:
         w.add(Record(BASE + 20_000, "close", "example", 0, "stopped", 1000))
     w.close()
+    seqs: dict[str, int] = {}  # as the gateway replaying it numbers them
+    for i, t in enumerate(expected):
+        seqs[t.instrument] = seqs.get(t.instrument, 0) + 1
+        expected[i] = msgspec.structs.replace(t, seq=seqs[t.instrument])
     return expected
 
 

@@ -97,6 +97,11 @@ async def test_a_dropped_connection_is_a_gap_once_data_flows_again(feed, make_se
         assert all(g["reason"] == "reconnect" and g["to_ts"] >= g["from_ts"] for g in gaps.values())
         assert frames[-1]["type"] == "ticks"  # the gaps come before the first tick after them
         assert gw.status()["routing"]["gaps"] == {"reconnect": 3}  # ACME, BOLT and CRUX
+        from tests.integration.test_metrics import samples, scrape
+
+        page = samples((await scrape(gw)).text)
+        assert page[("mdgate_gaps_total", (("reason", "reconnect"),))] == 3
+        assert page[("mdgate_backfill_gaps_total", (("outcome", "unfilled"),))] == 0  # none ended yet
 
 
 async def test_a_stall_is_a_gap_with_reason_stall(feed, make_settings):

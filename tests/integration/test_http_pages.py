@@ -51,6 +51,6 @@ async def test_status_lists_the_instruments_served_on_request(feed, make_setting
             listed = (await http.get("/status?instruments=1")).json()
     assert "instruments" not in plain
     assert listed["instruments"] == {
-        "EXAMPLE:ACME": {"provider": "example", "clients": 1, "always": False},
-        "EXAMPLE:CRUX": {"provider": "example", "clients": 0, "always": True},
+        "EXAMPLE:ACME": {"provider": "example", "clients": 1, "always": False, "state": "live"},
+        "EXAMPLE:CRUX": {"provider": "example", "clients": 0, "always": True, "state": "live"},
     }

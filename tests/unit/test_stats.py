@@ -15,7 +15,7 @@ def test_status_document_keeps_its_shape() -> None:
     assert list(doc) == ["status", "providers", "store", "clients", "server", "routing", "plugins",
                          "pipeline", "uptime_s"]
     assert list(doc["pipeline"]) == ["ticks", "batches", "queued", "backpressure_waits", "errors",
-                                     "fanout_ticks", "conflated"]
+                                     "fanout_ticks", "conflated", "seq"]
     assert list(doc["server"]) == ["clients", "sockets", "max_clients", "refused", "closed", "limit_errors",
                                    "internal_errors", "accept_errors", "dropped_ticks", "sent_bytes",
                                    "conflation_gaps"]

@@ -20,13 +20,17 @@ __all__ = ["backfill"]
 @click.option("--since", help="epoch ms, ISO time, or an age such as 2h (default 1h)")
 @click.option("--until", help="epoch ms, ISO time, or an age (default now)")
 @click.option("--provider", help="ask this provider (default: the best route that can)")
+@click.option("--store", "merge", is_flag=True,
+              help="also merge the bars into the store's one-minute bars (Redis; live bars win)")
 @json_option
 @pass_context
 def backfill(obj: CommandContext, instrument: str, since: str | None, until: str | None,
-             provider: str | None, as_json: bool) -> None:
+             provider: str | None, merge: bool, as_json: bool) -> None:
     """
     Fetch one-minute bars from a provider's REST backfill and print them as one
-    JSON document (the output is JSON with or without --json).
+    JSON document (the output is JSON with or without --json). With --store,
+    the bars are merged into the store where a minute has no bar yet, and the
+    document says how many were added (``added``).
     """
     import anyio
     import msgspec
@@ -57,8 +61,33 @@ def backfill(obj: CommandContext, instrument: str, since: str | None, until: str
             return await p
 
         bars = anyio.run(wait)
-        click.echo(json.dumps({"instrument": route.instrument, "provider": route.provider,
-                               "bars": msgspec.to_builtins(bars)}))
+        doc = {"instrument": route.instrument, "provider": route.provider, "bars": msgspec.to_builtins(bars)}
+        if merge:
+            doc["added"] = _merge(obj, registry, route.instrument, bars)
+        click.echo(json.dumps(doc))
         return
     raise CommandFailed(f"no provider of {instrument} can backfill (candidates: "
                         f"{', '.join(r.provider for r in routes) or 'none'})")
+
+
+def _merge(obj: CommandContext, registry: Any, instrument: str, bars: list[Any]) -> int:
+    """Merge ``bars`` into the configured store (``merge_bars``); return how many were added."""
+    import anyio
+
+    from mdgate._errors import ConfigError
+    from mdgate._providers.calls import select_store
+
+    store = select_store(registry, obj.settings)
+    merge = getattr(store, "merge_bars", None)
+    if store.kind == "memory" or not callable(merge):
+        raise ConfigError("--store", f"the {store.kind} store cannot keep backfilled bars: set [redis] url "
+                                     "(or MDGATE_REDIS_URL)")
+
+    async def run() -> int:
+        try:
+            added: int = await merge(instrument, bars)
+            return added
+        finally:
+            await store.aclose()
+
+    return anyio.run(run)

@@ -14,7 +14,7 @@ Each connection loop, written once for every provider:
    ticks to the pipeline's :class:`~mdgate._queue.TickQueue`;
 5. meanwhile sends subscription changes and heartbeats, and a watchdog
    reconnects a subscribed connection that received nothing for
-   ``stall_timeout`` seconds;
+   ``stall_timeout`` seconds while a market of its instruments is open (``watchdog.py``);
 6. on failure, backs off (:class:`~mdgate._backoff.Backoff`: capped exponential, full
    jitter, reset once a connection was live) and goes to 1; an authentication failure
    waits ``auth_retry`` seconds, or until the configuration brings new credentials.
@@ -56,6 +56,7 @@ from mdgate._providers.faults import PluginFaults
 from mdgate._providers.registry import ProviderHooks
 from mdgate._providers.states import ProviderState
 from mdgate._providers.transport import Tap, open_upstream
+from mdgate._providers.watchdog import MarketOpen, always_open, watch_stall
 from mdgate._queue import TickQueue
 from mdgate._ratelog import EveryLog
 
@@ -356,16 +357,7 @@ class Connection:
 
     async def _watchdog(self, transport: Transport, decoder: Decoder) -> None:
         s = self.session
-        stall = s.stall_timeout
-        if not stall:
-            await anyio.sleep_forever()
-            return
-        step = min(1.0, stall / 4)
-        clock = s.clock
-        while True:
-            await clock.sleep(step)
-            if self.codes and clock.now() - self.last_rx > stall:
-                raise _checks.Stalled(s.name, f"stalled: no data for {stall:g} s while subscribed")
+        await watch_stall(s.name, s.clock, s.stall_timeout, self.codes, lambda: self.last_rx, s.market_open)
 
 
 class ProviderSession:
@@ -393,6 +385,8 @@ class ProviderSession:
         self.on_resume: Callable[[dict[str, str], int, str, int], None] | None = None
         #: Records or replays the connections (``mdgate record``, ``mdgate replay``); None: live.
         self.tap: Tap | None = None
+        #: Whether the markets of some instruments are open, and since when (set by the gateway).
+        self.market_open: MarketOpen = always_open
         self.conns: list[Connection] = [Connection(self, 0)]
         self._where: dict[str, Connection] = {}
         self._tg: anyio.abc.TaskGroup | None = None

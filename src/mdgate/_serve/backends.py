@@ -19,6 +19,7 @@ from mdgate._config import ServerSettings
 from mdgate._errors import NoRouteError
 from mdgate._model import Tick
 from mdgate._serve.fanout import Fanout
+from mdgate._serve.resume import ResumeSource
 from mdgate.plugins.stores.memory_store import MemoryStore
 from mdgate.plugins.stores.protocol import HistoryReader
 
@@ -55,6 +56,8 @@ class Backends:
     ready: Callable[[], tuple[bool, list[str]]] = field(default=lambda: (True, []))
     #: The ``/metrics`` page (Prometheus text format) and its content type.
     metrics: Callable[[], tuple[bytes, str]] = field(default=lambda: (b"", "text/plain; charset=utf-8"))
+    #: Where a subscribe with ``since`` replays from (None: no replay, answered ``recovered: false``).
+    resume: ResumeSource | None = None
 
 
 class _NoInterest:

@@ -41,7 +41,7 @@ import msgspec
 
 from mdgate._model import Tick
 
-__all__ = ["ClientOutbox", "Fanout", "text_header", "ticks_frame"]
+__all__ = ["Barrier", "ClientOutbox", "Fanout", "text_header", "ticks_frame"]
 
 _HEAD: Final = b'{"type":"ticks","ticks":'
 #: Default byte budget of an outbox (``[server] client_buffer_bytes``).
@@ -88,6 +88,21 @@ class _Chunk:
         self.gaps = gaps
 
 
+class Barrier:
+    """
+    A place in a client's queue that holds back everything behind it (a resume:
+    the replayed ticks go here, the live ones queue behind) until released.
+    """
+
+    __slots__ = ("done", "frames")
+
+    def __init__(self) -> None:
+        #: Payloads passed through so far and not yet taken.
+        self.frames: deque[bytes] = deque()
+        #: Released: once its frames are taken, what is behind it flows.
+        self.done = False
+
+
 def _widen(gaps: dict[str, list[int]], instrument: str, first: int, last: int) -> None:
     """Extend ``instrument``'s dropped range to cover ``first``..``last``."""
     span = gaps.get(instrument)
@@ -109,7 +124,7 @@ class ClientOutbox:
         self.framed = framed
         #: Bytes this client may hold in user space (:attr:`nbytes` + :attr:`in_flight`).
         self.budget = budget
-        self.queue: deque[bytes | _Chunk] = deque()
+        self.queue: deque[bytes | _Chunk | Barrier] = deque()
         self.pending_ticks = 0
         #: Bytes queued here (payloads; conflated ticks estimated).
         self.nbytes = 0
@@ -144,6 +159,34 @@ class ClientOutbox:
             self._relieve()
         self._wakeup()
 
+    def hold(self) -> Barrier:
+        """Queue a :class:`Barrier`: what is queued after it waits until :meth:`release`."""
+        barrier = Barrier()
+        self.queue.append(barrier)
+        return barrier
+
+    def pass_through(self, barrier: Barrier, payloads: list[bytes]) -> None:
+        """Queue control frames at ``barrier`` (sent before what waits behind it)."""
+        if self.over_budget:
+            return
+        barrier.frames.extend(payloads)
+        self.nbytes += sum(map(len, payloads))
+        if self.nbytes + self.in_flight > self.budget:
+            self._relieve()
+        self._wakeup()
+
+    def release(self, barrier: Barrier) -> None:
+        """Let what waits behind ``barrier`` flow (once its own frames are sent)."""
+        barrier.done = True
+        self._wakeup()
+
+    def _takeable(self) -> bool:
+        queue = self.queue
+        if not queue:
+            return False
+        head = queue[0]
+        return head.__class__ is not Barrier or bool(head.frames) or head.done
+
     def push(self, frames: list[bytes], ticks: list[Tick], nbytes: int) -> None:
         """
         Queue shared tick frames (``nbytes`` long in all); conflate when the
@@ -170,7 +213,7 @@ class ClientOutbox:
     def _conflate(self) -> None:
         latest: dict[str, Tick] = {}
         gaps: dict[str, list[int]] = {}
-        kept: deque[bytes | _Chunk] = deque()
+        kept: deque[bytes | _Chunk | Barrier] = deque()
         total = 0
         tick_bytes = 0
         for entry in self.queue:
@@ -213,7 +256,7 @@ class ClientOutbox:
 
     async def wait(self) -> None:
         """Wait until something is queued (asyncio: the server runs on websockets.asyncio)."""
-        if self.queue or self.over_budget:
+        if self._takeable() or self.over_budget:
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:
@@ -236,7 +279,19 @@ class ClientOutbox:
         taken = ticks = 0
         oldest = None
         while queue and (taken < room or not out):
-            entry = queue.popleft()
+            entry = queue[0]
+            if entry.__class__ is Barrier:
+                assert isinstance(entry, Barrier)
+                if entry.frames:
+                    payload = entry.frames.popleft()
+                    out.append(text_header(len(payload)) + payload if framed else payload)
+                    taken += len(payload)
+                    continue
+                if not entry.done:
+                    break  # a resume is being prepared: what is behind it waits
+                queue.popleft()
+                continue
+            queue.popleft()
             if isinstance(entry, _Chunk):
                 if oldest is None and entry.ticks:
                     oldest = entry.ticks[0].recv_ts  # a batch is in arrival order: its first is the oldest
@@ -247,6 +302,7 @@ class ClientOutbox:
                 taken += entry.nbytes
                 ticks += len(entry.ticks)
             else:
+                assert isinstance(entry, bytes)
                 out.append(text_header(len(entry)) + entry if framed else entry)
                 taken += len(entry)
         self.nbytes -= taken

@@ -28,7 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
-from mdgate._model import encode
+from mdgate._errors import InstrumentError
+from mdgate._model import encode, parse_instrument
 from mdgate._ratelog import EveryLog
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "RateLimitedLog",
     "error_frame",
     "fd_plan",
+    "instrument_names",
     "label",
     "raise_nofile",
     "refusal_frame",
@@ -352,3 +354,29 @@ class OriginPolicy:
             return False
         default = 443 if scheme in ("https", "wss") else 80
         return _host_port(host, default) == (o_host, o_port)
+
+
+#: Longest instrument text quoted back in an error (longer ones are described by length).
+_MAX_RAW_NAME: Final = 256
+
+
+def instrument_names(raw: list[Any], errors: list[dict[str, str]]) -> list[str]:
+    """Valid instrument names of a request, upper-cased and de-duplicated, in order."""
+    names: dict[str, None] = {}
+    for item in raw:
+        if not isinstance(item, str):
+            errors.append({"instrument": label(item), "code": "bad_instrument",
+                           "message": f"bad instrument {label(item)}: instrument must be a string"})
+            continue
+        if len(item) > _MAX_RAW_NAME:
+            errors.append({"instrument": label(item), "code": "bad_instrument",
+                           "message": f"bad instrument ({len(item)} characters): "
+                                      "expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE"})
+            continue
+        try:
+            name, _, _ = parse_instrument(item)
+        except InstrumentError as exc:
+            errors.append({"instrument": item, "code": "bad_instrument", "message": str(exc)})
+            continue
+        names[name] = None
+    return list(names)

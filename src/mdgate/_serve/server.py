@@ -34,8 +34,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from mdgate._config import ServerSettings
-from mdgate._errors import InstrumentError, NoRouteError, SubscriptionRejected
-from mdgate._model import encode, parse_instrument
+from mdgate._errors import NoRouteError, SubscriptionRejected
+from mdgate._model import encode
 from mdgate._serve.backends import Backends, detached
 from mdgate._serve.fanout import ClientOutbox
 from mdgate._serve.http import bytes_response, history, json_response, text_response
@@ -45,11 +45,13 @@ from mdgate._serve.limits import (
     RateLimitedLog,
     error_frame,
     fd_plan,
+    instrument_names,
     label,
     raise_nofile,
     refusal_frame,
 )
 from mdgate._serve.page import page_response
+from mdgate._serve.resume import ResumeSource, parse_since, resume
 from mdgate._stats import ClientStats
 
 __all__ = ["ClientServer"]
@@ -66,7 +68,6 @@ _DRAIN_POLL: Final = 0.005
 #: Seconds a client being closed (slow, over budget) gets for the closing handshake.
 CLOSE_GRACE: Final = 5.0
 #: Longest raw instrument name looked at (a valid one has at most 65 characters).
-_MAX_RAW_NAME: Final = 256
 #: A subscribe yields to the event loop after this many instruments.
 _YIELD_EVERY: Final = 16
 #: Paths that need a token when tokens are configured (``/metrics`` unless ``metrics_public``).
@@ -505,45 +506,29 @@ class ClientServer:
                          "(nothing was done: split it)"))
             return
         if op == "subscribe":
-            await self._subscribe(outbox, wanted, instruments)
+            since = parse_since(req.get("since"))
+            if isinstance(since, str):
+                outbox.control(error_frame("bad_request", since))
+                return
+            await self._subscribe(outbox, wanted, instruments, since)
         else:
             self._unsubscribe(outbox, wanted, instruments)
-
-    @staticmethod
-    def _names(raw: list[Any], errors: list[dict[str, str]]) -> list[str]:
-        """Valid instrument names of a request, upper-cased and de-duplicated, in order."""
-        names: dict[str, None] = {}
-        for item in raw:
-            if not isinstance(item, str):
-                errors.append({"instrument": label(item), "code": "bad_instrument",
-                               "message": f"bad instrument {label(item)}: instrument must be a string"})
-                continue
-            if len(item) > _MAX_RAW_NAME:
-                errors.append({"instrument": label(item), "code": "bad_instrument",
-                               "message": f"bad instrument ({len(item)} characters): "
-                                          "expected EXCHANGE:SYMBOL, e.g. NSE:RELIANCE"})
-                continue
-            try:
-                name, _, _ = parse_instrument(item)
-            except InstrumentError as exc:
-                errors.append({"instrument": item, "code": "bad_instrument", "message": str(exc)})
-                continue
-            names[name] = None
-        return list(names)
 
     def _report(self, outbox: ClientOutbox, errors: list[dict[str, str]]) -> None:
         """One bounded error frame for every problem of a request."""
         if errors:
             outbox.control(refusal_frame(errors))
 
-    async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
+    async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any],
+                         since: dict[str, int]) -> None:
         interest = self.backends.interest
+        fresh: list[str] = []
         most = self.settings.max_instruments_per_client
         room = most - len(wanted)
         errors: list[dict[str, str]] = []
         good: list[str] = []
         limited = False
-        for i, name in enumerate(self._names(raw, errors), 1):
+        for i, name in enumerate(instrument_names(raw, errors), 1):
             if i % _YIELD_EVERY == 0:
                 await anyio.lowlevel.checkpoint()  # a big request must not hold up the feed
             if name not in wanted:
@@ -561,12 +546,20 @@ class ClientServer:
                     errors.append({"instrument": name, "code": "unavailable", "message": exc.message})
                     continue
                 wanted.add(name)
+                fresh.append(name)
                 room -= 1
                 if not available:
                     errors.append({"instrument": name, "code": "unavailable",
                                    "message": f"providers for {name} are down; ticks flow once one recovers"})
             good.append(name)
         self.stats.limit_errors += limited
+        resumed = {name: since[name] for name in fresh if name in since}
+        if resumed:  # replay what was missed, then live (mdgate._serve.resume)
+            source = self.backends.resume or ResumeSource(lambda _: None, None)
+            await resume(source, self.backends.fanout, outbox, wanted, good, resumed,
+                         refusal_frame(errors) if errors else None, self.backends.snapshot,
+                         self.settings.replay_max)
+            return
         if good:
             outbox.control(encode({"type": "subscribed", "instruments": good}))
         self._report(outbox, errors)
@@ -577,7 +570,7 @@ class ClientServer:
 
     def _unsubscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
         errors: list[dict[str, str]] = []
-        done = self._names(raw, errors)
+        done = instrument_names(raw, errors)
         for name in done:
             if name in wanted:
                 wanted.discard(name)

@@ -14,7 +14,13 @@ must never pay. Its calls are blocking, so they run in
 ``anyio.to_thread.run_sync``.
 
 The pure parts (:func:`plan_windows`, :func:`decode_history`) are tested
-offline; the real HTTP call cannot be exercised without Yahoo.
+offline. ``[providers.yahoo] history_url`` sends yfinance's requests to
+``*.yahoo.com`` (the chart API, and the cookie and crumb it fetches first) to
+another base URL, path and query kept: the real yfinance code path then
+decodes a local fake's chart v8 JSON (the plugin's
+``tests/test_history_url.py``). yfinance keeps one session per process (its ``YfData``
+singleton): the redirecting session stays in place for every later yfinance
+call of the process, so changing ``history_url`` needs a restart.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ __all__ = [
     "fetch_bars",
     "load_history_yfinance",
     "plan_windows",
+    "yfinance_loader",
 ]
 
 _DAY_MS: Final = 86_400_000
@@ -158,11 +165,37 @@ def decode_history(
     return bars
 
 
+def _session_to(base: str) -> Any:
+    """A ``requests`` session that sends every request for ``*.yahoo.com`` to ``base`` instead."""
+    from urllib.parse import urlsplit
+
+    import requests  # yfinance's own dependency; lazy, as yfinance
+
+    class Redirected(requests.Session):
+        def request(self, method: Any, url: Any, *args: Any, **kwargs: Any) -> Any:
+            parts = urlsplit(str(url))
+            host = parts.hostname or ""
+            if host == "yahoo.com" or host.endswith(".yahoo.com"):
+                url = base + parts.path + (f"?{parts.query}" if parts.query else "")
+            return super().request(method, url, *args, **kwargs)
+
+    return Redirected()
+
+
+def yfinance_loader(history_url: str | None = None) -> HistoryLoader:
+    """The yfinance loader, its requests sent to ``history_url`` when given (else to Yahoo)."""
+    if history_url is None:
+        return load_history_yfinance
+    return functools.partial(load_history_yfinance, history_url=history_url)
+
+
 def load_history_yfinance(
-    symbol: str, start_ms: int, end_ms: int, prepost: bool, timeout: float
+    symbol: str, start_ms: int, end_ms: int, prepost: bool, timeout: float, *, history_url: str | None = None
 ) -> tuple[Any, int | None]:
     """
     Fetch one window of 1-minute history with yfinance (blocking; worker thread).
+
+    ``history_url``: send yfinance's requests to ``*.yahoo.com`` there instead.
 
     Returns:
         The DataFrame and Yahoo's ``priceHint`` for the symbol (or ``None``).
@@ -177,7 +210,7 @@ def load_history_yfinance(
     # Raise instead of logging and returning an empty frame (a process-wide switch).
     yf.config.debug.hide_exceptions = False
     try:
-        ticker = yf.Ticker(symbol)
+        ticker = yf.Ticker(symbol, session=_session_to(history_url) if history_url else None)
         frame = ticker.history(
             interval="1m",
             start=_dt.datetime.fromtimestamp(start_ms / 1000, tz=_dt.UTC),

@@ -10,6 +10,7 @@ Every key is optional::
     backfill = true              # allow one-minute backfill through yfinance REST
     backfill_prepost = false     # include pre/post-market minutes in backfill
     backfill_timeout = 30        # seconds allowed per yfinance request
+    history_url = "http://127.0.0.1:8901"  # send yfinance's requests here (a local fake; tests)
 
 The provider needs no credentials and reads no environment variables.
 """
@@ -35,6 +36,8 @@ SETTINGS: Final[dict[str, str]] = {
     "backfill": "allow one-minute backfill through yfinance REST (default true)",
     "backfill_prepost": "include pre/post-market minutes in backfill (default false)",
     "backfill_timeout": "seconds allowed per yfinance history request (default 30)",
+    "history_url": "send yfinance's Yahoo requests (chart, cookie, crumb) to this http(s) base URL "
+    "instead (a local fake; default: Yahoo)",
 }
 
 _PREFIX: Final = "providers.yahoo"
@@ -54,6 +57,8 @@ class YahooConfig:
         backfill: whether ``mdgate_backfill`` serves one-minute bars.
         backfill_prepost: include pre/post-market minutes in backfill.
         backfill_timeout: seconds allowed per yfinance history request.
+        history_url: base URL yfinance's requests to ``*.yahoo.com`` are sent to
+            instead (path and query kept), or ``None`` for Yahoo itself.
     """
 
     url: str = DEFAULT_URL
@@ -62,13 +67,15 @@ class YahooConfig:
     backfill: bool = True
     backfill_prepost: bool = False
     backfill_timeout: float = 30.0
+    history_url: str | None = None
 
     def __repr__(self) -> str:
         # hooks receive this object and plugin tracing logs it: a URL may carry a credential
         return (
             f"YahooConfig(url={mask_url(self.url)!r}, heartbeat_interval={self.heartbeat_interval!r}, "
             f"stall_timeout={self.stall_timeout!r}, backfill={self.backfill!r}, "
-            f"backfill_prepost={self.backfill_prepost!r}, backfill_timeout={self.backfill_timeout!r})"
+            f"backfill_prepost={self.backfill_prepost!r}, backfill_timeout={self.backfill_timeout!r}, "
+            f"history_url={mask_url(self.history_url) if self.history_url else None!r})"
         )
 
 
@@ -110,6 +117,11 @@ def parse_config(table: Mapping[str, Any], environ: Mapping[str, str]) -> YahooC
                 shown = mask_url(value) if isinstance(value, str) else type(value).__name__
                 raise ConfigError(f"{_PREFIX}.url", f"expected a ws:// or wss:// URL, got {shown!r}")
             kwargs[key] = value
+        elif key == "history_url":
+            if not isinstance(value, str) or not value.startswith(("http://", "https://")):
+                shown = mask_url(value) if isinstance(value, str) else type(value).__name__
+                raise ConfigError(f"{_PREFIX}.history_url", f"expected an http(s):// URL, got {shown!r}")
+            kwargs[key] = value.rstrip("/")
         elif key in ("backfill", "backfill_prepost"):
             kwargs[key] = _bool(key, value)
         else:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from mdgate import Backfill, Endpoint, Frame, ProviderSpec, hookimpl, mask_url
-from mdgate_yahoo.backfill import fetch_bars
+from mdgate_yahoo.backfill import fetch_bars, yfinance_loader
 from mdgate_yahoo.config import SETTINGS, YahooConfig, parse_config
 from mdgate_yahoo.protocol import (
     CODE,
@@ -107,4 +107,5 @@ def mdgate_backfill(
         end_ms,
         prepost=config.backfill_prepost,
         request_timeout=config.backfill_timeout,
+        loader=yfinance_loader(config.history_url),
     )

@@ -10,6 +10,9 @@ it falls back to that cache, never to another database's.
 on every change), reloads after a short debounce and hands the new table
 to the runtime; it survives the database going away, reconnecting with
 capped, jittered backoff and reloading once back.
+With the tables it reads the trading-calendar overrides
+(``mdgate_calendar_sessions``, see :mod:`mdgate.plugins.pg_routes.calendar`) and
+hands every change of them to ``on_calendar`` (not cached on disk).
 
 :meth:`PgRouteSource.status` says whether the database answers (``ok``),
 cannot be reached (``down``) or can be reached but not read (``error``),
@@ -40,6 +43,7 @@ from mdgate.plugins.pg_routes.cache import (
     read_cache,
     write_cache,
 )
+from mdgate.plugins.pg_routes.calendar import read_calendar_rows
 from mdgate.plugins.pg_routes.errors import DatabaseUnavailable, SchemaError
 from mdgate.plugins.pg_routes.migrations import SCHEMA_VERSION, Migration, upgrade
 from mdgate.plugins.pg_routes.routes import CODE_ROWS_SQL, EXCHANGE_ROWS_SQL, build_route_table
@@ -48,6 +52,7 @@ from mdgate.plugins.pg_routes.seed import SeedResult, installed_plan, seed
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
+    from mdgate._calendar import DaySession
     from mdgate._config import Settings
     from mdgate._routing.table import RouteTable
 
@@ -109,6 +114,10 @@ class PgRouteSource:
         self._since = clock()
         self._last_error: str | None = None
         self._attempts = 0
+        #: Trading-calendar day overrides (``mdgate_calendar_sessions``) as last read.
+        self.calendar_sessions: tuple[DaySession, ...] = ()
+        #: Told of every change of :attr:`calendar_sessions` (the gateway's market hours set it).
+        self.on_calendar: Callable[[tuple[DaySession, ...]], None] | None = None
 
     # ---------------------------------------------------------------- status
 
@@ -203,6 +212,7 @@ class PgRouteSource:
                     await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
                     exchange_rows = await (await conn.execute(EXCHANGE_ROWS_SQL)).fetchall()
                     code_rows = await (await conn.execute(CODE_ROWS_SQL)).fetchall()
+                    calendar = await read_calendar_rows(conn)
         except psycopg.OperationalError as exc:
             raise DatabaseUnavailable(
                 f"lost the database at {mask_url(self._dsn)}: {_first_line(exc)}"
@@ -211,8 +221,20 @@ class PgRouteSource:
             raise RoutingError(
                 f"cannot read routes from {mask_url(self._dsn)}: {type(exc).__name__}: {_first_line(exc)}"
             ) from exc
+        self._take_calendar(calendar)
         # Building 100k codes takes a while: keep it off the event loop.
         return await anyio.to_thread.run_sync(build_route_table, exchange_rows, code_rows)
+
+    def _take_calendar(self, rows: tuple[DaySession, ...]) -> None:
+        """Keep the calendar rows read and hand them to ``on_calendar`` when they changed."""
+        if rows == self.calendar_sessions:
+            return
+        self.calendar_sessions = rows
+        if self.on_calendar is not None:
+            try:
+                self.on_calendar(rows)
+            except Exception as exc:  # the runtime's callback must not stop the reload
+                log.error("calendar_callback_failed", error=f"{type(exc).__name__}: {exc}")
 
     async def _check_schema(self, conn: psycopg.AsyncConnection) -> None:
         cur = await conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL")

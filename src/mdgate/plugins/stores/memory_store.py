@@ -7,11 +7,13 @@ bounded list of closed one-minute bars. Nothing survives a restart.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import msgspec
 
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
@@ -64,11 +66,58 @@ class MemoryStore:
                 self._add_bar(bar)
         self.written += len(ticks)
 
-    def _add_bar(self, bar: Bar) -> None:
+    def _add_bar(self, bar: Bar) -> bool:
+        """Keep ``bar`` in minute order unless its minute has a bar already (that one wins)."""
         d = self._bars.get(bar.instrument)
         if d is None:
             d = self._bars[bar.instrument] = deque(maxlen=self._bars_len)
-        d.append(bar)
+        if not d or d[-1].start < bar.start:
+            d.append(bar)
+            return True
+        i = bisect.bisect_left(d, bar.start, key=_start)
+        if d[i].start == bar.start or (i == 0 and len(d) == d.maxlen):
+            return False  # taken (as in Redis: a duplicate), or older than all a full deque keeps
+        if len(d) == d.maxlen:
+            d.popleft()
+            i -= 1
+        d.insert(i, bar)
+        return True
+
+    async def merge_bars(self, instrument: str, bars: Sequence[Bar]) -> int:
+        """Insert backfilled one-minute bars for minutes that have no bar yet; return how many were added."""
+        added = 0
+        for bar in sorted(bars, key=_start):
+            if bar.start % 60_000 == 0 and bar.start >= 0:
+                added += self._add_bar(msgspec.structs.replace(bar, instrument=instrument))
+        return added
+
+    async def ticks_after(
+        self, instrument: str, after: int, upto: int, limit: int,
+    ) -> tuple[list[Tick], bool]:
+        """
+        Return the kept ticks with ``after < seq <= upto`` (the newest ``limit`` at most),
+        oldest first, and whether they reach back to ``after + 1``.
+        """
+        if upto <= after:
+            return [], True
+        out: list[Tick] = []
+        reached = False
+        for t in reversed(self._history.get(instrument, ())):
+            seq = t.seq or 0
+            if seq > upto:
+                continue
+            if seq <= after:
+                reached = True
+                break
+            out.append(t)
+            if len(out) == limit:
+                break
+        out.reverse()
+        return out, reached or (bool(out) and out[0].seq == after + 1)
+
+    async def settled(self, timeout: float) -> bool:
+        """Written ticks are kept at once: always settled."""
+        return True
 
     async def latest(self, instruments: Sequence[str]) -> dict[str, Tick]:
         """Return the latest tick of each instrument that has one."""
@@ -105,6 +154,10 @@ class MemoryStore:
 
     async def aclose(self) -> None:
         """Nothing to flush."""
+
+
+def _start(bar: Bar) -> int:
+    return bar.start
 
 
 @hookimpl(trylast=True)

@@ -42,7 +42,7 @@ from typing import Final
 
 from mdgate._model import TICK_FIELDS, Tick
 
-__all__ = ["LAST_IDS", "LAST_IDS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
+__all__ = ["LAST_IDS", "LAST_IDS_SHA", "MERGE_BARS", "MERGE_BARS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
 
 _STR_FIELDS: Final = {i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)}
 
@@ -179,9 +179,79 @@ return out
 """
 
 
+#: ``MERGE_BARS`` inserts backfilled one-minute bars into a ``:bars:1m`` stream, only for minutes
+#: that have no entry yet (what is stored wins), keeping the stream ordered by minute. A stream
+#: cannot take an entry below its last ID: the entries after the first new minute are read,
+#: deleted, the last ID set back (``XSETID``) and everything re-added in order, then the last ID
+#: restored if it was higher. Atomic, as every script. ``KEYS[1]``: the bar stream; ``ARGV[1]``:
+#: its MAXLEN; then 7 arguments per bar, ordered by start, one bar per minute: start, open, high,
+#: low, close, volume, count. Returns the number of bars added.
+MERGE_BARS: Final = r"""
+local key, bmax = KEYS[1], ARGV[1]
+local n = (#ARGV - 1) / 7
+if n < 1 then return 0 end
+local call, tonumber = redis.call, tonumber
+local function ms(id) return tonumber(string.match(id, '^(%d+)')) end
+local function seq(id) return tonumber(string.match(id, '-(%d+)$')) end
+local tail = call('XRANGE', key, ARGV[2] .. '-0', '+')
+local have = {}
+for _, e in ipairs(tail) do have[ms(e[1])] = true end
+local new = {}
+for i = 0, n - 1 do
+  local p = 2 + 7 * i
+  local start = tonumber(ARGV[p])
+  if not have[start] then
+    have[start] = true
+    new[#new + 1] = p
+  end
+end
+if #new == 0 then return 0 end
+local function add(p)
+  call('XADD', key, ARGV[p] .. '-0', 'start', ARGV[p], 'open', ARGV[p + 1], 'high', ARGV[p + 2],
+    'low', ARGV[p + 3], 'close', ARGV[p + 4], 'volume', ARGV[p + 5], 'count', ARGV[p + 6])
+end
+local last = nil
+local info = redis.pcall('XINFO', 'STREAM', key)
+if type(info) == 'table' and not info.err then
+  for j = 1, #info, 2 do
+    if info[j] == 'last-generated-id' then last = info[j + 1] break end
+  end
+end
+local first_new = tonumber(ARGV[new[1]])
+local move = {}
+for _, e in ipairs(tail) do
+  if ms(e[1]) > first_new then move[#move + 1] = e end
+end
+if last ~= nil and (#move > 0 or ms(last) >= first_new) then
+  for _, e in ipairs(move) do call('XDEL', key, e[1]) end
+  local top = call('XREVRANGE', key, '+', '-', 'COUNT', 1)
+  call('XSETID', key, top[1] and top[1][1] or '0-0')
+end
+local i, k = 1, 1
+while i <= #new or k <= #move do
+  if k > #move or (i <= #new and tonumber(ARGV[new[i]]) < ms(move[k][1])) then
+    add(new[i])
+    i = i + 1
+  else
+    call('XADD', key, move[k][1], unpack(move[k][2]))
+    k = k + 1
+  end
+end
+if last ~= nil then
+  local now = call('XREVRANGE', key, '+', '-', 'COUNT', 1)[1][1]
+  if ms(last) > ms(now) or (ms(last) == ms(now) and seq(last) > seq(now)) then
+    call('XSETID', key, last)
+  end
+end
+call('XTRIM', key, 'MAXLEN', '~', bmax)
+return #new
+"""
+
+
 def _sha(script: str) -> str:
     return hashlib.sha1(script.encode()).hexdigest()  # the SHA Redis computes, not security
 
 
 WRITE_BATCH_SHA: Final = _sha(WRITE_BATCH)
 LAST_IDS_SHA: Final = _sha(LAST_IDS)
+MERGE_BARS_SHA: Final = _sha(MERGE_BARS)

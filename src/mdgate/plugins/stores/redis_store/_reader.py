@@ -54,10 +54,13 @@ class StoreReader:
             writer), merged into :meth:`latest`.
     """
 
+    #: The read client (``decode_responses``): shared with the by-``seq`` reads.
+    redis: Redis
+
     def __init__(self, url: RedisUrl, local: LatestTicks) -> None:
         self._url = url
         self._local = local
-        self._redis = Redis.from_url(
+        self.redis = self._redis = Redis.from_url(
             url.url,
             decode_responses=True,
             socket_timeout=READ_TIMEOUT,

@@ -23,11 +23,14 @@ from typing import TYPE_CHECKING, Any
 import anyio
 
 from mdgate._config import RedisSettings, RuntimeSettings
+from mdgate._errors import StoreUnavailable
 from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick
+from mdgate.plugins.stores.redis_store._backfill import BarMerger
 from mdgate.plugins.stores.redis_store._feed import follow_feed
 from mdgate.plugins.stores.redis_store._reader import StoreReader
+from mdgate.plugins.stores.redis_store._seqread import last_seqs, ticks_after
 from mdgate.plugins.stores.redis_store._url import RedisUrl
 from mdgate.plugins.stores.redis_store._writer import IO_TIMEOUT, BatchWriter
 
@@ -67,6 +70,8 @@ class RedisStore:
             self._url, settings or RedisSettings(), self._runtime, latest, io_timeout=io_timeout
         )
         self._reader = StoreReader(self._url, latest)
+        self._bars_on = (settings or RedisSettings()).bars
+        self._merger = BarMerger(self._url, (settings or RedisSettings()).bars_maxlen)
 
     # ------------------------------------------------------------------ write path
 
@@ -130,6 +135,47 @@ class RedisStore:
         return await self._reader.bars(
             instrument, interval, since_ms=since_ms, until_ms=until_ms, limit=limit
         )
+
+    async def merge_bars(self, instrument: str, bars: Sequence[Bar]) -> int:
+        """
+        Insert backfilled one-minute bars for minutes that have no bar yet; return how many were added.
+
+        Stored (live) bars win; the stream stays ordered by minute, one entry
+        per minute (one atomic script on a connection of its own, see
+        :mod:`~mdgate.plugins.stores.redis_store._backfill`).
+
+        Raises:
+            StoreUnavailable: when Redis cannot be written, or the store keeps no bars.
+        """
+        if not self._bars_on:
+            raise StoreUnavailable("redis: this store keeps no bars ([redis] bars = false)")
+        return await self._merger.merge(instrument, bars)
+
+    async def last_seqs(self, instruments: Sequence[str]) -> dict[str, int]:
+        """
+        Return the ``seq`` of each instrument's newest stored tick (absent: none stored):
+        where a restarted gateway continues numbering.
+
+        Raises:
+            StoreUnavailable: when Redis cannot be read.
+        """
+        return await last_seqs(self._reader.redis, self._url, instruments)
+
+    async def ticks_after(
+        self, instrument: str, after: int, upto: int, limit: int,
+    ) -> tuple[list[Tick], bool]:
+        """
+        Return the stored ticks of ``instrument`` with ``after < seq <= upto`` (the
+        newest ``limit`` at most), oldest first, and whether they reach back to ``after + 1``.
+
+        Raises:
+            StoreUnavailable: when Redis cannot be read.
+        """
+        return await ticks_after(self._reader.redis, self._url, instrument, after, upto, limit)
+
+    async def settled(self, timeout: float) -> bool:
+        """Wait (at most ``timeout`` s) until the ticks written so far are stored or dropped."""
+        return await self._writer.settled(timeout)
 
     def follow(
         self, last_id: str = "$", *, count: int = 1000, block_ms: int = 1000
@@ -228,3 +274,4 @@ class RedisStore:
             # Also when the caller's own shutdown deadline cancels us.
             with anyio.CancelScope(shield=True):
                 await self._reader.aclose()
+                await self._merger.aclose()

@@ -145,12 +145,17 @@ class BatchWriter:
         self.write_seconds = Histogram(SECONDS_BOUNDS)
         #: Failed batch attempts (each followed by a backoff and a retry).
         self.failures = 0
+        #: Ticks handed to :meth:`write`, and of those the ones settled (acknowledged or dropped).
+        self.accepted = 0
+        self.settled_ticks = 0
+        self._progress = anyio.Event()
 
     # ------------------------------------------------------------------ write path
 
     def write(self, ticks: Sequence[Tick]) -> None:
         """Buffer ticks in order and build bars; never blocks, never raises."""
         try:
+            self.accepted += len(ticks)
             buf = self._buf
             before = len(buf)
             over = before + len(ticks) - self._settings.buffer_max
@@ -202,6 +207,7 @@ class BatchWriter:
 
     def _on_drop(self, n: int) -> None:
         self.dropped += n
+        self._settle(n)
         now = time.monotonic()
         if now - self._drop_logged >= DROP_LOG_INTERVAL:
             self._drop_logged = now
@@ -211,6 +217,22 @@ class BatchWriter:
                 buffer_max=self._settings.buffer_max,
                 state=self.state,
             )
+
+    def _settle(self, n: int) -> None:
+        self.settled_ticks += n
+        self._progress.set()
+        self._progress = anyio.Event()
+
+    async def settled(self, timeout: float) -> bool:
+        """
+        Wait (at most ``timeout`` seconds) until every tick handed to :meth:`write`
+        before this call is acknowledged by Redis or dropped; return whether it is.
+        """
+        mark = self.accepted
+        with anyio.move_on_after(timeout):
+            while self.settled_ticks < mark:
+                await self._progress.wait()
+        return self.settled_ticks >= mark
 
     @property
     def buffer_max(self) -> int:
@@ -428,6 +450,7 @@ class BatchWriter:
         added, skipped, bars, _bars_skipped = (int(x) for x in reply)
         self.write_seconds.observe(time.monotonic() - batch.sent_at)
         self.batches += 1
+        self._settle(batch.ticks)
         self.written += added
         self.duplicates += skipped
         self.bars_written += bars
