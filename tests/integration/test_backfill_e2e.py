@@ -15,10 +15,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +28,7 @@ from mdgate._clock import ManualClock
 from mdgate._model import now_ms
 from mdgate.plugins.stores.redis_store._codec import bars_key, gaps_key
 from mdgate.testing import GatewayClient, running_gateway, settings_from_toml
+from mdgate.testing.http import QuietHandler, serve_http
 from mdgate.testing.redis import RedisServer
 from mdgate_dhan.testing import FakeDhanServer
 
@@ -44,19 +43,16 @@ IST = timezone(timedelta(hours=5, minutes=30))
 REST_PRICE = 2900.0  # every REST bar's price: live bars are at other prices
 
 
-class DhanRest(BaseHTTPRequestHandler):
+class DhanRest(QuietHandler):
     """``POST /charts/intraday``: one bar per minute of ``[fromDate, toDate)``, as Dhan answers."""
 
     calls: list[dict[str, Any]] = []
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         type(self).calls.append(body)
         if self.path != "/v2/charts/intraday" or self.headers.get("access-token") != TOKEN:
-            self._reply(401, {"errorType": "Invalid_Authentication", "errorCode": "DH-901",
+            self.reply_json(401, {"errorType": "Invalid_Authentication", "errorCode": "DH-901",
                               "errorMessage": "invalid"})
             return
 
@@ -65,31 +61,16 @@ class DhanRest(BaseHTTPRequestHandler):
 
         lo, hi = ms(body["fromDate"]), ms(body["toDate"])
         starts = list(range(lo - lo % MIN, hi, MIN))
-        self._reply(200, {"open": [REST_PRICE] * len(starts), "high": [REST_PRICE + 1] * len(starts),
+        self.reply_json(200, {"open": [REST_PRICE] * len(starts), "high": [REST_PRICE + 1] * len(starts),
                           "low": [REST_PRICE - 1] * len(starts), "close": [REST_PRICE] * len(starts),
                           "volume": [100] * len(starts), "timestamp": [s // 1000 for s in starts]})
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
 
 @pytest.fixture
 def rest() -> Iterator[str]:
     DhanRest.calls = []
-    server = ThreadingHTTPServer(("127.0.0.1", 0), DhanRest)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v2"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_http(DhanRest) as url:
+        yield f"{url}/v2"
 
 
 async def stream(url: str, key: str) -> list[tuple[str, dict[str, str]]]:

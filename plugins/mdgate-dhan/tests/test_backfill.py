@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -20,6 +18,7 @@ from mdgate._errors import (
     SubscriptionRejected,
 )
 from mdgate._model import Bar
+from mdgate.testing.http import QuietHandler, serve_http
 from mdgate_dhan import plugin
 from mdgate_dhan.backfill import DhanRest, RateLimiter, rest_error
 from mdgate_dhan.config import DhanConfig, parse_config
@@ -30,29 +29,18 @@ ENV = {"DHAN_CLIENT_ID": "1100223344", "DHAN_ACCESS_TOKEN": TOKEN}
 OPEN_MS = int(datetime(2026, 1, 5, 3, 45, tzinfo=UTC).timestamp() * 1000)
 
 
-class FakeDhanRest(BaseHTTPRequestHandler):
+class FakeDhanRest(QuietHandler):
     """Answers /charts/intraday and /marketfeed/ltp in Dhan's documented shapes."""
 
     calls: list[tuple[str, dict[str, str], Any, float]] = []
     mode = "ok"
-
-    def log_message(self, format: str, *args: Any) -> None:  # silence stderr
-        pass
-
-    def _reply(self, status: int, body: Any) -> None:
-        data = json.dumps(body).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         headers = {k.lower(): v for k, v in self.headers.items()}
         type(self).calls.append((self.path, headers, body, time.monotonic()))
         if headers.get("access-token") != TOKEN:
-            self._reply(
+            self.reply_json(
                 401,
                 {
                     "errorType": "Invalid_Authentication",
@@ -62,14 +50,14 @@ class FakeDhanRest(BaseHTTPRequestHandler):
             )
             return
         if type(self).mode == "rate":
-            self._reply(
+            self.reply_json(
                 429, {"errorType": "Rate_Limit", "errorCode": "DH-904", "errorMessage": "Too many requests"}
             )
             return
         if self.path == "/v2/charts/intraday":
             # Three one-minute candles from 09:15 IST, UTC epoch seconds.
             start = OPEN_MS // 1000
-            self._reply(
+            self.reply_json(
                 200,
                 {
                     "open": [2885.0, 2886.05, 2887.0],
@@ -82,24 +70,17 @@ class FakeDhanRest(BaseHTTPRequestHandler):
             )
         elif self.path == "/v2/marketfeed/ltp":
             data = {seg: {str(i): {"last_price": 100.0 + i} for i in ids} for seg, ids in body.items()}
-            self._reply(200, {"data": data, "status": "success"})
+            self.reply_json(200, {"data": data, "status": "success"})
         else:
-            self._reply(404, {"errorCode": "DH-905", "errorMessage": "not found"})
+            self.reply_json(404, {"errorCode": "DH-905", "errorMessage": "not found"})
 
 
 @pytest.fixture
 def rest_server() -> Iterator[str]:
     FakeDhanRest.calls = []
     FakeDhanRest.mode = "ok"
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeDhanRest)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/v2"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_http(FakeDhanRest) as url:
+        yield f"{url}/v2"
 
 
 def config(rest_url: str, **env: str) -> DhanConfig:

@@ -6,9 +6,7 @@ its DataFrame) against a local HTTP server speaking Yahoo's chart v8 JSON, throu
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,6 +15,7 @@ import pytest
 
 from mdgate._errors import ConfigError, RateLimitedError
 from mdgate._model import Bar, now_ms
+from mdgate.testing.http import QuietHandler, serve_http
 from mdgate_yahoo import plugin
 from mdgate_yahoo.config import parse_config
 
@@ -28,23 +27,20 @@ def trading_period(start_s: int) -> dict[str, Any]:
     return {"timezone": "EST", "start": day, "end": day + 86_400, "gmtoffset": -18_000}
 
 
-class FakeChart(BaseHTTPRequestHandler):
+class FakeChart(QuietHandler):
     """Yahoo as yfinance sees it: a cookie page, ``/v1/test/getcrumb`` and ``/v8/finance/chart/SYMBOL``."""
 
     paths: list[str] = []
     status = 200
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         type(self).paths.append(self.path)
         if url.path == "/v1/test/getcrumb":
-            self._reply(200, b"fake-crumb", "text/plain")
+            self.reply(200, b"fake-crumb", "text/plain")
         elif url.path.startswith("/v8/finance/chart/"):
             if type(self).status != 200:
-                self._reply(type(self).status, b"Too Many Requests", "text/plain")
+                self.reply(type(self).status, b"Too Many Requests", "text/plain")
                 return
             query = parse_qs(url.query)
             end = int(query.get("period2", [now_ms() // 1000])[0])
@@ -60,16 +56,9 @@ class FakeChart(BaseHTTPRequestHandler):
                      "close": [190.5] * n, "volume": [1000 + i for i in range(n)]}
             result = {"meta": meta, "timestamp": stamps, "indicators": {"quote": [quote]}}
             body = {"chart": {"result": [result], "error": None}}
-            self._reply(200, json.dumps(body).encode(), "application/json")
+            self.reply(200, json.dumps(body).encode(), "application/json")
         else:  # fc.yahoo.com: the cookie page
-            self._reply(200, b"ok", "text/html")
-
-    def _reply(self, status: int, data: bytes, ctype: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+            self.reply(200, b"ok", "text/html")
 
 
 @pytest.fixture
@@ -79,15 +68,8 @@ def chart(tmp_path: Path) -> Iterator[str]:
     yf.set_tz_cache_location(str(tmp_path / "yf"))  # not the user's cache
     FakeChart.paths = []
     FakeChart.status = 200
-    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeChart)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_http(FakeChart) as url:
+        yield url
 
 
 def test_history_url_is_an_http_url_shown_masked() -> None:
