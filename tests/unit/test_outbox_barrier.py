@@ -71,3 +71,33 @@ async def test_the_writer_sleeps_at_an_empty_barrier_and_wakes_on_its_frames():
         o.release(barrier)
         with anyio.fail_after(1):
             await woke.wait()
+
+
+@pytest.mark.anyio
+async def test_a_replay_is_paced_by_what_is_in_front_not_by_the_live_ticks_waiting_behind():
+    from mdgate._serve.resume import _send
+
+    o = ClientOutbox(1_000_000, 1000, budget=64 * 1024)
+    barrier = o.hold()
+    for i in range(300):  # ~40 KB of live ticks behind the barrier: over half the budget, not conflated
+        _push(o, [_tick("X:A", 10_000 + i)])
+    assert o.nbytes > o.budget // 2 and not o.conflated
+    replay = [[_tick("X:A", i) for i in range(1, 2001)]]
+    taken: list[bytes] = []
+
+    async def writer() -> None:  # the client's writer: sends what is in front of the barrier
+        while True:
+            await o.wait()
+            taken.extend(o.take())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(writer)
+        with anyio.fail_after(5):
+            await _send(o, barrier, replay)
+        o.release(barrier)
+        with anyio.fail_after(5):
+            while o.queue:
+                await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+    got = [n for n in seqs(taken) if n != -1]  # -1: the gap frame if the live ticks were conflated
+    assert got[:2000] == list(range(1, 2001)) and got[-1] == 10_299 and got == sorted(got)

@@ -220,10 +220,10 @@ def _event_json(event: Any) -> dict[str, Any]:
     kind = {"GapEvent": "gap", "GapFilledEvent": "gap_filled", "ProviderEvent": "provider",
             "ErrorEvent": "error", "Subscribed": "subscribed", "Unsubscribed": "unsubscribed"}
     doc = {"type": "reconnected" if isinstance(event, Reconnected) else kind[type(event).__name__], **doc}
-    for key in ("recovered", "instrument", "from_provider"):
+    for key in ("recovered", "from_seq", "instrument", "from_provider"):
         if key in doc and not doc[key]:  # an empty `recovered`, an error about the whole request
             del doc[key]
-    return doc
+    return {k: v for k, v in doc.items() if v is not None}  # absent on the wire: absent here
 
 
 def _print_event(event: Any, as_json: bool) -> None:

@@ -94,11 +94,12 @@ class Barrier:
     the replayed ticks go here, the live ones queue behind) until released.
     """
 
-    __slots__ = ("done", "frames")
+    __slots__ = ("done", "frames", "nbytes")
 
     def __init__(self) -> None:
-        #: Payloads passed through so far and not yet taken.
+        #: Payloads passed through so far and not yet taken, and their size in bytes.
         self.frames: deque[bytes] = deque()
+        self.nbytes = 0
         #: Released: once its frames are taken, what is behind it flows.
         self.done = False
 
@@ -170,7 +171,9 @@ class ClientOutbox:
         if self.over_budget:
             return
         barrier.frames.extend(payloads)
-        self.nbytes += sum(map(len, payloads))
+        size = sum(map(len, payloads))
+        barrier.nbytes += size
+        self.nbytes += size
         if self.nbytes + self.in_flight > self.budget:
             self._relieve()
         self._wakeup()
@@ -286,6 +289,7 @@ class ClientOutbox:
                     payload = entry.frames.popleft()
                     out.append(text_header(len(payload)) + payload if framed else payload)
                     taken += len(payload)
+                    entry.nbytes -= len(payload)
                     continue
                 if not entry.done:
                     break  # a resume is being prepared: what is behind it waits

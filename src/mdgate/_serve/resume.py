@@ -164,8 +164,9 @@ async def _send(outbox: ClientOutbox, barrier: Barrier, replay: list[list[Tick]]
             if len(frame) > quarter and n > 1:
                 n //= 2  # a frame must fit the budget with room to spare
                 continue
-            while outbox.nbytes + outbox.in_flight > 2 * quarter and not outbox.over_budget:
-                await anyio.sleep(_ROOM_POLL)  # paced by the client's drain: a replay never overflows it
+            # paced by the client's drain (what waits behind the barrier cannot drain yet)
+            while barrier.nbytes + outbox.in_flight > 2 * quarter and not outbox.over_budget:
+                await anyio.sleep(_ROOM_POLL)
             if outbox.over_budget:
                 return
             outbox.pass_through(barrier, [frame])
