@@ -329,6 +329,7 @@ class _State:
                 seen = last.get(tick.instrument)
                 if seen is not None and seq <= seen:
                     continue  # already yielded (replayed after a resume, or a snapshot of it)
-                last[tick.instrument] = seq
+                if not snapshot:  # a snapshot is the newest by time: live ticks numbered below it may follow
+                    last[tick.instrument] = seq
             out.append(msgspec.structs.replace(tick, snapshot=True) if snapshot else tick)
         return out

@@ -78,3 +78,36 @@ async def test_a_bad_since_is_refused_and_nothing_is_subscribed(
         assert (error["type"], error["code"]) == ("error", "bad_request") and "since" in error["message"]
         status = await gw.wait_for(lambda s: True)
         assert status["routing"]["instruments"] == 0
+
+
+async def test_ticks_arriving_while_the_snapshot_is_read_are_not_lost(
+    feed: Any, make_settings: Callable[..., Settings],
+) -> None:
+    import dataclasses
+
+    import anyio
+
+    settings = make_settings(feed.url, extra=f'[subscriptions]\nalways = ["{ACME}"]\n')
+    async with running_gateway(settings) as gw:
+        server = gw.gateway.server
+        reading, go_on = anyio.Event(), anyio.Event()
+        real = server.backends.snapshot
+
+        async def slow_snapshot(names: Any) -> Any:
+            reading.set()
+            await go_on.wait()  # ticks flow meanwhile
+            return await real(names)
+
+        server.backends = dataclasses.replace(server.backends, snapshot=slow_snapshot)
+        await feed.wait_until(lambda f: "ACME" in f.subscribed)
+        async with GatewayClient.connect(gw.ws_url) as c:
+            await c.send({"op": "subscribe", "instruments": [ACME]})
+            with anyio.fail_after(5):
+                await reading.wait()
+            for i in range(3):
+                await feed.send_tick("ACME", 1.0 + i, ts=T0 + i)
+            await gw.wait_for(lambda s: s["pipeline"]["ticks"] == 3)
+            go_on.set()
+            assert await c.recv() == {"type": "subscribed", "instruments": [ACME]}
+            assert (await c.recv())["type"] == "snapshot"
+            assert [t["seq"] for t in await c.ticks(3)] == [1, 2, 3]

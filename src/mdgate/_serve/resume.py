@@ -1,7 +1,9 @@
 """
-Resumable subscriptions: ``{"op": "subscribe", ..., "since": {"NSE:RELIANCE": 41}}``.
+Subscribing without a hole, and resumable subscriptions (``"since": {"NSE:RELIANCE": 41}``).
 
-For each instrument named in ``since`` that the client was not subscribed to,
+Every subscribe registers the client for live ticks at once and holds them
+behind the answer and the snapshot (read meanwhile), so that no tick is lost
+between the two. For each instrument named in ``since`` that the client was not subscribed to,
 the client gets the stored ticks numbered after that ``seq``, then the live
 ones, each ``seq`` once and none missing in between:
 
@@ -105,8 +107,10 @@ async def resume(
     upto = {name: source.last_seq(name) or 0 for name in since}
     fanout.set_instruments(outbox, frozenset(wanted))  # live ticks from here on, behind the barrier
     try:
-        recovered, from_seq, replay = await _read(source, since, upto, limit)
-        answer: dict[str, Any] = {"type": "subscribed", "instruments": good, "recovered": recovered}
+        recovered, from_seq, replay = await _read(source, since, upto, limit) if since else ({}, {}, [])
+        answer: dict[str, Any] = {"type": "subscribed", "instruments": good}
+        if since:
+            answer["recovered"] = recovered
         if from_seq:
             answer["from_seq"] = from_seq
         outbox.pass_through(barrier, [encode(answer)])

@@ -553,20 +553,16 @@ class ClientServer:
                                    "message": f"providers for {name} are down; ticks flow once one recovers"})
             good.append(name)
         self.stats.limit_errors += limited
-        resumed = {name: since[name] for name in fresh if name in since}
-        if resumed:  # replay what was missed, then live (mdgate._serve.resume)
-            source = self.backends.resume or ResumeSource(lambda _: None, None)
-            await resume(source, self.backends.fanout, outbox, wanted, good, resumed,
-                         refusal_frame(errors) if errors else None, self.backends.snapshot,
-                         self.settings.replay_max)
+        if not good:
+            self._report(outbox, errors)
             return
-        if good:
-            outbox.control(encode({"type": "subscribed", "instruments": good}))
-        self._report(outbox, errors)
-        if good:
-            snapshot = await self.backends.snapshot(good)
-            outbox.control(encode({"type": "snapshot", "ticks": snapshot}))
-            self.backends.fanout.set_instruments(outbox, frozenset(wanted))
+        # registered at once, live ticks held behind the answer, the snapshot and any replay
+        # of what was missed (mdgate._serve.resume): none is lost while the snapshot is read
+        resumed = {name: since[name] for name in fresh if name in since}
+        source = self.backends.resume or ResumeSource(lambda _: None, None)
+        await resume(source, self.backends.fanout, outbox, wanted, good, resumed,
+                     refusal_frame(errors) if errors else None, self.backends.snapshot,
+                     self.settings.replay_max)
 
     def _unsubscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
         errors: list[dict[str, str]] = []
