@@ -65,6 +65,9 @@ async def test_page_shows_providers_live_prices_and_a_provider_going_down(
     await stack.yahoo.send_pricing("AAPL", price=227.55)
     await expect(_tick_cell(page, "NASDAQ:AAPL", "price")).to_have_text("227.55", timeout=WAIT_MS)
     await expect(_tick_cell(page, "NASDAQ:AAPL", "provider")).to_have_text("YF")
+    # ticks flow: live, whatever the calendar says (the gateway's judgement, from /status)
+    await expect(_tick_cell(page, "NASDAQ:AAPL", "state")).to_have_attribute("data-state", "live",
+                                                                             timeout=WAIT_MS)
     await stack.yahoo.send_pricing("AAPL", price=228.1)
     await expect(_tick_cell(page, "NASDAQ:AAPL", "price")).to_have_text("228.10", timeout=WAIT_MS)
     await expect(_tick_cell(page, "NASDAQ:AAPL", "change")).to_have_text("+0.55 (+0.24%)")

@@ -165,6 +165,18 @@
     fillList($('#server'), [['connected', st.clients], ...Object.keys(server).map((k) => [k, server[k]])]);
     served = Object.keys(st.instruments || {});
     if (!chosen) setWanted(served.slice(0, DEFAULT_COUNT));
+    renderStates(st.instruments || {});
+  }
+
+  // live / stale (silent while its market is open) / closed, as the gateway judges it
+  function renderStates(instruments) {
+    for (const tr of $('#ticks tbody').querySelectorAll('tr')) {
+      const info = instruments[tr.dataset.instrument];
+      const state = info && info.state ? String(info.state) : '–';
+      const cell = setText(tr, 'state', state);
+      cell.dataset.state = state;
+      cell.classList.toggle('stale', state === 'stale');
+    }
   }
 
   async function poll() {
@@ -233,7 +245,7 @@
     wanted = list;
     for (const name of quotes.keys()) if (!wanted.includes(name)) quotes.delete(name);
     const rows = syncRows($('#ticks tbody'), 'instrument', wanted,
-      ['instrument', 'price num', 'change num', 'provider', 'age num', 'spark']);
+      ['instrument', 'price num', 'change num', 'provider', 'state', 'age num', 'spark']);
     for (const [name, tr] of rows) {
       if (!tr.querySelector('svg')) {
         setText(tr, 'instrument', name);
