@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any, Final
@@ -196,6 +196,11 @@ def _us(exchange: str) -> ExchangeCalendar:
                             _US_EARLY, years=(2025, 2027))
 
 
+_MAKERS: Final[Mapping[str, Callable[[str], ExchangeCalendar]]] = {
+    "NSE": _india, "BSE": _india, "NYSE": _us, "NASDAQ": _us,
+}
+
+
 @functools.cache
 def builtin_calendars() -> Mapping[str, ExchangeCalendar]:
     """
@@ -203,7 +208,7 @@ def builtin_calendars() -> Mapping[str, ExchangeCalendar]:
     database); an exchange whose time zone cannot be loaded is left out.
     """
     out: dict[str, ExchangeCalendar] = {}
-    for exchange, make in (("NSE", _india), ("BSE", _india), ("NYSE", _us), ("NASDAQ", _us)):
+    for exchange, make in _MAKERS.items():
         try:
             out[exchange] = make(exchange)
         except (ZoneInfoNotFoundError, ValueError):  # no time-zone data: see Calendars.missing
@@ -212,7 +217,7 @@ def builtin_calendars() -> Mapping[str, ExchangeCalendar]:
 
 
 #: Every exchange with a built-in table.
-BUILTIN_NAMES: Final = ("NSE", "BSE", "NYSE", "NASDAQ")
+BUILTIN_NAMES: Final = tuple(_MAKERS)
 
 
 class Calendars:

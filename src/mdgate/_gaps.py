@@ -60,12 +60,7 @@ class GapDesk:
         gap: Gap = {"from_ts": from_ts, "to_ts": to_ms, "reason": reason, **extra}
         self.fanout.announce(instrument, encode({"type": "gap", "instrument": instrument, **gap}))
         self.counts[reason] = self.counts.get(reason, 0) + 1
-        record = getattr(self.store, "record_gap", None)  # a store that keeps gaps (Redis: mdgate:{I}:gaps)
-        if callable(record):
-            try:
-                record(instrument, gap)
-            except Exception as exc:  # a store plugin's bug must not stop the announcement
-                self.faults.record(self.store_plugin, "store.record_gap", exc)
+        self._keep(instrument, gap)
         for listener in self.listeners:
             listener({"instrument": instrument, **gap})
 
@@ -77,12 +72,15 @@ class GapDesk:
         """
         outcome: Gap = {"from_ts": from_ms, "to_ts": to_ms, "filled": filled, **extra}
         self.fanout.announce(instrument, encode({"type": "gap_filled", "instrument": instrument, **outcome}))
+        self._keep(instrument, {"status": "filled" if filled else "unfilled", "from_ts": from_ms,
+                                "to_ts": to_ms, **{k: v for k, v in extra.items() if v is not None}})
+
+    def _keep(self, instrument: str, fields: Gap) -> None:
+        """Hand ``fields`` to a store that keeps gaps (Redis: ``mdgate:{I}:gaps``)."""
         record = getattr(self.store, "record_gap", None)
         if callable(record):
-            kept = {"status": "filled" if filled else "unfilled", "from_ts": from_ms, "to_ts": to_ms,
-                    **{k: v for k, v in extra.items() if v is not None}}
             try:
-                record(instrument, kept)
+                record(instrument, fields)
             except Exception as exc:  # a store plugin's bug must not stop the announcement
                 self.faults.record(self.store_plugin, "store.record_gap", exc)
 

@@ -246,8 +246,10 @@ class MarketHours:
     # -- status ----------------------------------------------------------------------------------
 
     def annotate(self, instruments: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Add ``state`` (and ``silent_s`` while stale) to ``/status?instruments=1``'s entries."""
-        self.look()
+        """
+        Add ``state`` (and ``silent_s`` while stale) to ``/status?instruments=1``'s
+        entries, as the last look (at most ``step`` seconds ago) found them.
+        """
         for name, entry in instruments.items():
             state = self.states.get(name, LIVE)
             entry["state"] = state
@@ -257,7 +259,6 @@ class MarketHours:
 
     def status(self) -> dict[str, Any]:
         """For ``/status`` ``routing``: ``stale`` (instruments stale now) and each market open or closed."""
-        at = self.wall()
-        cals = sorted(self.calendars.calendars.items())
-        markets = {x: "open" if c.is_open(at) else "closed" for x, c in cals}
+        now = self.calendars.status(self.wall())
+        markets = {x: "open" if m["open"] else "closed" for x, m in now.items()}
         return {"stale": self.stale, "markets": markets}

@@ -2,13 +2,14 @@
 The tick loop: queue -> latest -> store + fan-out, one batch at a time.
 
 Each batch the queue hands over (everything queued, across connections)
-is numbered (``seq`` per instrument, :class:`~mdgate._seq.SeqBook`), moves
-the latest-tick table on (:class:`~mdgate._latest.LatestTicks`), is
-written to the store (buffered; the store's own task does the I/O) and is
-published to the clients (encoded once per subscription set). No hook is
-called per tick. A failure in any step is contained: counted
-(:class:`~mdgate._stats.PipelineStats`), logged at most once per 10 s per
-kind, and the feed goes on.
+moves the latest-tick table on (:class:`~mdgate._latest.LatestTicks`), is
+numbered (``seq`` per instrument, :class:`~mdgate._seq.SeqBook`: the first
+ticks of an instrument new to the process come out of a later batch, once
+the store said where its numbering goes on), is written to the store
+(buffered; the store's own task does the I/O) and is published to the
+clients (encoded once per subscription set). No hook is called per tick.
+A failure in any step is contained: counted (:class:`~mdgate._stats.PipelineStats`),
+logged at most once per 10 s per kind, and the feed goes on.
 """
 
 from __future__ import annotations
@@ -67,16 +68,6 @@ class Pipeline:
         while True:
             batch = await get()
             try:
-                batch = stamp(batch)
-            except Exception as exc:  # not a Tick: the reader checks, so a bug; keep the good ones
-                batch, bad, _ = screen(batch, float("inf"))
-                stats.errors += 1
-                every.log("bad_tick", log.error, "pipeline_bad_tick", error=repr(exc)[:200],
-                          dropped=bad[0] if bad else 0)
-                batch = stamp(batch)
-            if not batch:  # everything held back until its instrument's numbering is known
-                continue
-            try:
                 advance(batch)
             except Exception as exc:  # a malformed tick that got past the reader's check
                 batch, bad, _ = screen(batch, float("inf"))  # the reader dropped future ticks
@@ -84,6 +75,11 @@ class Pipeline:
                 every.log("bad_tick", log.error, "pipeline_bad_tick", error=repr(exc)[:200],
                           dropped=bad[0] if bad else 0)
                 advance(batch)
+            # numbered once screened (a tick that cannot be numbered is not numbered at all: no
+            # number skipped); an instrument's first ticks may be held until its number is known
+            batch = stamp(batch)
+            if not batch:
+                continue
             try:
                 store_write(batch)
             except Exception as exc:  # a store bug must not stop the feed (nor flood the log)

@@ -79,3 +79,5 @@ async def test_pipeline_survives_a_malformed_tick_and_keeps_the_rest():
     assert gw.latest["NSE:RELIANCE"].price == 3.0
     assert gw.pipeline_stats.errors == 1
     assert [t.price for t in await gw.store.history("NSE:RELIANCE")] == [1.0, 2.0, 3.0]
+    # screened before numbering: the bad tick takes no number, none is skipped
+    assert [t.seq for t in await gw.store.history("NSE:RELIANCE")] == [1, 2, 3]

@@ -54,13 +54,10 @@ class StoreReader:
             writer), merged into :meth:`latest`.
     """
 
-    #: The read client (``decode_responses``): shared with the by-``seq`` reads.
-    redis: Redis
-
     def __init__(self, url: RedisUrl, local: LatestTicks) -> None:
         self._url = url
         self._local = local
-        self.redis = self._redis = Redis.from_url(
+        self._redis = Redis.from_url(
             url.url,
             decode_responses=True,
             socket_timeout=READ_TIMEOUT,
@@ -68,6 +65,11 @@ class StoreReader:
             retry=Retry(NoBackoff(), 1),
             health_check_interval=0,
         )
+
+    @property
+    def redis(self) -> Redis:
+        """The read client (``decode_responses``): shared with the reads by ``seq`` and the bar merge."""
+        return self._redis
 
     async def latest(self, instruments: Sequence[str], *, redis_up: bool) -> dict[str, Tick]:
         """

@@ -27,7 +27,7 @@ from mdgate._errors import StoreUnavailable
 from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick
-from mdgate.plugins.stores.redis_store._backfill import BarMerger
+from mdgate.plugins.stores.redis_store._backfill import merge_bars
 from mdgate.plugins.stores.redis_store._feed import follow_feed
 from mdgate.plugins.stores.redis_store._reader import StoreReader
 from mdgate.plugins.stores.redis_store._seqread import last_seqs, ticks_after
@@ -62,16 +62,14 @@ class RedisStore:
         *,
         io_timeout: float = IO_TIMEOUT,
     ) -> None:
+        settings = settings or RedisSettings()
         self._url = RedisUrl(url)
         self._runtime = runtime or RuntimeSettings()
         self._io_timeout = io_timeout
         latest = LatestTicks()
-        self._writer = BatchWriter(
-            self._url, settings or RedisSettings(), self._runtime, latest, io_timeout=io_timeout
-        )
+        self._writer = BatchWriter(self._url, settings, self._runtime, latest, io_timeout=io_timeout)
         self._reader = StoreReader(self._url, latest)
-        self._bars_on = (settings or RedisSettings()).bars
-        self._merger = BarMerger(self._url, (settings or RedisSettings()).bars_maxlen)
+        self._bars_on, self._bars_maxlen = settings.bars, settings.bars_maxlen
 
     # ------------------------------------------------------------------ write path
 
@@ -149,7 +147,7 @@ class RedisStore:
         """
         if not self._bars_on:
             raise StoreUnavailable("redis: this store keeps no bars ([redis] bars = false)")
-        return await self._merger.merge(instrument, bars)
+        return await merge_bars(self._reader.redis, self._url, self._bars_maxlen, instrument, bars)
 
     async def last_seqs(self, instruments: Sequence[str]) -> dict[str, int]:
         """
@@ -274,4 +272,3 @@ class RedisStore:
             # Also when the caller's own shutdown deadline cancels us.
             with anyio.CancelScope(shield=True):
                 await self._reader.aclose()
-                await self._merger.aclose()
