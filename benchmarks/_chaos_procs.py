@@ -63,18 +63,21 @@ def gateway_config(*, port: int, redis_url: str, yahoo_url: str, dhan_url: str, 
 class GatewayProcess:
     """``mdgate --config PATH run`` as a child process (dies with the soak)."""
 
-    def __init__(self, config: str, tmp: Path, env: dict[str, str]) -> None:
-        self.path = tmp / "mdgate.toml"
+    def __init__(self, config: str, tmp: Path, env: dict[str, str], *, name: str = "gateway",
+                 args: tuple[str, ...] = ()) -> None:
+        self.path = tmp / ("mdgate.toml" if name == "gateway" else f"{name}.toml")
         self.path.write_text(config)
-        self.log = tmp / "gateway.log"
+        self.log = tmp / f"{name}.log"
         self.env = env
+        #: Arguments after ``run`` (``--role ingest``).
+        self.args = args
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> int:
         """Spawn; return the PID."""
-        with self.log.open("wb") as log:
+        with self.log.open("ab") as log:  # a restart appends
             self.proc = subprocess.Popen(
-                [MDGATE, "--config", str(self.path), "run"],
+                [MDGATE, "--config", str(self.path), "run", *self.args],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self.env,
                 cwd=ROOT, preexec_fn=_die_with_parent,
             )

@@ -54,13 +54,18 @@ def read_redis(url: str) -> dict[str, Any]:
                     continue
                 streams[key] += 1
                 max_ts = max(max_ts, int(fields.get(b"ts", b"0")))
+        gaps = 0
         for _id, fields in _entries(r, "mdgate:feed"):
+            if fields.get(b"type") == b"gap":  # the feed carries the gaps the gateway announced
+                gaps += 1
+                continue
             key = _key(fields)
             if key is None:
                 unreadable += 1
                 continue
             feed[key] += 1
-        return {"streams": streams, "feed": feed, "unreadable": unreadable, "stream_keys": len(keys),
+        return {"streams": streams, "feed": feed, "unreadable": unreadable, "feed_gaps": gaps,
+                "stream_keys": len(keys),
                 "max_ts": max_ts}
     finally:
         r.close()

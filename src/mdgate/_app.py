@@ -40,6 +40,7 @@ from mdgate._backfill import Backfiller
 from mdgate._clock import MONOTONIC, Clock
 from mdgate._config import Settings, load_settings
 from mdgate._errors import ConfigError, MdgateError
+from mdgate._fleet.roles import FleetRole, check_role, fanout_role, ingest_role
 from mdgate._gaps import GapDesk
 from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
@@ -128,6 +129,7 @@ class Gateway:
     def __init__(
         self, settings: Settings, registry: Registry | None = None, *, config_path: str | None = None,
         replayer: Replayer | None = None, clock: Clock = MONOTONIC, wall: Callable[[], float] = time.time,
+        role: str = "all",
     ) -> None:
         """
         Args:
@@ -137,7 +139,10 @@ class Gateway:
             replayer: play this recording to the providers it holds (``mdgate replay``).
             clock: the provider sessions' and market hours' monotonic clock (a test's ``ManualClock``).
             wall: Unix seconds for the exchange calendars (a test fakes it with ``clock``).
+            role: ``all`` (everything), ``ingest`` or ``fanout`` (see :mod:`mdgate._fleet`).
         """
+        check_role(role, settings)
+        self.role = role
         self.settings = settings
         self.config_path = config_path
         self.registry = registry or load_registry(settings.environ)
@@ -153,7 +158,7 @@ class Gateway:
         self.sessions = {
             name: ProviderSession(hooks, configs.configs.get(name), configs.disabled.get(name), self.queue,
                                   settings.runtime, faults=faults, clock=clock)
-            for name, hooks in self.registry.providers.items()
+            for name, hooks in self.registry.providers.items() if role != "fanout"  # no upstream there
         }
         table = config_table(self.registry, settings, self.route_source)
         self.router = Router(self.registry, live_configs(self.sessions), table)
@@ -170,10 +175,13 @@ class Gateway:
         self.pipeline = Pipeline(self.queue, self.latest, store.write, self.fanout.publish,
                                  self.pipeline_stats, self.seqs)
         self.started_at = time.time()
+        self.gaps = GapDesk(self.fanout, self.latest, store, faults, store_plugin)
+        self.fleet = _fleet_role(self, role)
+        fan = self.fleet if self.fleet is not None and self.fleet.role == "fanout" else None
         self.server = ClientServer(settings.server, Backends(
-            fanout=self.fanout, interest=self.subs, snapshot=self.snapshot, history=store,
-            status=self.status, ready=self.ready, metrics=self.render_metrics,
-            resume=ResumeSource(self.seqs.last.get, store)))
+            fanout=self.fanout, interest=fan.interest if fan else self.subs, snapshot=self.snapshot,
+            history=store, status=self.status, ready=self.ready, metrics=self.render_metrics,
+            resume=ResumeSource(fan.last_seq if fan and fan.last_seq else self.seqs.last.get, store)))
         self.metrics = self._metrics_parts()
         self._metrics_page = MetricsPage(self.metrics)
         self._status = StatusParts(
@@ -183,7 +191,6 @@ class Gateway:
         self._stop = anyio.Event()
         self._stopped = anyio.Event()
         self.recorder, self.replayer = _taps(settings, self.sessions, replayer)
-        self.gaps = GapDesk(self.fanout, self.latest, store, faults, store_plugin)
         self.subs.on_switch = self.gaps.on_switch
         for session in self.sessions.values():
             session.on_resume = self.gaps.on_resume
@@ -260,8 +267,9 @@ class Gateway:
                 await tg.start(scoped, "providers", self._run_providers)
                 await tg.start(scoped, "work", self._run_work)
                 port: int = await tg.start(scoped, "server", self.server.run)
-                self._apply_subscriptions(self.settings)
-                log.info("gateway_started", port=port, providers=sorted(self.sessions),
+                if self.role == "all":  # a fleet's ingest tier subscribes by slot, its fan-out tier never
+                    self._apply_subscriptions(self.settings)
+                log.info("gateway_started", port=port, role=self.role, providers=sorted(self.sessions),
                          store=self.store.kind, routes=self.router.table.source,
                          startup_ms=int((time.time() - self.started_at) * 1000))
                 task_status.started(port)
@@ -291,6 +299,8 @@ class Gateway:
             if self.recorder is not None:
                 self.recorder.close()
             await self.store_guard.close(self.queue.drain())
+            if self.fleet is not None and self.fleet.close is not None:
+                await self.fleet.close()  # leases go once every tick of theirs is stored
             scopes["store"].cancel()
         log.info("gateway_stopped", seconds=round(time.monotonic() - t0, 3),
                  timed_out=scope.cancelled_caught)
@@ -303,6 +313,11 @@ class Gateway:
 
     async def _run_work(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         async with anyio.create_task_group() as tg:
+            if self.fleet is not None:
+                await tg.start(self.fleet.run)
+                if self.fleet.role == "fanout":
+                    task_status.started()
+                    return
             tg.start_soon(self.pipeline.run)
             tg.start_soon(self.seqs.run)
             tg.start_soon(self.subs.run)
@@ -339,7 +354,8 @@ class Gateway:
         connected provider. Returns (ready, the reasons it is not).
         """
         reasons = store_unready(self.store_guard.status())
-        reasons += self.subs.unserved_exchanges()
+        if self.role != "fanout":
+            reasons += self.subs.unserved_exchanges()
         return not reasons, reasons
 
     def render_metrics(self) -> tuple[bytes, str]:
@@ -372,6 +388,8 @@ class Gateway:
     def status(self, *, instruments: bool = False) -> dict[str, Any]:
         """The ``/status`` document (no secrets); ``instruments``: list every instrument served."""
         doc = status_document(self._status)
+        if self.fleet is not None:
+            doc["fleet"] = self.fleet.status()
         if instruments:
             doc["instruments"] = self.hours.annotate(self.subs.instruments())
         return doc
@@ -402,7 +420,10 @@ class Gateway:
         if self.route_source is None:
             self.router.table = config_table(self.registry, new)
             self.subs.reroute()
-        self._apply_subscriptions(new)
+        if self.role == "all":
+            self._apply_subscriptions(new)
+        elif self.fleet is not None and self.fleet.apply is not None:
+            self.fleet.apply(new)
         log.info("config_reloaded", source=new.source)
         self.metrics.reloads["ok"] += 1
         return True
@@ -435,6 +456,16 @@ def _taps(
         else:
             session.tap = recorder
     return recorder, replayer
+
+
+def _fleet_role(gw: Gateway, role: str) -> FleetRole | None:
+    """The parts ``role`` adds (None for ``all``); an ingest instance subscribes with no linger."""
+    if role == "fanout":
+        return fanout_role(gw.settings, gw.store, gw.latest, gw.fanout, gw.router.resolve)
+    if role == "ingest":
+        gw.subs.linger = 0.0  # the fan-out tier's demand lingers already
+        return ingest_role(gw.settings, gw.sessions, gw.subs, gw.store, gw.gaps.gap, gw.queue, gw.seqs)
+    return None
 
 
 def store_unready(store: dict[str, Any]) -> list[str]:

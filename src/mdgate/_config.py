@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_CONFIG_FILE",
     "BackfillSettings",
     "DatabaseSettings",
+    "FleetSettings",
     "LoggingSettings",
     "RecordSettings",
     "RedisSettings",
@@ -137,6 +138,8 @@ class RedisSettings:
     bars: bool = True
     #: Entries kept per instrument bar stream.
     bars_maxlen: int = 100_000
+    #: On a Redis Cluster: the shared feed is split into ``mdgate:feed:{0}`` .. ``{N-1}`` (by instrument).
+    feed_partitions: int = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +227,18 @@ class BackfillSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class FleetSettings:
+    """``[fleet]``: several instances on one universe (``mdgate run --role ingest|fanout``)."""
+
+    #: This instance's name in the leases and the demand registry (default: host name and process id).
+    instance: str = ""
+    #: Connection slots per provider credential, shared by the ingest instances (one lease each).
+    slots: int = 1
+    #: Seconds a lease lives without renewal: after its holder dies, another instance takes it over.
+    lease_ttl: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     """``[logging]``."""
 
@@ -244,6 +259,7 @@ class Settings:
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     record: RecordSettings = field(default_factory=RecordSettings)
     backfill: BackfillSettings = field(default_factory=BackfillSettings)
+    fleet: FleetSettings = field(default_factory=FleetSettings)
     #: Raw ``[providers.<name>]`` tables; each provider validates its own.
     providers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     #: ``[instruments."EXCH:SYM"]``: provider name -> provider code.
@@ -282,6 +298,7 @@ _SECTIONS: Final[dict[str, type]] = {
     "logging": LoggingSettings,
     "record": RecordSettings,
     "backfill": BackfillSettings,
+    "fleet": FleetSettings,
 }
 _LEVELS: Final = ("debug", "info", "warning", "error")
 #: ``[exchanges]`` bounds: exchanges named, providers per exchange.
@@ -499,7 +516,7 @@ def _check(s: Settings) -> None:
     for name, table in s.providers.items():
         if "replay" in table and not (isinstance(table["replay"], str) and table["replay"]):
             raise ConfigError(f"providers.{name}.replay", "expected the path of a recording directory")
-    for key in ("batch_max", "buffer_max", "stream_maxlen"):
+    for key in ("batch_max", "buffer_max", "stream_maxlen", "feed_partitions"):
         if getattr(s.redis, key) < 1:
             raise ConfigError(f"redis.{key}", "must be at least 1")
     # a zero delay would turn every retry loop into a busy loop against a dead endpoint
@@ -515,6 +532,10 @@ def _check(s: Settings) -> None:
         if getattr(s.server, key) < 1:
             raise ConfigError(f"server.{key}", "must be at least 1")
     _check_backfill(s.backfill)
+    if s.fleet.slots < 1:
+        raise ConfigError("fleet.slots", "must be at least 1")
+    if not s.fleet.lease_ttl >= 1:
+        raise ConfigError("fleet.lease_ttl", "must be at least 1 (seconds)")
     if s.server.client_buffer_bytes < 64 * 1024:
         raise ConfigError("server.client_buffer_bytes", "must be at least 65536")
 

@@ -17,7 +17,7 @@ never on the tick path. See docs/client-protocol.md#sequence-numbers.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Final
 
 import anyio
@@ -127,6 +127,16 @@ class SeqBook:
                 self._ready.append(inst)
         if self._ready and self._wake is not None:
             self._wake()
+
+    def forget(self, instruments: Iterable[str]) -> None:
+        """
+        Drop the numbers of ``instruments``: their next ticks wait for the store's last number
+        again (another instance may have numbered them meanwhile: a slot that moved).
+        """
+        if self._seeder is None:
+            return  # no store to ask: this book is the only numbering there is
+        for inst in instruments:
+            self.last.pop(inst, None)
 
     def status(self) -> dict[str, int]:
         """``/status`` ``pipeline.seq``: instruments waiting for a number, ticks dropped, restarts at 1."""

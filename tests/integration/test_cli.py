@@ -240,3 +240,25 @@ async def test_backfill_json_is_the_same_one_document():
     res = await anyio.run_process([*MDGATE, *argv, "--json"], env=env(), check=False)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout) == json.loads(plain.stdout) and len(res.stdout.splitlines()) == 1
+
+
+@pytest.mark.parametrize(("role", "toml", "key"), [
+    ("fanout", "", "redis.url"),
+    ("ingest", '[redis]\nurl = "redis://127.0.0.1:6379/15"\n', "database.url"),
+    ("fanout", '[redis]\nurl = "redis://127.0.0.1:6379/15"\nfeed_maxlen = 0\n'
+               '[database]\nurl = "postgresql://postgres:s3cret@127.0.0.1:5432/nowhere"\n',
+     "redis.feed_maxlen"),
+])
+async def test_a_role_without_what_it_needs_is_one_line_naming_the_key(tmp_path, role, toml, key):
+    cfg = tmp_path / "role.toml"
+    cfg.write_text(toml)
+    argv = [*MDGATE, "--config", str(cfg), "run", "--port", "0", "--role", role]
+    res = await anyio.run_process(argv, env=env(), check=False)
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2 and len(err.splitlines()) == 1 and key in err, err
+    assert "s3cret" not in err
+
+
+async def test_an_unknown_role_is_refused_by_the_command_line(tmp_path):
+    res = await anyio.run_process([*MDGATE, "run", "--port", "0", "--role", "both"], env=env(), check=False)
+    assert res.returncode == 2 and "both" in res.stderr.decode()

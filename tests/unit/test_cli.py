@@ -33,7 +33,7 @@ def logging_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoggingSettings]:
 
 
 class FakeGateway:
-    def __init__(self, settings: Any, config_path: str | None = None) -> None:
+    def __init__(self, settings: Any, config_path: str | None = None, role: str = "all") -> None:
         self.settings = settings
 
     async def run(self) -> None:

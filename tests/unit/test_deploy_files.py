@@ -98,6 +98,34 @@ def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     assert done.returncode == 0 and not complaints, done.stdout + done.stderr
 
 
+ROLE_UNIT = DEPLOY / "systemd" / "mdgate@.service"
+
+
+@pytest.mark.parametrize("role", ["ingest", "fanout"])
+def test_role_template_unit_runs_its_role_and_passes_verify(tmp_path: Path, role: str) -> None:
+    text = ROLE_UNIT.read_text()
+    unit = parse_unit(text)
+    assert shlex.split(_one(unit, "ExecStart")) == [
+        UNIT_EXE, "run", "--config", "/etc/mdgate/mdgate-%i.toml", "--role", "%i"]
+    assert _one(unit, "EnvironmentFile") == "/etc/mdgate/mdgate-%i.env"
+    # the same service settings as the single unit, but for the role's own files
+    single = parse_unit(UNIT.read_text())
+    for key in set(single["Service"]) - {"ExecStart", "EnvironmentFile"}:
+        assert unit["Service"].get(key) == single["Service"][key], key
+    from mdgate._cli.run import run
+
+    role_option = next(p for p in run.params if p.name == "role")
+    assert role in role_option.type.choices  # type: ignore[attr-defined]  # the role the unit names exists
+    if not _systemd_analyze_works(tmp_path):
+        return
+    mdgate = Path(sys.executable).with_name("mdgate")
+    copy = tmp_path / f"mdgate@{role}.service"
+    copy.write_text(text.replace(UNIT_EXE, str(mdgate)))
+    done = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True)
+    complaints = [line for line in (done.stdout + done.stderr).splitlines() if copy.name in line]
+    assert done.returncode == 0 and not complaints, done.stdout + done.stderr
+
+
 def test_systemd_unit_directives_fit_mdgate() -> None:
     unit = parse_unit(UNIT.read_text())
     svc = unit["Service"]

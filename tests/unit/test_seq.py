@@ -109,3 +109,33 @@ def test_held_ticks_are_bounded_the_oldest_go(monkeypatch: pytest.MonkeyPatch) -
     assert book.dropped == 2
     book._seeded({A: 10}, [A])
     assert numbers(book.stamp([])) == [(A, 2.0, 11), (A, 3.0, 12), (A, 4.0, 13)]
+
+
+async def test_a_forgotten_instrument_asks_the_store_again() -> None:
+    stored = {A: 10}
+    woken: list[bool] = []
+
+    async def seeder(names: list[str]) -> dict[str, int]:
+        return {n: stored[n] for n in names if n in stored}
+
+    book = SeqBook(seeder, lambda: woken.append(True))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(book.run)
+        book.stamp(ticks((A, 1)))
+        with anyio.fail_after(5):
+            while not woken:
+                await anyio.sleep(0.001)
+        assert numbers(book.stamp(ticks((A, 2)))) == [(A, 1, 11), (A, 2, 12)]
+        stored[A] = 30  # another instance numbered it meanwhile (its slot moved there and back)
+        book.forget([A])
+        woken.clear()
+        assert book.stamp(ticks((A, 3))) == []
+        with anyio.fail_after(5):
+            while not woken:
+                await anyio.sleep(0.001)
+        assert numbers(book.stamp([])) == [(A, 3, 31)]
+        tg.cancel_scope.cancel()
+    plain = SeqBook()  # no store: forgetting would only restart at 1, so it keeps its numbers
+    plain.stamp(ticks((A, 1)))
+    plain.forget([A])
+    assert numbers(plain.stamp(ticks((A, 2)))) == [(A, 2, 2)]

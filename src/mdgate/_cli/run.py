@@ -24,9 +24,12 @@ __all__ = ["run"]
 )
 @click.option("--host", help="listen address (overrides [server] host)")
 @click.option("--port", type=int, help="listen port (overrides [server] port)")
+@click.option("--role", type=click.Choice(["all", "ingest", "fanout"]), default="all", show_default=True,
+              help="all: one gateway; ingest: hold provider slots, store; fanout: serve clients from Redis "
+                   "(see docs/scaling.md)")
 @pass_context
 @click.pass_context
-def run(ctx: click.Context, obj: CommandContext, host: str | None, port: int | None) -> None:
+def run(ctx: click.Context, obj: CommandContext, host: str | None, port: int | None, role: str) -> None:
     """Run the gateway until SIGINT/SIGTERM; SIGHUP reloads the configuration."""
     settings = obj.settings
     if host or port is not None:
@@ -37,6 +40,9 @@ def run(ctx: click.Context, obj: CommandContext, host: str | None, port: int | N
         )
         settings = dataclasses.replace(settings, server=server)
     host, port = settings.server.host, settings.server.port
+    from mdgate._fleet.roles import check_role
+
+    check_role(role, settings)  # a role missing Redis or PostgreSQL is one line naming the key
     # before any log line or provider connection: a bad or busy address is one line, not a start
     check_listen(host, port)
     obj._configure_logging(settings.logging)  # the one configuration of this process's logging
@@ -44,17 +50,17 @@ def run(ctx: click.Context, obj: CommandContext, host: str | None, port: int | N
     root = ctx.find_root()
     if isinstance(root.command, click.Group):
         root.command.list_commands(root)
-    _serve(settings, host, port)
+    _serve(settings, host, port, role)
 
 
-def _serve(settings: Settings, host: str, port: int) -> None:
+def _serve(settings: Settings, host: str, port: int, role: str = "all") -> None:
     import anyio
     import structlog
 
     from mdgate._app import Gateway
 
     log = structlog.get_logger("mdgate")
-    gateway = Gateway(settings, config_path=settings.source)
+    gateway = Gateway(settings, config_path=settings.source, role=role)
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:

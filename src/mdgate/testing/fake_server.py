@@ -13,7 +13,8 @@ under one set of names:
   ones), :attr:`~FakeProviderServer.accepted`, :attr:`~FakeProviderServer.received`
   (every client frame), :attr:`~FakeProviderServer.subscribe_requests` /
   :attr:`~FakeProviderServer.unsubscribe_requests` and
-  :attr:`~FakeProviderServer.subscribed` (codes held by open connections);
+  :attr:`~FakeProviderServer.subscribed` (codes held by open connections),
+  :attr:`~FakeProviderServer.peak_by_credential` (the most connections open at once per credential);
 * waiting: :meth:`~FakeProviderServer.wait_until` (a predicate on the server),
   :meth:`~FakeProviderServer.wait_subscribed`, :meth:`~FakeProviderServer.wait_connections`;
 * sending: :meth:`~FakeProviderServer.send` (one connection or all),
@@ -127,6 +128,8 @@ class FakeProviderServer(Generic[C]):
         self.subscribe_requests: list[list[str]] = []
         #: The codes of every unsubscribe request, in arrival order.
         self.unsubscribe_requests: list[list[str]] = []
+        #: credential -> the most connections open at once with it (see :meth:`credential`).
+        self.peak_by_credential: dict[str, int] = {}
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._changed = anyio.Event()
@@ -394,9 +397,29 @@ class FakeProviderServer(Generic[C]):
             return Response(503, "Service Unavailable", Headers({"Content-Length": "0"}), b"")
         return self.process_request(ws, request)
 
+    def credential(self, conn: C) -> str:
+        """
+        The credential ``conn`` connected with, for :attr:`peak_by_credential`: its
+        ``clientId`` query parameter (Dhan's), else ``default``.
+        """
+        from urllib.parse import parse_qs, urlsplit
+
+        return parse_qs(urlsplit(conn.path).query).get("clientId", ["default"])[0]
+
+    def open_by_credential(self) -> dict[str, int]:
+        """credential -> connections open now."""
+        out: dict[str, int] = {}
+        for c in self.connections:
+            key = self.credential(c)
+            out[key] = out.get(key, 0) + 1
+        return out
+
     async def _handler(self, ws: ServerConnection) -> None:
         conn = self.new_connection(next(self._ids), ws, ws.request.path if ws.request else "")
         self.history.append(conn)
+        key = self.credential(conn)
+        now_open = self.open_by_credential().get(key, 0)
+        self.peak_by_credential[key] = max(self.peak_by_credential.get(key, 0), now_open)
         self.notify()
         try:
             if not await self.on_connect(conn):

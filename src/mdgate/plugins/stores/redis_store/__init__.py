@@ -4,7 +4,9 @@ The Redis tick store (used when ``[redis] url`` / ``MDGATE_REDIS_URL`` is set).
 Layout (see ``docs/storage.md``): per instrument a stream
 ``mdgate:{INSTR}:ticks``, a hash ``mdgate:{INSTR}:last`` and a stream
 ``mdgate:{INSTR}:bars:1m``, plus the shared stream ``mdgate:feed`` that
-other services follow with ``XREAD``.
+other services follow with ``XREAD``. On a Redis Cluster (detected with ``INFO
+cluster`` on the first connect) the same per-instrument keys, and the feed split
+into partitions ``mdgate:feed:{N}`` (``_cluster``, ``_events``, ``_mode``).
 
 :class:`RedisStore` is the store the daemon sees; behind it:
 
@@ -13,7 +15,9 @@ other services follow with ``XREAD``.
 * ``_reader``: latest ticks, tick history and bars;
 * ``_feed``: the consumer API over the shared feed (:meth:`RedisStore.follow`);
 * ``_codec``: key names, batch packing and decoding (no I/O);
-* ``_lua``: the server-side scripts.
+* ``_lua``: the server-side scripts (with the fenced variant and ``FEED_ADD``);
+* ``_cluster``: the writer's Redis Cluster path (per-slot calls, ``WAIT``, partitioned feed);
+* ``_events``: :meth:`RedisStore.follow_feed_events`, ticks and gaps for the fan-out tier.
 
 Registered through the ``mdgate_store`` hook like any third party's store.
 """

@@ -12,8 +12,8 @@ taken and is skipped as a duplicate). :func:`merge_args` is the pure part.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mdgate._errors import StoreUnavailable
@@ -44,7 +44,7 @@ def merge_args(bars: Sequence[Bar]) -> list[str]:
     return out
 
 
-async def merge_bars(redis: Redis, url: RedisUrl, maxlen: int, instrument: str, bars: Sequence[Bar]) -> int:
+async def merge_bars(redis: Any, url: RedisUrl, maxlen: int, instrument: str, bars: Sequence[Bar]) -> int:
     """
     Add the bars of minutes that have none yet to ``instrument``'s bar stream
     (at most ``maxlen`` entries kept); return how many were added.

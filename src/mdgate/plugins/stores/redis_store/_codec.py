@@ -15,23 +15,30 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Final
+from dataclasses import dataclass, field
+from typing import Any, Final
 
 import hiredis
 import msgspec
 from msgspec.structs import astuple
 
+from mdgate._fleet.shards import shard_of  # the feed partition of an instrument
 from mdgate._model import Bar, Tick
-from mdgate.plugins.stores.redis_store._lua import WRITE_BATCH_SHA
+from mdgate.plugins.stores.redis_store._lua import WRITE_BATCH_FENCED_SHA, WRITE_BATCH_SHA
 
 __all__ = [
     "FEED_KEY",
     "BatchPacker",
+    "SlotCall",
     "bars_key",
     "decode_bar_fields",
     "decode_tick_fields",
+    "feed_key",
+    "feed_seqs_key",
+    "fence_key",
     "last_key",
     "parse_id",
+    "shard_of",
     "ticks_key",
 ]
 
@@ -56,6 +63,36 @@ def gaps_key(instrument: str) -> str:
 def bars_key(instrument: str) -> str:
     """Return the one-minute bar stream key of ``instrument`` (hash-tagged)."""
     return f"mdgate:{{{instrument}}}:bars:1m"
+
+
+def fence_key(instrument: str) -> str:
+    """Return the fencing token key of ``instrument`` (hash-tagged): the highest token that wrote it."""
+    return f"mdgate:{{{instrument}}}:fence"
+
+
+def feed_key(partition: int) -> str:
+    """Return the feed stream of ``partition`` (Redis Cluster mode): ``mdgate:feed:{N}``."""
+    return f"mdgate:feed:{{{partition}}}"
+
+
+def feed_seqs_key(partition: int) -> str:
+    """Return the hash instrument -> last stream ID appended to ``partition``'s feed (same slot)."""
+    return f"mdgate:feed:{{{partition}}}:seqs"
+
+
+@dataclass(slots=True)
+class SlotCall:
+    """One script call of a cluster batch: the groups of one hash slot (re-sent until done)."""
+
+    slot: int
+    #: The command (``EVALSHA sha numkeys keys... args...``).
+    args: tuple[object, ...]
+    #: The instrument of each group (group g is ``groups[g - 1]``).
+    groups: list[str]
+    ticks: int
+    #: The reply once stored and replicated (``None`` until then).
+    reply: list[Any] | None = None
+    refused: set[str] = field(default_factory=set)
 
 
 def parse_id(stream_id: str | bytes) -> tuple[int, int]:
@@ -92,6 +129,9 @@ class BatchPacker:
         #: from the stored ticks (the minutes in which this process started
         #: seeing the instrument: a predecessor may have stored part of them).
         self.rebuild_until: dict[str, int] = {}
+        #: instrument -> fencing token (absent: unfenced); see :meth:`RedisStore.fence`.
+        self.tokens: dict[str, int] = {}
+        self._maxlens = (stream_maxlen, feed_maxlen, bars_maxlen)
         #: Ticks left out because a string field cannot travel in the batch encoding.
         self.rejected = 0
 
@@ -186,9 +226,82 @@ class BatchPacker:
             m += 1
         args[1] = m
         head = self._head
+        if self.tokens and not self.tokens.keys().isdisjoint(groups):
+            return hiredis.pack_command(  # type: ignore[no-any-return]
+                self._fenced(groups, keys, head[2:], args)  # type: ignore[arg-type]
+            )
         return hiredis.pack_command(  # type: ignore[no-any-return]
             (head[0], head[1], len(keys), *keys, *head[2:], *args)  # type: ignore[arg-type]
         )
+
+    def _fenced(
+        self, groups: dict[str, int], keys: list[object], maxlens: tuple[object, ...], args: list[object],
+    ) -> tuple[object, ...]:
+        """The ``WRITE_BATCH_FENCED`` call: a fence key per group after the others, the tokens last."""
+        tokens = self.tokens
+        fences = [fence_key(i) for i in groups]
+        tok = ",".join(str(tokens.get(i, 0)) for i in groups)
+        n = len(keys) + len(fences)
+        return ("EVALSHA", WRITE_BATCH_FENCED_SHA, n, *keys, *fences, *maxlens, *args, tok)
+
+    def pack_slots(
+        self, ticks: Iterable[Tick], bars: Iterable[Bar], slot_of: Mapping[str, int], partitions: int,
+    ) -> tuple[list[SlotCall], dict[int, list[tuple[str, tuple[object, ...]]]]]:
+        """
+        Assign IDs as :meth:`pack` and split the batch by hash slot (Redis Cluster mode).
+
+        Returns one :class:`SlotCall` per slot (``WRITE_BATCH`` with the feed off, or its fenced
+        variant) and, per feed partition, the ``(instrument, record)`` of each tick for ``FEED_ADD``.
+        ``slot_of`` maps every instrument of the batch to its slot.
+        """
+        by_slot: dict[int, tuple[dict[str, int], list[object], list[tuple[object, ...]], list[object]]] = {}
+        feed: dict[int, list[tuple[str, tuple[object, ...]]]] = {}
+        ids, rebuild = self.ids, self.rebuild_until
+        counts: dict[int, int] = {}
+
+        def part(inst: str) -> tuple[dict[str, int], list[object], list[tuple[object, ...]], list[object]]:
+            slot = slot_of[inst]
+            p = by_slot.get(slot)
+            if p is None:
+                p = by_slot[slot] = ({}, [ticks_key(inst)], [], [])
+            if inst not in p[0]:
+                p[0][inst] = len(p[0]) + 1
+                p[1].extend((ticks_key(inst), last_key(inst), bars_key(inst)))
+            return p
+
+        for t in ticks:
+            inst = t.instrument
+            if not (_safe(inst) and _safe(t.provider)):
+                self.rejected += 1
+                continue
+            groups, _keys, recs, _bars = part(inst)
+            st = ids.get(inst)
+            if st is None:
+                st = ids[inst] = [0, 0]
+            if t.ts > st[0]:
+                st[0], st[1] = t.ts, 0
+            else:
+                st[1] += 1
+            sid = f"{st[0]}-{st[1]}"
+            fields = astuple(t)
+            recs.append((groups[inst], sid, *fields))
+            feed.setdefault(shard_of(inst, partitions), []).append((inst, (0, sid, *fields)))
+            counts[slot_of[inst]] = counts.get(slot_of[inst], 0) + 1
+        for b in bars:
+            groups, _keys, _recs, bargs = part(b.instrument)
+            flag = 1 if b.start <= rebuild.get(b.instrument, -1) else 0
+            bargs += (groups[b.instrument], f"{b.start}-0", b.start, b.open, b.high, b.low, b.close,
+                      b.volume, b.count, flag)
+        smax, _fmax, bmax = self._maxlens
+        calls: list[SlotCall] = []
+        for slot, (groups, keys, recs, bargs) in by_slot.items():
+            args: list[object] = [_encode(recs), len(bargs) // 10, *bargs]
+            if self.tokens and not self.tokens.keys().isdisjoint(groups):
+                cmd = self._fenced(groups, keys, (smax, 0, bmax), args)
+            else:
+                cmd = ("EVALSHA", WRITE_BATCH_SHA, len(keys), *keys, smax, 0, bmax, *args)
+            calls.append(SlotCall(slot, cmd, list(groups), counts.get(slot, 0)))
+        return calls, feed
 
 
 _UNSAFE: Final = re.compile(r'[,"\[\]\\\x00-\x1f]')

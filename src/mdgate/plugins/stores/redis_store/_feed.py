@@ -79,6 +79,8 @@ async def follow_feed(
                 ticks: list[Tick] = []
                 for entry_id, fields in entries:
                     last_id = entry_id
+                    if fields.get("type") == "gap":
+                        continue  # a gap entry (follow_feed_events yields those): ticks only here
                     try:
                         ticks.append(decode_tick_fields(fields))
                     except msgspec.ValidationError as exc:

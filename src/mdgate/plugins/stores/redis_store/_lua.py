@@ -42,7 +42,19 @@ from typing import Final
 
 from mdgate._model import TICK_FIELDS, Tick
 
-__all__ = ["LAST_IDS", "LAST_IDS_SHA", "MERGE_BARS", "MERGE_BARS_SHA", "WRITE_BATCH", "WRITE_BATCH_SHA"]
+__all__ = [
+    "FEED_ADD",
+    "FEED_ADD_SHA",
+    "LAST_IDS",
+    "LAST_IDS_SHA",
+    "MERGE_BARS",
+    "MERGE_BARS_SHA",
+    "RAISE_FENCE",
+    "WRITE_BATCH",
+    "WRITE_BATCH_FENCED",
+    "WRITE_BATCH_FENCED_SHA",
+    "WRITE_BATCH_SHA",
+]
 
 _STR_FIELDS: Final = {i for i, f in enumerate(TICK_FIELDS, 1) if Tick.__annotations__[f] in ("str", str)}
 
@@ -163,6 +175,103 @@ return {added, skipped, bars, bskipped}
     "{STRINGS}", "{" + ", ".join(f"[{i}] = true" for i in sorted(_STR_FIELDS)) + "}"
 )
 
+
+def _fenced(script: str) -> str:
+    """The fenced variant of ``WRITE_BATCH`` (each edit must apply exactly once)."""
+    edits = (
+        # the fence check first: refused groups write nothing
+        ("local added, skipped = 0, 0\n", "local added, skipped = 0, 0\n" + _FENCE_PROLOGUE),
+        ("  if dup(pcall('XADD', KEYS[3 * g - 1]",
+         "  if refused[g] then\n    fenced = fenced + 1\n  elseif dup(pcall('XADD', KEYS[3 * g - 1]"),
+        ("  if bt == nil or ts >= bt then", "  if not refused[g] and (bt == nil or ts >= bt) then"),
+        ("for _ = 1, m do\n", "for _ = 1, m do\n  if not refused[tonumber(ARGV[p])] then\n"),
+        ("  p = p + 10\nend\n", "  end\n  p = p + 10\nend\n"),
+        ("return {added, skipped, bars, bskipped}", "return {added, skipped, bars, bskipped, fenced, out}"),
+    )
+    for old, new in edits:
+        if script.count(old) != 1:
+            raise AssertionError(f"WRITE_BATCH changed: cannot derive the fenced variant at {old!r}")
+        script = script.replace(old, new)
+    return script
+
+
+#: Group g's fence key is ``KEYS[1 + 3G + g]`` (G groups), its token the g-th number of the last
+#: ARGV (``"5,0,6"``; 0: unfenced). A stored token above the batch's refuses the group; else the
+#: batch's token is stored. ``out``: the refused groups.
+_FENCE_PROLOGUE: Final = r"""
+local G = (#KEYS - 1) / 4
+local refused, out, fenced, gi = {}, {}, 0, 0
+for tok in string.gmatch(ARGV[#ARGV], '[^,]+') do
+  gi = gi + 1
+  local t = tonumber(tok)
+  if t > 0 then
+    local fk = KEYS[1 + 3 * G + gi]
+    local cur = tonumber(redis.call('GET', fk))
+    if cur ~= nil and cur > t then
+      refused[gi] = true
+      out[#out + 1] = gi
+    elseif cur ~= t then
+      redis.call('SET', fk, tok)
+    end
+  end
+end
+"""
+
+#: ``WRITE_BATCH`` with fencing (used for batches holding a fenced instrument): as ``WRITE_BATCH``
+#: plus one fence key per group after the group keys and the tokens as the last argument; returns
+#: ``{added, skipped, bars, bars skipped, ticks fenced, {refused groups}}``.
+WRITE_BATCH_FENCED: Final = _fenced(WRITE_BATCH)
+
+#: ``FEED_ADD`` appends ticks to a feed partition (cluster mode), each ``(instrument, ID)`` once:
+#: ``KEYS[1]`` the partition stream, ``KEYS[2]`` its hash instrument -> last instrument-stream ID
+#: appended (same slot); ``ARGV[1]`` MAXLEN, ``ARGV[2]`` the ticks as in ``WRITE_BATCH``
+#: (``[[0, "id", fields...], ...]``). A tick whose ID is not above its instrument's last appended
+#: one is skipped (a retried batch, or another writer's copy). Returns ``{added, skipped}``.
+FEED_ADD: Final = r"""
+local F = {FIELDS}
+local S = {STRINGS}
+local gmatch, sub, tonumber, call = string.gmatch, string.sub, tonumber, redis.call
+local function split(id)
+  local a, b = string.match(id, '^(%d+)-(%d+)$')
+  return tonumber(a), tonumber(b)
+end
+local last, changed = {}, {}
+local added, skipped = 0, 0
+for rec in gmatch(ARGV[2], '%[([^%[%]]+)%]') do
+  local args, n, j, id, inst = {}, 0, -1, '', ''
+  for tok in gmatch(rec, '[^,]+') do
+    if j == 0 then id = sub(tok, 2, -2)
+    elseif j > 0 and tok ~= 'null' then
+      if S[j] then tok = sub(tok, 2, -2) end
+      if j == 1 then inst = tok end
+      args[n + 1] = F[j]
+      args[n + 2] = tok
+      n = n + 2
+    end
+    j = j + 1
+  end
+  local cur = last[inst]
+  if cur == nil then
+    local v = call('HGET', KEYS[2], inst)
+    if v then cur = {split(v)} else cur = {-1, -1} end
+  end
+  local ms, sq = split(id)
+  if ms > cur[1] or (ms == cur[1] and sq > cur[2]) then
+    call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', unpack(args))
+    last[inst] = {ms, sq}
+    changed[inst] = id
+    added = added + 1
+  else
+    last[inst] = cur
+    skipped = skipped + 1
+  end
+end
+for inst, id in pairs(changed) do call('HSET', KEYS[2], inst, id) end
+return {added, skipped}
+""".replace("{FIELDS}", "{" + ", ".join(f"'{f}'" for f in TICK_FIELDS) + "}").replace(
+    "{STRINGS}", "{" + ", ".join(f"[{i}] = true" for i in sorted(_STR_FIELDS)) + "}"
+)
+
 LAST_IDS: Final = r"""
 local out = {}
 for i, k in ipairs(KEYS) do
@@ -254,4 +363,13 @@ def _sha(script: str) -> str:
 
 WRITE_BATCH_SHA: Final = _sha(WRITE_BATCH)
 LAST_IDS_SHA: Final = _sha(LAST_IDS)
+WRITE_BATCH_FENCED_SHA: Final = _sha(WRITE_BATCH_FENCED)
+FEED_ADD_SHA: Final = _sha(FEED_ADD)
 MERGE_BARS_SHA: Final = _sha(MERGE_BARS)
+
+#: Raise an instrument's fence (``KEYS[1]``, ``mdgate:{I}:fence``) to the token ``ARGV[1]``, never
+#: lowering it; returns the token it held (0: none). A new holder runs it as it takes a slot over.
+RAISE_FENCE: Final = (
+    "local cur = tonumber(redis.call('GET', KEYS[1])) or 0 "
+    "if cur < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return cur"
+)

@@ -9,11 +9,12 @@ batch.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import msgspec
 import structlog
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
@@ -30,6 +31,7 @@ from mdgate.plugins.stores.redis_store._codec import (
     last_key,
     ticks_key,
 )
+from mdgate.plugins.stores.redis_store._mode import Mode
 from mdgate.plugins.stores.redis_store._url import RedisUrl
 from mdgate.plugins.stores.redis_store._writer import BAR_GRACE_MS
 
@@ -52,11 +54,16 @@ class StoreReader:
         url: the store's Redis URL.
         local: this process's latest tick per instrument (kept by the
             writer), merged into :meth:`latest`.
+        mode: single Redis or Redis Cluster (shared with the writer; asked on the first read
+            if the writer has not asked yet). On a cluster every read goes through a
+            ``RedisCluster`` client (its slot map, redirections and failover).
     """
 
-    def __init__(self, url: RedisUrl, local: LatestTicks) -> None:
+    def __init__(self, url: RedisUrl, local: LatestTicks, mode: Mode | None = None) -> None:
         self._url = url
         self._local = local
+        self._mode = mode or Mode()
+        self._cluster: RedisCluster | None = None
         self._redis = Redis.from_url(
             url.url,
             decode_responses=True,
@@ -71,6 +78,25 @@ class StoreReader:
         """The read client (``decode_responses``): shared with the reads by ``seq`` and the bar merge."""
         return self._redis
 
+    async def client(self) -> Any:
+        """
+        The read client for the server's mode: ``Redis``, or ``RedisCluster`` on a cluster
+        (both ``decode_responses``; typed ``Any``: redis-py's types do not know that).
+
+        Raises:
+            RedisError, OSError: when the mode is not known yet and the server cannot be asked.
+        """
+        if not await self._mode.ensure(lambda: self._redis.info("cluster")):
+            return self._redis
+        if self._cluster is None:
+            self._cluster = RedisCluster.from_url(
+                self._url.url,
+                decode_responses=True,
+                socket_timeout=READ_TIMEOUT,
+                socket_connect_timeout=CONNECT_TIMEOUT,
+            )
+        return self._cluster
+
     async def latest(self, instruments: Sequence[str], *, redis_up: bool) -> dict[str, Tick]:
         """
         Return the latest tick of each instrument that has one.
@@ -82,7 +108,7 @@ class StoreReader:
         out: dict[str, Tick] = {}
         if redis_up and instruments:
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
+                async with (await self.client()).pipeline(transaction=False) as pipe:
                     for inst in instruments:
                         pipe.hgetall(last_key(inst))
                     rows = await pipe.execute()
@@ -99,7 +125,7 @@ class StoreReader:
 
     async def _xrevrange(self, key: str, hi: str, lo: str, count: int) -> _Rows:
         try:
-            rows = await self._redis.xrevrange(key, hi, lo, count=count)
+            rows = await (await self.client()).xrevrange(key, hi, lo, count=count)
         except (RedisError, OSError) as exc:
             raise StoreUnavailable(f"redis: {self._url.clean(str(exc))}") from exc
         return cast("_Rows", rows or [])
@@ -203,3 +229,5 @@ class StoreReader:
     async def aclose(self) -> None:
         """Close the read client's connections."""
         await self._redis.aclose()
+        if self._cluster is not None:
+            await self._cluster.aclose()

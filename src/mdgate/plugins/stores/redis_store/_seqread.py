@@ -10,10 +10,9 @@ before numbering existed have no ``seq`` and count as 0.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, cast
+from typing import Any, Final, cast
 
 import msgspec
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from mdgate._errors import StoreUnavailable
@@ -36,7 +35,7 @@ def _seq(fields: dict[str, str]) -> int:
         return 0
 
 
-async def last_seqs(redis: Redis, url: RedisUrl, instruments: Sequence[str]) -> dict[str, int]:
+async def last_seqs(redis: Any, url: RedisUrl, instruments: Sequence[str]) -> dict[str, int]:
     """
     Return the ``seq`` of each instrument's newest stored tick (absent: nothing stored).
 
@@ -58,7 +57,7 @@ async def last_seqs(redis: Redis, url: RedisUrl, instruments: Sequence[str]) -> 
 
 
 async def ticks_after(
-    redis: Redis, url: RedisUrl, instrument: str, after: int, upto: int, limit: int,
+    redis: Any, url: RedisUrl, instrument: str, after: int, upto: int, limit: int,
 ) -> tuple[list[Tick], bool]:
     """
     Return the stored ticks with ``after < seq <= upto``, oldest first, and whether

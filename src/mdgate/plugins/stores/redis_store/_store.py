@@ -17,10 +17,11 @@ The status document (:meth:`RedisStore.status`) is assembled here.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
+from redis.exceptions import RedisError
 
 from mdgate._config import RedisSettings, RuntimeSettings
 from mdgate._errors import StoreUnavailable
@@ -28,7 +29,11 @@ from mdgate._histogram import Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick
 from mdgate.plugins.stores.redis_store._backfill import merge_bars
+from mdgate.plugins.stores.redis_store._codec import fence_key
+from mdgate.plugins.stores.redis_store._events import FeedEvents, follow_feed_events
 from mdgate.plugins.stores.redis_store._feed import follow_feed
+from mdgate.plugins.stores.redis_store._lua import RAISE_FENCE
+from mdgate.plugins.stores.redis_store._mode import Mode
 from mdgate.plugins.stores.redis_store._reader import StoreReader
 from mdgate.plugins.stores.redis_store._seqread import last_seqs, ticks_after
 from mdgate.plugins.stores.redis_store._url import RedisUrl
@@ -37,7 +42,7 @@ from mdgate.plugins.stores.redis_store._writer import IO_TIMEOUT, BatchWriter
 if TYPE_CHECKING:
     from anyio.abc import TaskStatus
 
-__all__ = ["RedisStore"]
+__all__ = ["FeedEvents", "RedisStore"]
 
 
 class RedisStore:
@@ -67,9 +72,40 @@ class RedisStore:
         self._runtime = runtime or RuntimeSettings()
         self._io_timeout = io_timeout
         latest = LatestTicks()
-        self._writer = BatchWriter(self._url, settings, self._runtime, latest, io_timeout=io_timeout)
-        self._reader = StoreReader(self._url, latest)
+        self._mode = Mode()
+        self._writer = BatchWriter(
+            self._url, settings, self._runtime, latest, io_timeout=io_timeout, mode=self._mode
+        )
+        self._reader = StoreReader(self._url, latest, self._mode)
         self._bars_on, self._bars_maxlen = settings.bars, settings.bars_maxlen
+        self._partitions = settings.feed_partitions
+
+    @property
+    def cluster(self) -> bool | None:
+        """Whether the server is a Redis Cluster (``None`` until the store first reached it)."""
+        return self._mode.cluster
+
+    def fence(self, tokens: Mapping[str, int]) -> None:
+        """
+        Set or update the fencing token of instruments (0: unfenced, as before any call).
+
+        The batches packed from now on write a fenced instrument's ticks and bars through
+        the fenced script, which keeps the highest token in ``mdgate:{I}:fence``: where a
+        higher token is stored (another writer took the instrument over), they are refused,
+        counted in :attr:`fenced`, settled and never retried (nor put into the feed).
+        """
+        tokens_now = self._writer.packer.tokens
+        for inst, token in tokens.items():
+            if token:
+                tokens_now[inst] = int(token)
+            else:
+                tokens_now.pop(inst, None)
+
+    async def _client(self) -> Any:
+        try:
+            return await self._reader.client()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {self._url.clean(str(exc))}") from exc
 
     # ------------------------------------------------------------------ write path
 
@@ -147,7 +183,7 @@ class RedisStore:
         """
         if not self._bars_on:
             raise StoreUnavailable("redis: this store keeps no bars ([redis] bars = false)")
-        return await merge_bars(self._reader.redis, self._url, self._bars_maxlen, instrument, bars)
+        return await merge_bars(await self._client(), self._url, self._bars_maxlen, instrument, bars)
 
     async def last_seqs(self, instruments: Sequence[str]) -> dict[str, int]:
         """
@@ -157,7 +193,7 @@ class RedisStore:
         Raises:
             StoreUnavailable: when Redis cannot be read.
         """
-        return await last_seqs(self._reader.redis, self._url, instruments)
+        return await last_seqs(await self._client(), self._url, instruments)
 
     async def ticks_after(
         self, instrument: str, after: int, upto: int, limit: int,
@@ -169,7 +205,7 @@ class RedisStore:
         Raises:
             StoreUnavailable: when Redis cannot be read.
         """
-        return await ticks_after(self._reader.redis, self._url, instrument, after, upto, limit)
+        return await ticks_after(await self._client(), self._url, instrument, after, upto, limit)
 
     async def settled(self, timeout: float) -> bool:
         """Wait (at most ``timeout`` s) until the ticks written so far are stored or dropped."""
@@ -194,6 +230,24 @@ class RedisStore:
             self._url, self._runtime, self._io_timeout, last_id, count=count, block_ms=block_ms
         )
 
+    def follow_feed_events(
+        self, last_ids: Mapping[str, str] | None = None, *, count: int = 1000, block_ms: int = 1000
+    ) -> AsyncGenerator[FeedEvents, None]:
+        """
+        Follow the feed for the fan-out tier: every gateway's ticks and gap entries.
+
+        On a single Redis ``mdgate:feed``; on a Redis Cluster every partition
+        ``mdgate:feed:{0}`` .. ``{N-1}`` (a task per partition, merged). ``last_ids``
+        maps a feed stream to the ID to read after (absent: from now); each
+        :class:`FeedEvents` carries in ``ids`` the last ID it read per stream. Reconnects
+        with backoff and resumes from the last IDs read; close it with
+        ``contextlib.aclosing`` (its connections close with it).
+        """
+        return follow_feed_events(
+            self._url, self._runtime, self._io_timeout, self._mode, self._partitions, last_ids,
+            count=count, block_ms=block_ms,
+        )
+
     # ------------------------------------------------------------------ counters and status
 
     @property
@@ -210,6 +264,43 @@ class RedisStore:
     def duplicates(self) -> int:
         """Ticks skipped by Redis because their ID was already stored (retries)."""
         return self._writer.duplicates
+
+    def forget(self, instruments: Iterable[str]) -> None:
+        """
+        Forget the stream ID counters of ``instruments``: the next batch holding one of them
+        asks Redis for its stream's last ID first (another writer may have written it since:
+        a slot that moved to this instance, or back). Call it with none of their ticks unstored.
+        """
+        ids = self._writer.packer.ids
+        for inst in instruments:
+            ids.pop(inst, None)
+
+    async def raise_fence(self, tokens: Mapping[str, int]) -> None:
+        """
+        Fence instruments now: :meth:`fence` them and write each token to ``mdgate:{I}:fence``
+        (never lowering a higher one), so that a writer with an older token is refused from
+        this moment on, not only once this store has written the instrument.
+
+        Raises:
+            StoreUnavailable: when Redis cannot be written.
+        """
+        self.fence(tokens)
+        live = {i: t for i, t in tokens.items() if t}
+        if not live:
+            return
+        client = await self._client()
+        try:
+            async with client.pipeline(transaction=False) as pipe:
+                for inst, token in live.items():
+                    pipe.eval(RAISE_FENCE, 1, fence_key(inst), str(token))
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise StoreUnavailable(f"redis: {self._url.clean(str(exc))}") from exc
+
+    @property
+    def fenced(self) -> int:
+        """Ticks refused by a fence: a writer with a newer token owns their instrument."""
+        return self._writer.fenced
 
     @property
     def bars_written(self) -> int:
@@ -251,6 +342,8 @@ class RedisStore:
             "dropped": w.dropped,
             "written": w.written,
             "duplicates": w.duplicates,
+            "fenced": w.fenced,
+            "cluster": self._mode.cluster,
             "bars_written": w.bars_written,
             "gaps_written": w.gaps_written,
             "bars_dropped": w.bars_dropped,

@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import structlog
@@ -35,9 +35,13 @@ from mdgate._histogram import SECONDS_BOUNDS, Histogram
 from mdgate._latest import LatestTicks
 from mdgate._model import Bar, Tick, now_ms
 from mdgate.plugins.stores.bars import MINUTE_MS, BarBuilder
-from mdgate.plugins.stores.redis_store._codec import BatchPacker, gaps_key, ticks_key
-from mdgate.plugins.stores.redis_store._lua import LAST_IDS, LAST_IDS_SHA, WRITE_BATCH
+from mdgate.plugins.stores.redis_store._codec import FEED_KEY, BatchPacker, gaps_key, ticks_key
+from mdgate.plugins.stores.redis_store._lua import LAST_IDS, LAST_IDS_SHA, WRITE_BATCH, WRITE_BATCH_FENCED
+from mdgate.plugins.stores.redis_store._mode import Mode
 from mdgate.plugins.stores.redis_store._url import RedisUrl
+
+if TYPE_CHECKING:
+    from mdgate.plugins.stores.redis_store._cluster import ClusterBatch, ClusterIO
 
 __all__ = ["BAR_GRACE_MS", "IO_TIMEOUT", "PIPELINE_DEPTH", "BatchWriter"]
 
@@ -83,6 +87,7 @@ class BatchWriter:
             updated by :meth:`write` (the reads merge it).
         io_timeout: seconds a write or reply may take before the connection
             counts as dead (a hung server), is dropped and the batch retried.
+        mode: single Redis or Redis Cluster, shared with the reader (asked on the first connect).
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class BatchWriter:
         latest: LatestTicks,
         *,
         io_timeout: float = IO_TIMEOUT,
+        mode: Mode | None = None,
     ) -> None:
         self._url = url
         self._settings = s = settings
@@ -149,6 +155,17 @@ class BatchWriter:
         self.accepted = 0
         self.settled_ticks = 0
         self._progress = anyio.Event()
+        self.mode = mode or Mode()
+        #: The cluster connections (once the server said it is a Redis Cluster).
+        self.cluster: ClusterIO | None = None
+        #: Ticks refused by a fence (a writer with a newer token wrote the instrument).
+        self.fenced = 0
+        self._fence_logged = 0.0
+        #: 1 once the first queued gap is in its ``:gaps`` stream (its feed entry may still be due).
+        self.gap_stage = 0
+        # the parts the cluster path (_cluster.ClusterIO) works on
+        self.buf, self.bars, self.gaps, self.settings = self._buf, self._bars, self._gaps, s
+        self.gaps_maxlen = GAPS_MAXLEN
 
     # ------------------------------------------------------------------ write path
 
@@ -241,7 +258,8 @@ class BatchWriter:
 
     def buffered(self) -> int:
         """Return the ticks not yet acknowledged: buffered plus in flight."""
-        return len(self._buf) + sum(b.ticks for b in self._inflight)
+        n = len(self._buf) + sum(b.ticks for b in self._inflight)
+        return n + self.cluster.buffered() if self.cluster is not None else n
 
     # ------------------------------------------------------------------ background
 
@@ -265,7 +283,8 @@ class BatchWriter:
 
     def has_work(self) -> bool:
         """Return whether ticks or bars wait to be written (buffered or in flight)."""
-        return bool(self._buf or self._bars or self._inflight or self._gaps)
+        return bool(self._buf or self._bars or self._inflight or self._gaps or (
+            self.cluster is not None and self.cluster.pending))
 
     def add_gap(self, instrument: str, fields: Mapping[str, object]) -> None:
         """Queue a gap for ``instrument``'s ``:gaps`` stream (written with the next batch)."""
@@ -347,9 +366,23 @@ class BatchWriter:
                 with anyio.CancelScope(shield=True):
                     await conn.disconnect(nowait=True)
                 raise
-            for script in (WRITE_BATCH, LAST_IDS):
+            if self.mode.cluster is None:  # once: a single Redis or a Redis Cluster?
+                info = await self._roundtrip(conn, ("INFO", "cluster"), packed=False)
+                if self.mode.learn(info):  # the cluster client takes over
+                    await conn.disconnect(nowait=True)
+                    return conn
+            fenced = (WRITE_BATCH_FENCED,) if self.packer.tokens else ()
+            for script in (WRITE_BATCH, LAST_IDS, *fenced):
                 await self._roundtrip(conn, ("SCRIPT", "LOAD", script), packed=False)
         return conn
+
+    def _cluster_io(self) -> ClusterIO:
+        if self.cluster is None:
+            from mdgate.plugins.stores.redis_store._cluster import ClusterIO
+
+            s = self._settings
+            self.cluster = ClusterIO(self._url, s.feed_partitions, s.feed_maxlen, self._io_timeout)
+        return self.cluster
 
     async def _roundtrip(
         self,
@@ -371,8 +404,11 @@ class BatchWriter:
 
     async def _ping(self) -> None:
         async with self._lock:
-            conn = await self._connection()
-            await self._roundtrip(conn, ("PING",), packed=False)
+            conn = None if self.mode.cluster else await self._connection()
+            if conn is None or self.mode.cluster:
+                await self._cluster_io().ping()
+            else:
+                await self._roundtrip(conn, ("PING",), packed=False)
             self._ok()
 
     # ------------------------------------------------------------------ batches
@@ -389,6 +425,11 @@ class BatchWriter:
         for attempt in range(2):
             try:
                 async with self._lock:
+                    if self.mode.cluster is None:
+                        await self._connection()
+                    if self.mode.cluster:
+                        await self._cluster_io().flush(self)
+                        return
                     await self._pump()
                     if self._gaps:
                         await self._write_gaps()
@@ -402,12 +443,24 @@ class BatchWriter:
     async def _write_gaps(self) -> None:
         """Write the queued gaps, oldest first; one that fails stays queued (retried with the next flush)."""
         conn = await self._connection()
+        fmax = self._settings.feed_maxlen
         while self._gaps:
             instrument, flat = self._gaps[0]
-            cmd = ("XADD", gaps_key(instrument), "MAXLEN", "~", str(GAPS_MAXLEN), "*", *flat)
-            await self._roundtrip(conn, cmd, packed=False)
-            self._gaps.popleft()
-            self.gaps_written += 1
+            if not self.gap_stage:
+                cmd = ("XADD", gaps_key(instrument), "MAXLEN", "~", str(GAPS_MAXLEN), "*", *flat)
+                await self._roundtrip(conn, cmd, packed=False)
+                self.gap_stage = 1
+            if fmax > 0:  # and into the feed, for its followers (follow_feed_events)
+                cmd = ("XADD", FEED_KEY, "MAXLEN", "~", str(fmax), "*", "type", "gap",
+                       "instrument", instrument, *flat)
+                await self._roundtrip(conn, cmd, packed=False)
+            self.gap_written()
+
+    def gap_written(self) -> None:
+        """The first queued gap is written (its ``:gaps`` entry and, feed on, its feed entry)."""
+        self._gaps.popleft()
+        self.gap_stage = 0
+        self.gaps_written += 1
 
     async def _pump(self) -> None:
         conn = await self._connection()
@@ -447,13 +500,30 @@ class BatchWriter:
             await conn.send_packed_command(data, check_health=False)
 
     def _acknowledged(self, batch: _Batch, reply: Any) -> None:
-        added, skipped, bars, _bars_skipped = (int(x) for x in reply)
-        self.write_seconds.observe(time.monotonic() - batch.sent_at)
+        self.count_reply(reply)
+        self._batch_done(batch.ticks, batch.sent_at)
+
+    def acknowledged_cluster(self, batch: ClusterBatch) -> None:
+        """A cluster batch is stored and replicated (its replies were counted as they came)."""
+        self._batch_done(batch.ticks, batch.sent_at)
+
+    def count_reply(self, reply: Any) -> None:
+        """Count a ``WRITE_BATCH`` reply (``added, skipped, bars, bars skipped[, fenced, refused]``)."""
+        self.written += int(reply[0])
+        self.duplicates += int(reply[1])
+        self.bars_written += int(reply[2])
+        if len(reply) > 4 and int(reply[4]):
+            self.fenced += int(reply[4])
+            now = time.monotonic()
+            if now - self._fence_logged >= DROP_LOG_INTERVAL:
+                self._fence_logged = now
+                log.warning("redis_ticks_fenced", fenced_total=self.fenced,
+                            reason="a writer with a newer fencing token owns the instrument")
+
+    def _batch_done(self, ticks: int, sent_at: float) -> None:
+        self.write_seconds.observe(time.monotonic() - sent_at)
         self.batches += 1
-        self._settle(batch.ticks)
-        self.written += added
-        self.duplicates += skipped
-        self.bars_written += bars
+        self._settle(ticks)
         if self.packer.rejected != self._rejected_logged:
             self._rejected_logged = self.packer.rejected
             log.error(
@@ -519,6 +589,8 @@ class BatchWriter:
                 if self._conn is not None:
                     await self._conn.disconnect(nowait=True)
                 await self._wpool.aclose()
+                if self.cluster is not None:
+                    await self.cluster.aclose()
 
 
 def _is_connection_error(exc: RedisError) -> bool:
