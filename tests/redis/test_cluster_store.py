@@ -209,6 +209,23 @@ async def test_a_batch_is_not_acknowledged_before_a_replica_has_it(cluster: Redi
         assert store.written == 2
 
 
+async def test_a_first_batch_waits_for_a_replica_too(cluster: RedisClusterNodes) -> None:
+    """A store's very first batch to a node (nothing known of its replicas yet) is replicated too."""
+    [inst] = names(1)
+    primary = cluster.primary_for(ticks_key(inst))
+    [replica] = [n for n in cluster.running()
+                 if f"master_port:{primary.port}" in _cli(n.port, "info", "replication").split()]
+    async with running(url_of(cluster), feed_maxlen=0) as store:
+        replica.pause()
+        try:
+            store.write([tick(inst, 1)])
+            assert not await store.settled(0.6)  # not counted while its replica cannot have it
+        finally:
+            replica.resume()
+        assert await store.settled(10)
+        assert store.written == 1
+
+
 # ---------------------------------------------------------------- reads
 
 

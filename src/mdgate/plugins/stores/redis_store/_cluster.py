@@ -266,11 +266,12 @@ class ClusterIO:
         out: list[Any] = [None] * len(calls)
 
         async def one(node: ClusterNode, ks: list[int]) -> None:
-            # WAIT where the node had a replica connected at its last ROLE (first time: where
-            # the slot map shows one); a node without (e.g. a promoted replica whose primary
-            # is gone) is written unreplicated, and logged
+            # WAIT where the node had a replica connected at its last ROLE, and on a node not
+            # asked yet (redis-py's slot map does not list replicas reliably: a first batch
+            # must not go unreplicated because of it); a node without a replica (a promoted
+            # replica whose primary is gone) is written unreplicated once its ROLE says so, logged
             replicas = self._replicas.get(node.name)
-            wait = self._has_replica([calls[k][0] for k in ks]) if replicas is None else replicas > 0
+            wait = replicas is None or replicas > 0
             try:
                 pipe = self.client.pipeline(transaction=False)
                 for k in ks:
@@ -306,10 +307,6 @@ class ClusterIO:
             self._replicas[node.name] = len(role[2])
         else:
             self._replicas.pop(node.name, None)
-
-    def _has_replica(self, slots: list[int]) -> bool:
-        cache = self.client.nodes_manager.slots_cache
-        return any(len(cache.get(s, ())) > 1 for s in slots)
 
     def _log_unreplicated(self, node: ClusterNode) -> None:
         now = time.monotonic()
