@@ -31,7 +31,7 @@ from typing import Any, Final
 from mdgate._calendar import CalendarOverride, parse_calendars
 from mdgate._errors import ConfigError, InstrumentError
 from mdgate._model import parse_instrument
-from mdgate._redact import mask_url
+from mdgate._redact import Secret, mask_url
 
 __all__ = [
     "DEFAULT_CONFIG_FILE",
@@ -51,34 +51,6 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_FILE: Final = "mdgate.toml"
-
-
-class Secret:
-    """A secret string whose ``str``/``repr`` never show the value."""
-
-    __slots__ = ("_value",)
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-
-    def reveal(self) -> str:
-        """Return the secret value (never log it)."""
-        return self._value
-
-    def __repr__(self) -> str:
-        return "Secret('***')"
-
-    def __str__(self) -> str:
-        return "***"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Secret) and other._value == self._value
-
-    def __hash__(self) -> int:
-        return hash(self._value)
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import Final
 
-__all__ = ["MASK", "MAX_AT", "MAX_LENGTH", "VISIBLE_DSN_KEYS", "mask_url"]
+__all__ = ["MASK", "MAX_AT", "MAX_LENGTH", "VISIBLE_DSN_KEYS", "Secret", "mask_url"]
 
 MASK: Final = "***"
 #: Longer input is not parsed: everything after the scheme is masked.
@@ -192,3 +192,31 @@ def _quote(value: str) -> str:
     if value and not any(c.isspace() or c in "'\\" for c in value):
         return value
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class Secret:
+    """A secret string whose ``str``/``repr`` never show the value."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value (never log it)."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)

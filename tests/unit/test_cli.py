@@ -13,6 +13,7 @@ import click
 import pytest
 
 import mdgate._app
+import mdgate._lazylog as _lazylog
 import mdgate._logging
 from mdgate import CommandContext, ConfigError, MdgateError, hookimpl, pass_context
 from mdgate._cli import main
@@ -54,14 +55,43 @@ def test_run_configures_logging_once_from_the_config(
     assert logging_calls == [LoggingSettings(level="debug", format="json")]
 
 
-@pytest.mark.parametrize("argv", [["plugins"], ["plugins", "--json"], ["routes"], ["--help"], []])
+@pytest.mark.parametrize(("argv", "configured"), [
+    (["plugins"], True), (["plugins", "--json"], True), (["routes"], True),
+    (["--help"], False), ([], False),  # nothing to log: no logging set up (structlog not even imported)
+])
 def test_other_commands_configure_warnings_only_logging_once(
-    logging_calls: list[LoggingSettings], argv: list[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    logging_calls: list[LoggingSettings], argv: list[str], configured: bool, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     monkeypatch.chdir(tmp_path)  # no ./mdgate.toml
     monkeypatch.delenv("MDGATE_DATABASE_URL", raising=False)
+    monkeypatch.setattr(_lazylog, "_used", False)  # as in a fresh process
     assert main(argv) == 0
-    assert logging_calls == [LoggingSettings(level="warning", format="console")]
+    assert logging_calls == ([LoggingSettings(level="warning", format="console")] if configured else [])
+
+
+def test_help_sets_up_logging_before_a_plugin_fault_is_logged(
+    logging_calls: list[LoggingSettings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_lazylog, "_used", False)
+    seen: list[int] = []
+    real = _lazylog.LazyLogger.__getattr__
+
+    def spy(self: _lazylog.LazyLogger, attr: str) -> object:
+        method = real(self, attr)
+        seen.append(len(logging_calls))  # set-ups run by the time the line is written
+        return method
+
+    monkeypatch.setattr(_lazylog.LazyLogger, "__getattr__", spy)
+    from mdgate._providers.faults import log
+
+    monkeypatch.setattr(log, "_log", None)
+    from mdgate._cli.common import registry
+
+    registry(CommandContext())  # what --help does to list the plugins' commands
+    log.warning("plugin_fault_example")
+    assert seen[0] == 1 and logging_calls == [LoggingSettings(level="warning", format="console")]
 
 
 def test_configuring_logging_twice_is_refused() -> None:

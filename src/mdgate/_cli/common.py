@@ -37,11 +37,12 @@ _REGISTRIES: weakref.WeakKeyDictionary[CommandContext, Registry] = weakref.WeakK
 
 def registry(obj: CommandContext) -> Registry:
     """The plugin registry of this invocation, loaded once (after logging is set up: faults are logged)."""
+    from mdgate._lazylog import before_first_log
     from mdgate._providers.registry import load_registry
 
     reg = _REGISTRIES.get(obj)
     if reg is None:
-        obj.ensure_logging()
+        before_first_log(obj.ensure_logging)  # set up before a fault is logged, not before loading
         reg = _REGISTRIES[obj] = load_registry(obj.environ)
     return reg
 

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 
@@ -19,8 +19,10 @@ from mdgate._cli.common import parse_time, registry
 from mdgate._cli.context import CommandContext, pass_context
 from mdgate._cli.errors import CommandFailed
 from mdgate._errors import ConfigError, InstrumentError
-from mdgate._export import CsvRows, ParquetRows, RowWriter, bar_pages, load_pyarrow, tick_pages
 from mdgate._model import Bar, Tick, parse_instrument
+
+if TYPE_CHECKING:  # the writers are imported when a command runs (`mdgate --help` stays light)
+    from mdgate._export import RowWriter
 
 __all__ = ["export"]
 
@@ -57,6 +59,8 @@ def export(obj: CommandContext, instruments: tuple[str, ...], since: str | None,
     since_ms, until_ms = parse_time(since), parse_time(until)
     if recording is not None and bars is not None:
         raise click.UsageError("--bars reads the store's bars: it cannot be used with --from-recording")
+    from mdgate._export import CsvRows, ParquetRows, load_pyarrow
+
     if fmt == "parquet":
         load_pyarrow()  # fail before reading anything
     kind: type[Tick | Bar] = Bar if bars else Tick
@@ -117,6 +121,8 @@ def _opened(output: str, *, binary: bool) -> Iterator[IO[Any]]:
 def _from_store(store: Any, names: list[str], interval: str | None, since: int | None, until: int | None,
                 writer: RowWriter) -> None:
     import anyio
+
+    from mdgate._export import bar_pages, tick_pages
 
     async def run() -> None:
         try:

@@ -27,9 +27,9 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 
 from mdgate._errors import MdgateError, PluginError
+from mdgate._lazylog import LazyLogger
 from mdgate._model import Bar
 from mdgate._providers.registry import Registry
 from mdgate._routing.table import RouteSource
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
 __all__ = ["add_commands", "backfill", "select_route_source", "select_store", "select_store_and_plugin"]
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog on first use: `mdgate --help` stays light
 
 
 def select_store(registry: Registry, settings: Settings) -> Store:

@@ -32,14 +32,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import structlog
-
-from mdgate._config import Secret, mask_url
+from mdgate._lazylog import LazyLogger
 from mdgate._ratelog import EveryLog
+from mdgate._redact import Secret, mask_url
 
 __all__ = ["PluginFaults", "describe", "scrub", "secret_values"]
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog on first use: `mdgate --help` stays light
 
 #: Longest error text kept per fault (a plugin's exception text can be anything).
 _MAX_ERROR: Final = 300

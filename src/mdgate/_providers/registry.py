@@ -36,10 +36,10 @@ from types import ModuleType
 from typing import Any, Final, NamedTuple
 
 import pluggy
-import structlog
 
 from mdgate import hookspecs
 from mdgate._errors import ConfigError, ProviderNotFound
+from mdgate._lazylog import LazyLogger
 from mdgate._plugin_api import ASSUMED_API, DECLARATION, PLUGIN_API, api_problem, undeclared_warning
 from mdgate._provider import ProviderSpec
 from mdgate._providers.faults import PluginFaults
@@ -57,7 +57,7 @@ __all__ = [
     "load_registry",
 ]
 
-log = structlog.get_logger(__name__)
+log = LazyLogger(__name__)  # structlog on first use: `mdgate --help` stays light
 
 ENTRY_POINT_GROUP: Final = "mdgate"
 
