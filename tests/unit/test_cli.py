@@ -232,3 +232,31 @@ def test_the_documented_plugin_command_example_works(tmp_path: Path, capsys: Any
     assert capsys.readouterr().err == f"mdgate: error: {empty} has no codes\n"
     assert invoke(build_cli(), ["acme", "import-codes", str(codes)], acme_context(("acme", plugin))) == 2
     assert capsys.readouterr().err.startswith("mdgate: error: no database configured")
+
+
+def test_builtin_commands_table_agrees_with_the_commands() -> None:
+    """The short help ``mdgate --help`` shows without importing a command is the command's own."""
+    import importlib
+
+    from mdgate._cli.root import BUILTINS, build_cli
+
+    cli = build_cli()
+    for name, (module, attr, short) in BUILTINS.items():
+        command = getattr(importlib.import_module(module), attr)
+        assert (command.name, command.short_help) == (name, short)
+        assert cli.get_command(click.Context(cli), name) is command
+
+
+def test_help_imports_no_command_module() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, io, contextlib; from mdgate._cli.root import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()) as out: main(['--help'])\n"
+            "assert 'new-provider' in out.getvalue() and 'run the gateway' in out.getvalue()\n"
+            "print(' '.join(m for m in sys.modules if m.startswith('mdgate._cli.')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    loaded = done.stdout.split()
+    names = ("run", "export", "demo", "doctor", "inspect", "recording", "scaffold", "install", "backfill")
+    commands = {f"mdgate._cli.{m}" for m in names}
+    assert not commands & set(loaded), loaded

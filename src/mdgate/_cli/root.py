@@ -8,6 +8,7 @@ command line and maps whatever it raises to one stderr line and an exit code
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Final
@@ -20,6 +21,27 @@ from mdgate._cli.errors import error_line, exit_code
 __all__ = ["CONFIG_HELP", "RootGroup", "adopt", "build_cli", "invoke", "main"]
 
 CONFIG_HELP: Final = "TOML configuration file (default: ./mdgate.toml when present)"
+
+#: The built-in commands: name -> (module, attribute, short help). A command's module is
+#: imported when the command is used, not to list it in ``mdgate --help`` (the short help here
+#: is the command's own; tests/unit/test_cli.py checks that they agree).
+BUILTINS: Final[dict[str, tuple[str, str, str]]] = {
+    "backfill": ("mdgate._cli.backfill", "backfill", "fetch one-minute bars from a provider's REST API"),
+    "demo": ("mdgate._cli.demo", "demo", "the gateway on a bundled recording (offline)"),
+    "doctor": ("mdgate._cli.doctor", "doctor",
+               "check the installation: config, plugins, credentials, services, routes, port, clock"),
+    "export": ("mdgate._cli.export", "export", "write stored ticks or bars as CSV or Parquet"),
+    "history": ("mdgate._cli.inspect", "history", "print stored ticks or bars"),
+    "install": ("mdgate._cli.install", "install", "install plugins (pip, in mdgate's environment)"),
+    "new-provider": ("mdgate._cli.scaffold", "new_provider", "write a new provider package to start from"),
+    "plugins": ("mdgate._cli.inspect", "plugins", "list installed plugins and providers"),
+    "record": ("mdgate._cli.recording", "record", "run the gateway, recording every provider frame"),
+    "replay": ("mdgate._cli.recording", "replay", "play a recording through the gateway"),
+    "run": ("mdgate._cli.run", "run", "run the gateway"),
+    "status": ("mdgate._cli.inspect", "status", "show a running gateway's status"),
+    "tail": ("mdgate._cli.inspect", "tail", "print ticks of instruments as they arrive"),
+    "uninstall": ("mdgate._cli.install", "uninstall", "uninstall plugins (pip, in mdgate's environment)"),
+}
 
 
 class HelpFormatter(click.HelpFormatter):
@@ -83,12 +105,27 @@ class RootGroup(click.Group):
 
         builtins = dict(self.commands)
         add_commands(registry(ctx.ensure_object(CommandContext)), self)
-        self.commands.update(builtins)  # a plugin cannot replace a built-in command
+        for name in BUILTINS:  # a plugin cannot replace a built-in command
+            self.commands.pop(name, None)
+        self.commands.update(builtins)
         for command in self.commands.values():
             adopt(command)
 
+    def builtin(self, name: str) -> click.Command:
+        """The built-in command ``name``, its module imported now if it was not yet."""
+        command = self.commands.get(name)
+        if command is None:
+            module, attr, _ = BUILTINS[name]
+            command = getattr(importlib.import_module(module), attr)
+            assert isinstance(command, click.Command)
+            adopt(command)
+            self.commands[name] = command
+        return command
+
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """The command ``cmd_name``: a built-in one, else one a plugin adds."""
+        if cmd_name in BUILTINS:
+            return self.builtin(cmd_name)
         if cmd_name not in self.commands:
             self.add_plugin_commands(ctx)
         return self.commands.get(cmd_name)
@@ -96,21 +133,28 @@ class RootGroup(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Every command's name, the plugins' included."""
         self.add_plugin_commands(ctx)
-        return sorted(self.commands)
+        return sorted(set(self.commands) | set(BUILTINS))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The ``Commands:`` section of the help: built-in ones from :data:`BUILTINS` (not imported)."""
+        names = self.list_commands(ctx)
+        if not names:
+            return
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            command = self.commands.get(name)
+            if command is None and name in BUILTINS:
+                rows.append((name, BUILTINS[name][2]))  # each built-in's short_help is explicit: shown whole
+            elif command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 def build_cli() -> RootGroup:
     """The ``mdgate`` command group with the built-in commands (plugins add theirs on first need)."""
     from mdgate import __version__
-    from mdgate._cli.backfill import backfill
-    from mdgate._cli.demo import demo
-    from mdgate._cli.doctor import doctor
-    from mdgate._cli.export import export
-    from mdgate._cli.inspect import history, plugins, status, tail
-    from mdgate._cli.install import install, uninstall
-    from mdgate._cli.recording import record, replay
-    from mdgate._cli.run import run
-    from mdgate._cli.scaffold import new_provider
 
     @click.group(
         cls=RootGroup,
@@ -127,16 +171,6 @@ def build_cli() -> RootGroup:
             ctx.ensure_object(CommandContext).ensure_logging()
 
     assert isinstance(cli, RootGroup)
-    for command in (run, plugins, status, tail, history, backfill):
-        cli.add_command(command)
-    cli.add_command(install)
-    cli.add_command(uninstall)
-    cli.add_command(new_provider)
-    cli.add_command(doctor)
-    cli.add_command(export)
-    cli.add_command(demo)
-    cli.add_command(record)
-    cli.add_command(replay)
     adopt(cli)
     return cli
 
