@@ -36,7 +36,6 @@ import json
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -50,7 +49,7 @@ from _chaos_procs import MDGATE, GatewayProcess, gateway_env, http_get, status
 from _fleet_clients import FleetClient, run_clients, stop_clients
 
 from mdgate._fleet.shards import shard_of
-from mdgate.testing.postgres import init_pristine, new_server
+from mdgate.testing.postgres import free_port, init_pristine, new_server
 from mdgate.testing.redis import RedisServer
 from mdgate.testing.redis_cluster import RedisClusterNodes
 from mdgate_dhan.testing import FakeDhanServer
@@ -62,12 +61,6 @@ SLOTS = 2
 def fleet_env(client_id: str, token: str) -> dict[str, str]:
     """The instances' environment: the Dhan credentials, the Dhan plugin only."""
     return {**gateway_env(client_id, token), "MDGATE_LOAD_PLUGINS": "dhan"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def config(*, port: int, redis_url: str, dsn: str, dhan_url: str, token: str, instance: str,
