@@ -366,7 +366,9 @@ class Bench:
             out = Path(tempfile.gettempdir()) / name
             print(f"  py-spy -> {out}", file=sys.stderr, flush=True)
             spy = subprocess.Popen([str(Path(PY).parent / "py-spy"), "record", "--pid", str(self.gw.pid),
-                                    "--format", "raw", "--rate", "200", "--output", str(out),
+                                    # --gil: only samples that hold the GIL, i.e. Python running
+                                    # (a thread blocked in epoll or send shows as busy otherwise)
+                                    "--gil", "--format", "raw", "--rate", "200", "--output", str(out),
                                     "--duration", str(int(secs) + 1)], stdout=subprocess.DEVNULL,
                                    stderr=subprocess.DEVNULL)
             time.sleep(0.5)

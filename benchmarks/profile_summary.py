@@ -1,10 +1,13 @@
 """
 Where a gateway's CPU goes, by step of the tick path, from a py-spy profile.
 
-Reads the raw output of ``py-spy record --format raw`` (one line per distinct stack:
-``frame;frame;...;frame COUNT``, root first; py-spy leaves out samples of a thread waiting
-idle, so every sample is CPU spent) and puts each sample in the first step, in this order,
-whose code is on its stack:
+Reads the raw output of ``py-spy record --gil --format raw`` (one line per distinct stack:
+``frame;frame;...;frame COUNT``, root first) and puts each sample in the first step, in this
+order, whose code is on its stack. ``--gil`` keeps only samples that hold the GIL: Python
+running. Without it, a thread blocked in ``epoll_wait`` or ``send`` (which release the GIL)
+is counted as busy on this VM, and the event loop's wait looks like half the CPU; the
+kernel's part (the system calls themselves) is measured apart (``perf``, or the
+utime/stime split). The steps:
 
 * **decode**: the provider plugin's decoder and the runtime's checks of its output;
 * **fan-out**: the client server, the per-client outboxes and their writes;

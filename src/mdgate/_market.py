@@ -84,7 +84,7 @@ class MarketHours:
         self.started = clock.now()
         #: instrument -> (the latest tick seen, when it was first seen: monotonic seconds)
         self._seen: dict[str, tuple[object, float]] = {}
-        #: instrument -> its state at the last look; and how many are stale.
+        #: instrument -> its state at the last look; each stale one's seconds of silence; how many are stale.
         self.states: dict[str, str] = {}
         self.silent: dict[str, float] = {}
         self.stale = 0
@@ -180,11 +180,12 @@ class MarketHours:
         limits: dict[str | None, float] = {}  # per provider, worked out once per look
         states: dict[str, str] = {}
         silent: dict[str, float] = {}
+        fresh_seen = (None, now)  # one tuple for every instrument subscribed now that has no tick yet
         for name, carrier in carriers.items():
             tick = table.get(name)
             seen = self._seen.get(name)
-            if seen is None or seen[0] is not tick:
-                seen = self._seen[name] = (tick, now)  # subscribed now, or a new tick since the last look
+            if seen is None or seen[0] is not tick:  # subscribed now, or a new tick since the last look
+                seen = self._seen[name] = fresh_seen if tick is None else (tick, now)
             exchange = name.partition(":")[0]
             if exchange not in opened:
                 opened[exchange] = self._opened(exchange, at, now)
@@ -198,8 +199,11 @@ class MarketHours:
                 states[name] = LIVE if fresh else CLOSED
                 continue
             quiet = now - max(seen[1], since, self.started)
-            silent[name] = quiet
-            states[name] = STALE if quiet > limits[provider] else LIVE
+            if quiet > limits[provider]:
+                states[name] = STALE
+                silent[name] = quiet  # kept for the stale ones only: they are the ones shown
+            else:
+                states[name] = LIVE
         for name in self._seen.keys() - carriers.keys():
             del self._seen[name]
         before, self.states, self.silent = self.states, states, silent

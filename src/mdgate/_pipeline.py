@@ -1,7 +1,8 @@
 """
 The tick loop: queue -> latest -> store + fan-out, one batch at a time.
 
-Each batch the queue hands over (everything queued, across connections)
+Each batch the queue hands over (everything queued in one event-loop
+iteration, across connections: :meth:`TickQueue.set_consumer`)
 moves the latest-tick table on (:class:`~mdgate._latest.LatestTicks`), is
 numbered (``seq`` per instrument, :class:`~mdgate._seq.SeqBook`: the first
 ticks of an instrument new to the process come out of a later batch, once
@@ -14,8 +15,10 @@ logged at most once per 10 s per kind, and the feed goes on.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 
+import anyio
 import structlog
 
 from mdgate._latest import LatestTicks
@@ -54,42 +57,56 @@ class Pipeline:
         self.stats = stats
         self.seqs = seqs or SeqBook()
         stats.numbering = self.seqs.status
+        self._every = EveryLog()
+        #: Called at the end of every step that published (the client writes' flush), if set.
+        self.after: Callable[[], None] | None = None
 
     async def run(self) -> None:
-        """Take and hand on batches until cancelled."""
-        get = self.queue.get_batch
-        advance = self.latest.advance
-        store_write = self.write
-        publish = self.publish
+        """Take and hand on batches (once per event-loop iteration: :class:`TickQueue`) until cancelled."""
+        self.queue.set_consumer(self.step)
+        try:
+            await anyio.sleep_forever()
+        finally:
+            self.queue.set_consumer(None)
+
+    def step(self, batch: list[Tick]) -> None:
+        """Hand on one batch: latest table, numbering, store, fan-out; never raises."""
         stats = self.stats
-        latency = stats.latency.observe
-        every = EveryLog()
-        stamp = self.seqs.stamp
-        while True:
-            batch = await get()
+        try:
             try:
-                advance(batch)
+                self.latest.advance(batch)
             except Exception as exc:  # a malformed tick that got past the reader's check
                 batch, bad, _ = screen(batch, float("inf"))  # the reader dropped future ticks
                 stats.errors += 1
-                every.log("bad_tick", log.error, "pipeline_bad_tick", error=repr(exc)[:200],
-                          dropped=bad[0] if bad else 0)
-                advance(batch)
+                self._report("bad_tick", "pipeline_bad_tick", error=repr(exc)[:200],
+                             dropped=bad[0] if bad else 0)
+                self.latest.advance(batch)
             # numbered once screened (a tick that cannot be numbered is not numbered at all: no
             # number skipped); an instrument's first ticks may be held until its number is known
-            batch = stamp(batch)
+            batch = self.seqs.stamp(batch)
             if not batch:
-                continue
+                return
             try:
-                store_write(batch)
+                self.write(batch)
             except Exception as exc:  # a store bug must not stop the feed (nor flood the log)
                 stats.errors += 1
-                every.log("store", log.error, "store_write_failed", error=repr(exc)[:200])
+                self._report("store", "store_write_failed", error=repr(exc)[:200])
             try:
-                publish(batch)
+                self.publish(batch)
             except Exception as exc:  # neither may a fan-out bug
                 stats.errors += 1
-                every.log("fanout", log.error, "fanout_publish_failed", error=repr(exc)[:200])
-            latency(batch)
+                self._report("fanout", "fanout_publish_failed", error=repr(exc)[:200])
+            stats.latency.observe(batch)
             stats.ticks += len(batch)
             stats.batches += 1
+            after = self.after
+            if after is not None:
+                after()
+        except Exception as exc:  # numbering, the stats or a log line: contained like the rest
+            stats.errors += 1
+            self._report("pipeline", "pipeline_step_failed", error=repr(exc)[:200])
+
+    def _report(self, key: str, event: str, **fields: object) -> None:
+        """Log a contained failure (once per 10 s per kind); a line that cannot be written is lost."""
+        with contextlib.suppress(Exception):
+            self._every.log(key, log.error, event, **fields)

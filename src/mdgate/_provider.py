@@ -131,7 +131,9 @@ class Endpoint:
         headers: extra HTTP headers for the handshake.
         handshake: frames sent right after connecting, before subscribing.
         open_timeout: seconds allowed for the TCP+TLS+HTTP handshake.
-        ping_interval: WebSocket keepalive pings from our side (``None``: off).
+        ping_interval: seconds of silence from the provider after which we send a
+            WebSocket ping, and wait as long for its pong before dropping the
+            connection (``None``: off).
         max_size: largest frame accepted from the provider, in bytes.
     """
 

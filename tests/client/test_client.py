@@ -446,8 +446,9 @@ def test_the_client_imports_no_server_part():
              "prometheus_client", "anyio", "httpx", "structlog", "click", "mdgate._cli")
     assert [m for m in everything if m.split(".")[0] in heavy or m.startswith(heavy)] == []
     stdlib = set(sys.stdlib_module_names)
-    # typing_extensions: msgspec's own dependency (``import mdgate`` no longer loads it beforehand)
-    light = {"websockets", "msgspec", "typing_extensions"}
+    # typing_extensions: msgspec's own dependency (``import mdgate`` no longer loads it beforehand);
+    # python_socks: websockets' SOCKS proxy support, imported when installed (picows requires it)
+    light = {"websockets", "msgspec", "typing_extensions", "python_socks"}
     extra = [m for m in added if m.split(".")[0] not in stdlib | light
              and m not in ("mdgate.client", "mdgate._events", "mdgate._backoff")]
     assert extra == []

@@ -104,8 +104,16 @@ async def test_request_failing_inside_gateway_gets_internal_error_and_connection
 
 
 async def test_big_request_yields_to_the_event_loop(feed, make_settings):
-    # a 1,000-instrument request must not hold up the feed and the other clients while it is served
+    # a 1,000-instrument request must not hold up the feed and the other clients while it is served:
+    # it gives the loop a turn once it held it half a millisecond (here: every look at the clock)
     async with running_gateway(make_settings(feed.url)) as gw:
+        now = [0.0]
+
+        def clock() -> float:
+            now[0] += 0.0005
+            return now[0]
+
+        gw.gateway.server.clock = clock
         spins = 0
         done = False
 

@@ -6,15 +6,19 @@ context, faulty plugins contained.
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import anyio
+import anyio.abc
 import click
 import pytest
 
 import mdgate._app
 import mdgate._lazylog as _lazylog
 import mdgate._logging
+import mdgate._providers.registry
 from mdgate import CommandContext, ConfigError, MdgateError, hookimpl, pass_context
 from mdgate._cli import main
 from mdgate._cli.common import _REGISTRIES, registry
@@ -34,11 +38,20 @@ def logging_calls(monkeypatch: pytest.MonkeyPatch) -> list[LoggingSettings]:
 
 
 class FakeGateway:
-    def __init__(self, settings: Any, config_path: str | None = None, role: str = "all") -> None:
-        self.settings = settings
+    #: Whether the cyclic garbage collector ran: while it was built, once it served.
+    collector: ClassVar[dict[str, bool]] = {}
 
-    async def run(self) -> None:
-        return None
+    def __init__(self, settings: Any, registry: Any = None, *, config_path: str | None = None,
+                 role: str = "all") -> None:
+        self.settings = settings
+        # as the real one: the plugins it is handed, else loaded again
+        self.registry = registry or mdgate._providers.registry.load_registry(settings.environ)
+        FakeGateway.collector["built"] = gc.isenabled()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED) -> None:
+        task_status.started(0)
+        await anyio.sleep(0.01)  # serving
+        FakeGateway.collector["serving"] = gc.isenabled()
 
     def reload(self) -> None: ...
 
@@ -53,6 +66,37 @@ def test_run_configures_logging_once_from_the_config(
     config.write_text('[logging]\nlevel = "debug"\nformat = "json"\n')
     assert main(["run", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]) == 0
     assert logging_calls == [LoggingSettings(level="debug", format="json")]
+
+
+def test_run_loads_the_plugins_once(logging_calls: list[LoggingSettings], monkeypatch: pytest.MonkeyPatch,
+                                    tmp_path: Path) -> None:
+    """The gateway is handed the plugins the command line loaded (for its commands), not left to load them."""
+    loads: list[object] = []
+    real = mdgate._providers.registry.load_registry
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mdgate._providers.registry, "load_registry", counted)
+    monkeypatch.setattr(mdgate._app, "Gateway", FakeGateway)
+    config = tmp_path / "gw.toml"
+    config.write_text("")
+    assert main(["run", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]) == 0
+    assert len(loads) == 1
+
+
+def test_run_starts_without_the_cyclic_collector_and_serves_with_it(
+    logging_calls: list[LoggingSettings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(mdgate._app, "Gateway", FakeGateway)
+    FakeGateway.collector.clear()
+    config = tmp_path / "gw.toml"
+    config.write_text("")
+    assert gc.isenabled()
+    assert main(["run", "--config", str(config), "--host", "127.0.0.1", "--port", "0"]) == 0
+    assert FakeGateway.collector == {"built": False, "serving": True}
+    assert gc.isenabled()
 
 
 @pytest.mark.parametrize(("argv", "configured"), [

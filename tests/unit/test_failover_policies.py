@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from mdgate._clock import ManualClock
-from mdgate._config import RuntimeSettings
+from mdgate._config import RuntimeSettings, SubscriptionSettings
 from mdgate._provider import ProviderSpec
 from mdgate._providers.session import ProviderSession
 from mdgate._providers.states import ProviderState
@@ -191,3 +193,34 @@ async def test_always_instrument_dropped_from_config_lingers_then_goes():
     assert "DUO:FOO" in d.subs.active
     d.after(0.2)
     assert "DUO:FOO" not in d.subs.active
+
+
+async def test_start_routes_the_always_list_in_chunks_letting_the_loop_run_between():
+    d = Duo(linger=5.0)
+    d.state("alpha", "connected")
+    seen: list[int] = []  # instruments active each time the loop got a turn
+    names = [f"DUO:S{i}" for i in range(5)]
+
+    async def watch() -> None:
+        while len(seen) < 10:
+            seen.append(len(d.subs.active))
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch)
+        await anyio.lowlevel.checkpoint()
+        settings = SubscriptionSettings(always=(*names, "bad name"), linger=7.0)
+        errors = await d.subs.start(settings, lambda: True, chunk=2)
+    assert len(errors) == 1 and "bad name" in errors[0]
+    assert set(d.subs.active) == set(names) and all(a.always for a in d.subs.active.values())
+    assert d.subs.linger == 7.0
+    assert {2, 4} <= set(seen)  # the loop ran after each chunk of 2, before the last
+
+
+async def test_start_stops_once_newer_settings_were_applied_whole():
+    d = Duo()
+    d.state("alpha", "connected")
+    turns = iter([True, False])
+    settings = SubscriptionSettings(always=("DUO:A", "DUO:B", "DUO:C"))
+    assert await d.subs.start(settings, lambda: next(turns), chunk=2) == []
+    assert set(d.subs.active) == {"DUO:A", "DUO:B"}  # the reload's own list is the one that counts

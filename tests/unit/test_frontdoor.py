@@ -5,12 +5,13 @@ from __future__ import annotations
 import errno
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import click
 import pytest
 
 from mdgate._cli.context import CommandContext, pass_context
-from mdgate._cli.frontdoor import ListenError, check_listen, one_error
+from mdgate._cli.frontdoor import ListenError, check_listen, one_error, run_serving, use_uvloop
 from mdgate._cli.root import adopt, build_cli, invoke
 from mdgate._errors import ConfigError, MdgateError
 
@@ -94,3 +95,45 @@ def test_add_config_option_keeps_a_commands_own_c_flag() -> None:
     adopt(cli)
     assert invoke(cli, ["own", "-c", "3", "--config", "x.toml"]) == 0
     assert (seen["count"], seen["config"]) == (3, "x.toml")
+
+
+# -- the event loop ([runtime] event_loop) --------------------------------------------------
+
+
+def _loop_module(event_loop: str) -> str:
+    async def main() -> str:
+        import asyncio
+
+        return type(asyncio.get_running_loop()).__module__
+
+    return run_serving(main, "127.0.0.1", 0, event_loop)
+
+
+def test_auto_runs_on_uvloop_when_installed_and_asyncio_on_asyncio() -> None:
+    import uvloop  # noqa: F401  # in the dev extra: the test venv has it
+    assert _loop_module("auto").startswith("uvloop")
+    assert _loop_module("uvloop").startswith("uvloop")
+    assert _loop_module("asyncio").startswith("asyncio")
+
+
+def test_without_uvloop_auto_falls_back_and_uvloop_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "uvloop" else real(name, *a))
+    assert not use_uvloop("auto") and not use_uvloop("asyncio")
+    with pytest.raises(MdgateError, match=r"uvloop is not installed: pip install 'mdgate\[speed\]'"):
+        use_uvloop("uvloop")
+    assert _loop_module("auto").startswith("asyncio")
+
+
+def test_event_loop_must_be_one_of_three(tmp_path: Path) -> None:
+    from mdgate._config import load_settings
+
+    path = tmp_path / "m.toml"
+    path.write_text('[runtime]\nevent_loop = "trio"\n')
+    with pytest.raises(ConfigError, match=r"runtime\.event_loop.*auto, asyncio, uvloop"):
+        load_settings(path, {})
+    path.write_text('[runtime]\nevent_loop = "asyncio"\n')
+    assert load_settings(path, {}).runtime.event_loop == "asyncio"

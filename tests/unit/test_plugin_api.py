@@ -5,7 +5,6 @@ the compatibility rule, the refusal at load, the listing, and pluggy's deprecati
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import sys
 import types
@@ -97,12 +96,12 @@ def _plugin_module(name: str, provider: str, api: object = None) -> types.Module
 def fake_plugins(monkeypatch: pytest.MonkeyPatch) -> list[_EP]:
     """Entry points of group ``mdgate`` beyond the installed ones: append ``_EP`` objects."""
     added: list[_EP] = []
-    real = importlib.metadata.entry_points
+    real = registry_module.find_entry_points
 
     def fake(group: str) -> list[object]:
         return [*real(group=group), *added]
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    monkeypatch.setattr(registry_module, "find_entry_points", fake)
     return added
 
 

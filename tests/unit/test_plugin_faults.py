@@ -8,7 +8,6 @@ name and the rest goes on. (End to end, with every fault at once in a real
 
 from __future__ import annotations
 
-import importlib.metadata
 import itertools
 from typing import Any
 
@@ -21,6 +20,7 @@ from mdgate import ConfigError, ProviderDisabled, ProviderSpec, hookimpl
 from mdgate._config import Settings
 from mdgate._errors import PluginError
 from mdgate._model import Bar
+from mdgate._providers import registry as registry_module
 from mdgate._providers.calls import add_commands, backfill, select_route_source, select_store
 from mdgate._providers.faults import PluginFaults, describe, scrub
 from mdgate._providers.registry import MAX_PROVIDERS_PER_PLUGIN, load_registry
@@ -116,8 +116,8 @@ class _EP:
 
 
 def _with_entry_points(monkeypatch: pytest.MonkeyPatch, *eps: _EP) -> None:
-    real = importlib.metadata.entry_points
-    monkeypatch.setattr(importlib.metadata, "entry_points", lambda group: [*real(group=group), *eps])
+    real = registry_module.find_entry_points
+    monkeypatch.setattr(registry_module, "find_entry_points", lambda group: [*real(group=group), *eps])
 
 
 def _raise(exc: BaseException) -> Any:
@@ -167,7 +167,7 @@ def test_broken_distribution_metadata_loads_the_builtins_and_reports_it(monkeypa
     def broken(group: str) -> Any:
         raise SystemExit("corrupt METADATA")
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", broken)
+    monkeypatch.setattr(registry_module, "find_entry_points", broken)
     reg = load_registry({})
     loaded = {i.name for i in reg.plugins if i.status == "loaded"}
     assert {"memory_store", "redis_store", "pg_routes"} <= loaded

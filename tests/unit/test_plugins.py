@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.metadata
+import importlib
 
 import pytest
 
 from mdgate import ProviderSpec, hookimpl
+from mdgate._providers import registry as registry_module
 from mdgate._providers.registry import get_plugin_manager, load_registry
 
 
@@ -49,12 +50,12 @@ class _EP:
 
 
 def test_plugin_failing_to_import_is_reported_others_load(monkeypatch):
-    real = importlib.metadata.entry_points
+    real = registry_module.find_entry_points
 
     def fake(group):
         return [*real(group=group), _EP("broken", "mdgate_no_such_module_xyz")]
 
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake)
+    monkeypatch.setattr(registry_module, "find_entry_points", fake)
     reg = load_registry({})
     broken = next(i for i in reg.plugins if i.name == "broken")
     assert broken.status == "failed" and "No module named" in (broken.error or "")

@@ -15,7 +15,8 @@ from websockets.protocol import State
 from mdgate._config import ServerSettings, Settings
 from mdgate._model import Tick
 from mdgate._serve.fanout import ClientOutbox, _frames
-from mdgate._serve.server import _HIGH_WATER, ClientServer
+from mdgate._serve.server import ClientServer
+from mdgate._serve.writer import HIGH_WATER as _HIGH_WATER
 
 pytestmark = pytest.mark.anyio
 

@@ -117,18 +117,37 @@ def one_error(exc: BaseException, host: str, port: int) -> MdgateError | None:
     return None
 
 
-def run_serving(main: Callable[[], Awaitable[T]], host: str, port: int) -> T:
+def run_serving(main: Callable[[], Awaitable[T]], host: str, port: int, event_loop: str = "auto") -> T:
     """
     ``anyio.run(main)`` for a command that serves on ``host:port`` (``run``,
     ``demo``, ``replay``): a configuration error or a taken socket raised
     inside the task tree is one line (:func:`one_error`), not a traceback.
+    ``event_loop`` is ``[runtime] event_loop``: see :func:`use_uvloop`.
     """
     import anyio
 
     try:
-        return anyio.run(main)
+        return anyio.run(main, backend_options={"use_uvloop": use_uvloop(event_loop)})
     except (BaseExceptionGroup, OSError) as exc:
         error = one_error(exc, host, port)
         if error is None:
             raise
         raise error from None
+
+
+def use_uvloop(event_loop: str) -> bool:
+    """
+    Whether to run on uvloop: ``auto`` when it is installed (``pip install 'mdgate[speed]'``),
+    ``uvloop`` always (an error when it is missing), ``asyncio`` never. On uvloop every
+    wake-up of the event loop costs less (see docs/benchmarks.md, "Floors").
+    """
+    if event_loop == "asyncio":
+        return False
+    import importlib.util
+
+    if importlib.util.find_spec("uvloop") is not None:
+        return True
+    if event_loop == "uvloop":
+        raise MdgateError("[runtime] event_loop is \"uvloop\" but uvloop is not installed: "
+                          "pip install 'mdgate[speed]'")
+    return False

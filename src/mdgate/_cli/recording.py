@@ -131,7 +131,7 @@ def _replay(settings: object, path: Path, speed: float | None, loop: bool, now: 
             tg.cancel_scope.cancel()
         return summary
 
-    summary = run_serving(main, host, settings.server.port)
+    summary = run_serving(main, host, settings.server.port, settings.runtime.event_loop)
     click.echo(json.dumps(summary, sort_keys=True))
 
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import Final
+from typing import Any, Final
 
 import click
 
 from mdgate._cli.context import CommandContext
 from mdgate._cli.errors import error_line, exit_code
 
-__all__ = ["CONFIG_HELP", "RootGroup", "adopt", "build_cli", "invoke", "main"]
+__all__ = ["CONFIG_HELP", "LazyCommand", "RootGroup", "adopt", "build_cli", "invoke", "main"]
 
 CONFIG_HELP: Final = "TOML configuration file (default: ./mdgate.toml when present)"
 
@@ -81,6 +81,32 @@ def adopt(command: click.Command) -> None:
             adopt(sub)
 
 
+class LazyCommand(click.Command):
+    """
+    A command listed by its name and short help, its module imported when it is
+    used (run, its help, completion), not to list it in ``mdgate --help``: what a
+    built-in plugin adds (``module:attribute`` names the real command). The root
+    group puts the real command in its place on first use; another group that
+    holds one runs the real command all the same.
+    """
+
+    def __init__(self, name: str, target: str, short_help: str) -> None:
+        super().__init__(name, short_help=short_help)
+        self.target = target
+
+    def load(self) -> click.Command:
+        """The real command (its module imported now if it was not yet)."""
+        module, _, attr = self.target.partition(":")
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def make_context(self, info_name: str | None, args: list[str], parent: click.Context | None = None,
+                     **extra: Any) -> click.Context:
+        """The real command's context: a group runs ``ctx.command``, the real one."""
+        return self.load().make_context(info_name, args, parent=parent, **extra)
+
+
 class RootGroup(click.Group):
     """
     The root group: built-in commands are found without loading plugins
@@ -128,7 +154,11 @@ class RootGroup(click.Group):
             return self.builtin(cmd_name)
         if cmd_name not in self.commands:
             self.add_plugin_commands(ctx)
-        return self.commands.get(cmd_name)
+        command = self.commands.get(cmd_name)
+        if isinstance(command, LazyCommand):
+            command = self.commands[cmd_name] = command.load()
+            adopt(command)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Every command's name, the plugins' included."""

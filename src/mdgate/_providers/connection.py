@@ -6,6 +6,8 @@ the loop does, step by step.
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     from mdgate._providers.faults import PluginFaults
     from mdgate._providers.registry import ProviderHooks
     from mdgate._providers.transport import Tap
+    from mdgate._providers.upstream import UpstreamWebSocket
     from mdgate._providers.watchdog import MarketOpen
     from mdgate._queue import TickQueue
 
@@ -102,6 +105,8 @@ class Connection:
         #: moved away since): a gap for each, reported once data flows again.
         self.dropped: tuple[int, str, set[str]] | None = None
         self._fault: BaseException | None = None
+        #: What ends the reader after the message it was decoded from (a provider's error packet).
+        self._stop: BaseException | None = None
         self._handshake: list[Frame] = []
         # this connection's counters and endpoint; the session adds them up for /status
         self.url = ""
@@ -276,18 +281,90 @@ class Connection:
             scope.cancel()
 
     async def _reader(self, transport: Transport, decoder: Decoder) -> None:
-        s = self.session
+        take = self._taker(decoder)
+        # the core's own WebSocket (its module, and picows, are imported on the first connection)
+        upstream = sys.modules.get("mdgate._providers.upstream")
+        if upstream is not None and isinstance(transport, upstream.UpstreamWebSocket):
+            await self._pushed(transport, take)
+            return
         recv = transport.recv
-        feed = decoder.feed
-        queue = s.queue
+        queue = self.session.queue
         put_nowait = queue.put_nowait
+        while True:
+            ticks = take(await recv())
+            if ticks:
+                if not put_nowait(ticks):
+                    await queue.put(ticks)
+            if self._stop is not None:
+                raise self._stop
+
+    async def _pushed(self, ws: UpstreamWebSocket, take: Callable[[Frame], list[Tick] | None]) -> None:
+        """
+        The reader of a picows connection: every message is decoded and queued inside the
+        event loop's read callback (no task switch per frame). While the queue is full the
+        socket is not read (TCP back-pressure) and what was decoded meanwhile waits here, in order.
+        """
+        queue = self.session.queue
+        put_nowait = queue.put_nowait
+        backlog: list[list[Tick]] = []
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[None] | None = None
+
+        def wake() -> None:
+            nonlocal waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+
+        def sink(frame: Frame) -> None:
+            if self._stop is not None:
+                return
+            try:
+                ticks = take(frame)
+            except Exception as exc:  # what the pull loop would have raised
+                self._stop = exc
+                ticks = None
+            # once the queue refuses a batch it stays full until this callback returns, so what
+            # follows in the same read goes to the backlog too: the order holds
+            if ticks and not put_nowait(ticks):
+                backlog.append(ticks)
+                ws.pause_reading()
+                wake()
+            if self._stop is not None:
+                ws.pause_reading()
+                wake()
+
+        # after each socket read, what it brought goes down the pipeline at once (no loop
+        # iteration in between): at a real rate every tick is its own read
+        ws.set_sink(sink, wake, queue.flush)
+        try:
+            while True:
+                while backlog:  # the queue was full: wait for room, oldest first
+                    await queue.put(backlog.pop(0))
+                if self._stop is not None:
+                    raise self._stop
+                if ws.ended:
+                    raise ws.end_error()
+                ws.resume_reading()
+                waiter = loop.create_future()
+                await waiter
+        finally:
+            waiter = None
+
+    def _taker(self, decoder: Decoder) -> Callable[[Frame], list[Tick] | None]:
+        """
+        The reader's work on one received message: decode it, check the ticks and return
+        those to queue. A provider error (decoded from the message) sets ``_stop``.
+        """
+        s = self.session
+        feed = decoder.feed
         monotonic = s.clock.now
         time_ns = time.time_ns
         skew = int(s.runtime.max_clock_skew * 1000)
         tick_type = Tick
-        ticks: Any
-        while True:
-            frame = await recv()
+        self._stop = None
+
+        def take(frame: Frame) -> list[Tick] | None:
+            ticks: Any
             self.last_rx = monotonic()
             self.frames += 1
             recv_ts = time_ns() // 1_000_000
@@ -300,14 +377,15 @@ class Connection:
                 ticks = exc.ticks
             except ProviderError as exc:
                 good = s.screen(exc.ticks, recv_ts + skew) if exc.ticks else ()
+                self._stop = exc
                 if good:
                     self.ticks += len(good)
-                    await queue.put(good)
-                raise
+                    return list(good)
+                return None
             except CONTAINED as exc:  # a decoder bug must not kill the stream
                 s.count_decode_error("decoder_error", exc)
                 s.faults.record(s.plugin, "decoder", exc, provider=s.name)
-                continue
+                return None
             # One pass over the frame's ticks checks them all (a Tick, dated no further than
             # max_clock_skew ahead of its receipt); any doubt takes the slow path, which keeps
             # the good ones and counts the rest.
@@ -322,8 +400,10 @@ class Connection:
                 ticks = s.screen(ticks, limit)
             if ticks:
                 self.ticks += len(ticks)
-                if not put_nowait(ticks):
-                    await queue.put(ticks)
+                return ticks  # type: ignore[no-any-return]
+            return None
+
+        return take
 
     def _go_live(self, now_ms: int) -> None:
         self._live = True

@@ -24,7 +24,7 @@ Environment switches:
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
+import importlib.machinery
 import itertools
 import math
 import os
@@ -49,10 +49,13 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "MAX_PROVIDERS_PER_PLUGIN",
     "Answer",
+    "Distribution",
+    "EntryPoint",
     "PluginInfo",
     "ProviderHooks",
     "Registry",
     "check_spec",
+    "find_entry_points",
     "get_plugin_manager",
     "load_registry",
 ]
@@ -163,12 +166,130 @@ def get_plugin_manager(
 
 def _entry_points(faults: PluginFaults) -> list[Any]:
     try:
-        return list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+        return find_entry_points(ENTRY_POINT_GROUP)
     except KeyboardInterrupt:
         raise
     except BaseException as exc:  # broken distribution metadata: no third-party plugin, but run
         faults.record("entry_points", "discovery", exc, lasting=True, event="plugin_load_failed")
         return []
+
+
+class Distribution:
+    """An installed distribution's ``.dist-info`` or ``.egg-info`` directory (metadata read on first use)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._meta: tuple[str | None, str | None] | None = None
+
+    def _read(self) -> tuple[str | None, str | None]:
+        if self._meta is None:
+            name = version = None
+            for fn in ("METADATA", "PKG-INFO"):
+                try:
+                    with open(os.path.join(self.path, fn), encoding="utf-8") as fh:
+                        for line in fh:  # the header ends at the first empty line
+                            if not line.strip():
+                                break
+                            key, _, value = line.partition(":")
+                            if key == "Name":
+                                name = value.strip()
+                            elif key == "Version":
+                                version = value.strip()
+                    break
+                except FileNotFoundError:
+                    continue
+            self._meta = (name, version)
+        return self._meta
+
+    @property
+    def name(self) -> str | None:
+        """The ``Name`` of its metadata."""
+        return self._read()[0]
+
+    @property
+    def version(self) -> str | None:
+        """The ``Version`` of its metadata."""
+        return self._read()[1]
+
+
+class EntryPoint(NamedTuple):
+    """One entry point (``name = module:attr``) of an installed distribution."""
+
+    name: str
+    value: str
+    group: str
+    dist: Distribution | None
+
+    def load(self) -> Any:
+        """Import the module and return the object named (the module itself without ``:attr``)."""
+        module, _, attrs = self.value.partition("[")[0].partition(":")
+        obj: Any = importlib.import_module(module.strip())
+        for attr in filter(None, attrs.strip().split(".")):
+            obj = getattr(obj, attr)
+        return obj
+
+
+_NORMALIZE: Final = re.compile(r"[-_.]+")
+
+
+def _distributions() -> list[Distribution] | None:
+    """
+    Every distribution on ``sys.path``, the first of each name winning, as
+    ``importlib.metadata`` finds them; ``None`` where only it can look (a
+    zip on the path, a finder of distributions of its own).
+    """
+    finders = [f for f in sys.meta_path if f is not importlib.machinery.PathFinder]
+    if any(hasattr(f, "find_distributions") for f in finders):
+        return None
+    seen: set[str] = set()
+    out: list[Distribution] = []
+    for entry in sys.path:
+        where = entry or "."
+        try:
+            children = os.listdir(where)
+        except NotADirectoryError:
+            return None
+        except OSError:  # a directory that is not there (yet): importlib skips it too
+            continue
+        found = [c for c in children if c.lower().endswith(".dist-info")]
+        found += [c for c in children if c.lower().endswith(".egg-info")]
+        for child in found:
+            name = _NORMALIZE.sub("_", child.rpartition(".")[0].partition("-")[0]).lower()
+            if name not in seen:
+                seen.add(name)
+                out.append(Distribution(os.path.join(where, child)))
+    return out
+
+
+def find_entry_points(group: str) -> list[Any]:
+    """
+    The entry points of ``group``, as ``importlib.metadata.entry_points(group=...)``
+    gives them, read from each distribution's ``entry_points.txt`` without
+    importing ``importlib.metadata`` (~20 ms of ``mdgate --help``), which is
+    asked only where this cannot look.
+    """
+    dists = _distributions()
+    if dists is None:
+        import importlib.metadata
+
+        return list(importlib.metadata.entry_points(group=group))
+    out: list[Any] = []
+    for dist in dists:
+        try:
+            with open(os.path.join(dist.path, "entry_points.txt"), encoding="utf-8") as fh:
+                text = fh.read()
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        section = None
+        for line in map(str.strip, text.splitlines()):
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("[") and line.endswith("]"):
+                section = line.strip("[]")
+            elif section == group and "=" in line:
+                name, _, value = line.partition("=")
+                out.append(EntryPoint(name.strip(), value.strip(), group, dist))
+    return out
 
 
 def _ep_info(ep: Any) -> PluginInfo:
@@ -223,10 +344,20 @@ def _register(
 
 
 def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
+    """The installed version of ``dist`` (None when it is not installed)."""
+    dists = _distributions()
+    if dists is None:
+        import importlib.metadata
+
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return None
+    want = _NORMALIZE.sub("_", dist).lower()
+    for d in dists:
+        if _NORMALIZE.sub("_", os.path.basename(d.path).rpartition(".")[0].partition("-")[0]).lower() == want:
+            return d.version
+    return None
 
 
 def _is_number(value: object) -> bool:

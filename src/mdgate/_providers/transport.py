@@ -1,29 +1,26 @@
 """
-The WebSocket transport used by the connection runtime, with every
-websockets / OS error translated into mdgate's typed provider errors at the
+Opening a provider's upstream: the plugin's ``mdgate_connect`` answer becomes
+an open transport, a WebSocket (:class:`mdgate._providers.upstream.UpstreamWebSocket`,
+on picows) or the plugin's own :class:`~mdgate._provider.Connector`, with every
+picows / OS error translated into mdgate's typed provider errors at the
 boundary (httpx ``map_httpcore_exceptions`` style).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    ConnectionClosedOK,
-    InvalidHandshake,
-    InvalidStatus,
-    InvalidURI,
-)
 
 from mdgate._errors import AuthenticationError, ProviderConnectionError, ProviderError, RateLimitedError
-from mdgate._provider import Connector, Decoder, Endpoint, Frame, Transport
+from mdgate._provider import Connector, Decoder, Endpoint, Transport
 from mdgate._providers.checks import PluginFault, call_hook
 
-__all__ = ["Tap", "WebSocketTransport", "open_upstream", "open_websocket"]
+if TYPE_CHECKING:
+    from mdgate._providers.upstream import UpstreamWebSocket
+
+__all__ = ["Tap", "open_upstream", "open_websocket"]
 
 
 class Tap(Protocol):
@@ -65,79 +62,58 @@ async def open_upstream(
     raise PluginFault("mdgate_connect", f"returned {type(ep).__name__}, not an Endpoint or a Connector")
 
 
-class WebSocketTransport:
-    """A connected provider WebSocket implementing :class:`mdgate._provider.Transport`."""
-
-    __slots__ = ("_ws", "provider")
-
-    def __init__(self, provider: str, ws: ClientConnection) -> None:
-        self.provider = provider
-        self._ws = ws
-
-    async def send(self, frame: Frame) -> None:
-        """Send one frame (text for ``str``, binary for ``bytes``)."""
-        try:
-            await self._ws.send(frame)
-        except ConnectionClosed as exc:
-            raise _closed(self.provider, exc) from exc
-
-    async def recv(self) -> Frame:
-        """Return the next frame."""
-        try:
-            return await self._ws.recv()
-        except ConnectionClosed as exc:
-            raise _closed(self.provider, exc) from exc
-
-    async def aclose(self) -> None:
-        """Close with 1000, giving up (abort) after one second."""
-        with anyio.move_on_after(1.0, shield=True):
-            await self._ws.close()
-        self._ws.transport.abort()
-
-
-def _closed(provider: str, exc: ConnectionClosed) -> ProviderConnectionError:
-    rcvd = exc.rcvd
-    if isinstance(exc, ConnectionClosedOK):
-        code = rcvd.code if rcvd is not None else 1000
-        return ProviderConnectionError(provider, f"server closed the connection (code {code})")
-    if rcvd is not None:
-        return ProviderConnectionError(
-            provider, f"connection closed (code {rcvd.code}{', ' + rcvd.reason if rcvd.reason else ''})"
-        )
-    return ProviderConnectionError(provider, "connection dropped (no close frame)")
-
-
-async def open_websocket(provider: str, ep: Endpoint) -> WebSocketTransport:
+async def open_websocket(provider: str, ep: Endpoint) -> UpstreamWebSocket:
     """Connect to ``ep``; raise a typed :class:`~mdgate._errors.ProviderError` on failure."""
+    # picows (and the modules it pulls in) is imported on the first connection, not at start-up
+    from picows import WSHandshakeError, ws_connect
+
+    from mdgate._providers.upstream import UpstreamWebSocket
+
     where = ep.display_url or "endpoint"
     try:
-        ws = await connect(
-            ep.url,
-            additional_headers=dict(ep.headers) or None,
-            open_timeout=ep.open_timeout,
-            ping_interval=ep.ping_interval,
-            ping_timeout=ep.ping_interval,
-            max_size=ep.max_size,
-            compression=None,
-            close_timeout=1.0,
-        )
-    except InvalidStatus as exc:
-        status = exc.response.status_code
+        with anyio.fail_after(ep.open_timeout):
+            _, listener = await ws_connect(
+                lambda: UpstreamWebSocket(provider, ep.max_size),
+                ep.url,
+                extra_headers=dict(ep.headers) or None,
+                websocket_handshake_timeout=ep.open_timeout,
+                enable_auto_ping=ep.ping_interval is not None,
+                auto_ping_idle_timeout=ep.ping_interval or 20.0,
+                auto_ping_reply_timeout=ep.ping_interval or 20.0,
+                max_frame_size=ep.max_size,
+                max_redirects=0,
+                proxy=_proxy_for(ep.url),
+                logger_name="mdgate.upstream",
+            )
+    except WSHandshakeError as exc:
+        status = exc.response.status if exc.response is not None else None
         if status in (401, 403):
             raise AuthenticationError(provider, f"handshake refused with HTTP {status} by {where}") from None
         if status == 429:
             raise RateLimitedError(provider, f"handshake refused with HTTP 429 by {where}") from None
-        raise ProviderConnectionError(provider, f"handshake refused with HTTP {status} by {where}") from None
-    except InvalidURI:
-        raise ProviderConnectionError(provider, f"invalid URL {where}") from None
-    except InvalidHandshake as exc:
-        raise ProviderConnectionError(
-            provider, f"handshake with {where} failed: {type(exc).__name__}"
-        ) from None
+        if status is not None:
+            raise ProviderConnectionError(
+                provider, f"handshake refused with HTTP {status} by {where}") from None
+        raise ProviderConnectionError(provider, f"handshake with {where} failed: {exc}") from None
     except TimeoutError:
         raise ProviderConnectionError(provider, f"timed out connecting to {where}") from None
+    except ValueError:  # picows's URL parser
+        raise ProviderConnectionError(provider, f"invalid URL {where}") from None
     except OSError as exc:
         raise ProviderConnectionError(
             provider, f"cannot connect to {where}: {exc.strerror or type(exc).__name__}"
         ) from None
-    return WebSocketTransport(provider, ws)
+    if not isinstance(listener, UpstreamWebSocket):  # gone before the handshake's answer
+        raise ProviderConnectionError(provider, f"handshake with {where} failed: connection closed")
+    return listener
+
+
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTPS_PROXY``, ``NO_PROXY``...), as websockets does."""
+    from websockets.proxy import get_proxy
+    from websockets.uri import parse_uri
+
+    try:
+        return get_proxy(parse_uri(url))
+    except Exception:  # an URL websockets cannot parse: picows reports it
+        return None

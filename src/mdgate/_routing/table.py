@@ -30,7 +30,7 @@ exchanges it serves and in which role) overridden by the config file's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, Protocol, runtime_checkable
 
@@ -47,6 +47,7 @@ __all__ = [
     "NO_PROVIDER_HINT",
     "PRIORITY_STEP",
     "SEED_HINT",
+    "ConfigCodes",
     "ExchangeRoute",
     "InstrumentMapping",
     "Route",
@@ -184,7 +185,9 @@ class RouteTable:
             ex: tuple(sorted(rs, key=lambda r: (r.priority, not r.primary, r.provider)))
             for ex, rs in exchanges.items()
         }
-        return cls(ordered, dict(codes), source, frozenset(listed))
+        # the config file's codes are read where they are (settings are immutable), others copied
+        return cls(ordered, codes if isinstance(codes, ConfigCodes) else dict(codes), source,
+                   frozenset(listed))
 
     def resolve(
         self,
@@ -210,6 +213,8 @@ class RouteTable:
                 exchange's primary keeps an instrument table that does not list it.
         """
         name, exchange, symbol = parse_instrument(instrument)
+        if name == instrument:  # already normalized: keep the caller's string, not a copy per route
+            name = instrument
         if not self.exchanges:
             hint = empty_hint(self.source)
             empty = f"no route for {name}: the routing table ({self.source}) is empty; {hint}"
@@ -236,8 +241,8 @@ class RouteTable:
             if code is None:
                 skipped.append(f"{row.provider} has no code for {name}")
                 continue
-            role = "primary" if row.primary else f"backup (priority {row.priority})"
-            routes.append(Route(name, row.provider, code, row.priority, row.primary, f"{role}; {reason}"))
+            routes.append(Route(name, row.provider, code, row.priority, row.primary,
+                                _why(row.primary, row.priority, reason)))
         if not routes:
             why = "; ".join(skipped) or "no mapping"
             raise NoRouteError(name, exchange, f"no provider can serve {name} on {exchange}: {why}")
@@ -269,6 +274,58 @@ class RouteTable:
         )
 
 
+#: The few distinct ``Route.reason`` texts, each held once (25,000 instruments would hold
+#: 50,000 equal strings otherwise).
+_REASONS: dict[tuple[bool, int, str], str] = {}
+
+
+def _why(primary: bool, priority: int, reason: str) -> str:
+    """``Route.reason``: the route's role and why it has its code (one shared string per kind)."""
+    key = (primary, priority, reason)
+    text = _REASONS.get(key)
+    if text is None:
+        role = "primary" if primary else f"backup (priority {priority})"
+        text = _REASONS[key] = f"{role}; {reason}"
+    return text
+
+
+class ConfigCodes(Mapping[tuple[str, str], str]):
+    """
+    ``(provider, instrument) -> code`` read straight from the config file's
+    ``[instruments]`` (instrument -> provider -> code), not copied: with
+    25,000 instruments a copy keyed by tuples costs about 100 bytes each.
+    """
+
+    __slots__ = ("_instruments",)
+
+    def __init__(self, instruments: Mapping[str, Mapping[str, str]]) -> None:
+        self._instruments = instruments
+
+    def __getitem__(self, key: tuple[str, str]) -> str:
+        provider, instrument = key
+        codes = self._instruments.get(instrument)
+        if codes is None:
+            raise KeyError(key)
+        return codes[provider]
+
+    def get(self, key: tuple[str, str], default: Any = None) -> Any:
+        """The code of ``(provider, instrument)``, else ``default``."""
+        codes = self._instruments.get(key[1])
+        return default if codes is None else codes.get(key[0], default)
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, tuple) or len(key) != 2:
+            return False
+        codes = self._instruments.get(key[1])
+        return codes is not None and key[0] in codes
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((provider, name) for name, codes in self._instruments.items() for provider in codes)
+
+    def __len__(self) -> int:
+        return sum(len(codes) for codes in self._instruments.values())
+
+
 def default_table(settings: Settings, specs: Iterable[ProviderSpec] = ()) -> RouteTable:
     """
     The routing table used when no route source (database) is configured.
@@ -284,16 +341,11 @@ def default_table(settings: Settings, specs: Iterable[ProviderSpec] = ()) -> Rou
         settings: the configuration (``[exchanges]``, ``[instruments]``).
         specs: the loaded providers' specs, in load order.
     """
-    codes = {
-        (provider, instrument): code
-        for instrument, table in settings.instruments.items()
-        for provider, code in table.items()
-    }
     rows = [r for r in spec_routes(specs) if r.exchange not in settings.exchanges]
     for exchange, providers in settings.exchanges.items():
         rows.extend(ranked(exchange, providers))
     source = "defaults+config" if settings.exchanges else "defaults"
-    return RouteTable.build(rows, codes, source)
+    return RouteTable.build(rows, ConfigCodes(settings.instruments), source)
 
 
 def routing_health(table: RouteTable, source: RouteSource | None) -> dict[str, Any]:

@@ -9,7 +9,11 @@ header, so a client costs one ``transport.write`` and no copy. With 200
 clients watching the same instruments a batch costs one encode, not 200.
 
 Never block the feed: :meth:`Fanout.publish` is synchronous and only
-appends to per-client outboxes. Each client has its own writer task.
+appends to per-client outboxes. What is queued is written once per event-loop
+iteration by a flusher, or by the client's own writer task while its socket
+lags (``writer.py`` in this package). A ``snapshot`` frame is built once for
+every client asking for the same instruments (``snapshots.py``), and clients
+with equal subscription sets hold one set object.
 
 Every outbox is bounded twice:
 
@@ -35,13 +39,14 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 import msgspec
 
 from mdgate._model import Tick
 
-__all__ = ["Barrier", "ClientOutbox", "Fanout", "text_header", "ticks_frame"]
+__all__ = ["Barrier", "ClientOutbox", "Fanout", "Shared", "text_header", "ticks_frame"]
 
 _HEAD: Final = b'{"type":"ticks","ticks":'
 #: Default byte budget of an outbox (``[server] client_buffer_bytes``).
@@ -71,6 +76,22 @@ def _frames(ticks: list[Tick], per_frame: int, framed: bool) -> list[bytes]:
     return out
 
 
+class Shared:
+    """
+    A control frame built once and queued for many clients (a snapshot): the
+    bytes go to each socket as they are, framed if the fan-out frames.
+    """
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+def _size(payload: bytes | Shared) -> int:
+    return len(payload.data if isinstance(payload, Shared) else payload)
+
+
 class _Chunk:
     """
     Ticks queued for a client: shared, prebuilt frames (None once conflated),
@@ -98,7 +119,7 @@ class Barrier:
 
     def __init__(self) -> None:
         #: Payloads passed through so far and not yet taken, and their size in bytes.
-        self.frames: deque[bytes] = deque()
+        self.frames: deque[bytes | Shared] = deque()
         self.nbytes = 0
         #: Released: once its frames are taken, what is behind it flows.
         self.done = False
@@ -125,7 +146,7 @@ class ClientOutbox:
         self.framed = framed
         #: Bytes this client may hold in user space (:attr:`nbytes` + :attr:`in_flight`).
         self.budget = budget
-        self.queue: deque[bytes | _Chunk | Barrier] = deque()
+        self.queue: deque[bytes | Shared | _Chunk | Barrier] = deque()
         self.pending_ticks = 0
         #: Bytes queued here (payloads; conflated ticks estimated).
         self.nbytes = 0
@@ -144,18 +165,34 @@ class ClientOutbox:
         #: ``recv_ts`` of the oldest tick the last :meth:`take` handed out (None: no tick in it).
         self.oldest: int | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: Set while the client's writer sleeps and a flusher writes for it
+        #: (:class:`mdgate._serve.writer.Flusher`): called instead of waking the writer.
+        self.direct: Callable[[ClientOutbox], None] | None = None
 
     def _wakeup(self) -> None:
+        direct = self.direct
+        if direct is not None:
+            direct(self)
+            return
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
-    def control(self, payload: bytes) -> None:
+    def hand_back(self) -> None:
+        """Stop :attr:`direct` writes and wake the writer (a socket to wait for, a client to close)."""
+        self.direct = None
+        self._wakeup()
+
+    def ready(self) -> bool:
+        """Something can be taken now (nothing held back by a resume's barrier)."""
+        return self._takeable()
+
+    def control(self, payload: bytes | Shared) -> None:
         """Queue a control frame (subscribed, snapshot, error...); ignored once over budget."""
         if self.over_budget:
             return
         self.queue.append(payload)
-        self.nbytes += len(payload)
+        self.nbytes += _size(payload)
         if self.nbytes + self.in_flight > self.budget:
             self._relieve()
         self._wakeup()
@@ -166,12 +203,12 @@ class ClientOutbox:
         self.queue.append(barrier)
         return barrier
 
-    def pass_through(self, barrier: Barrier, payloads: list[bytes]) -> None:
+    def pass_through(self, barrier: Barrier, payloads: list[bytes | Shared]) -> None:
         """Queue control frames at ``barrier`` (sent before what waits behind it)."""
         if self.over_budget:
             return
         barrier.frames.extend(payloads)
-        size = sum(map(len, payloads))
+        size = sum(map(_size, payloads))
         barrier.nbytes += size
         self.nbytes += size
         if self.nbytes + self.in_flight > self.budget:
@@ -216,7 +253,7 @@ class ClientOutbox:
     def _conflate(self) -> None:
         latest: dict[str, Tick] = {}
         gaps: dict[str, list[int]] = {}
-        kept: deque[bytes | _Chunk | Barrier] = deque()
+        kept: deque[bytes | Shared | _Chunk | Barrier] = deque()
         total = 0
         tick_bytes = 0
         for entry in self.queue:
@@ -287,9 +324,14 @@ class ClientOutbox:
                 assert isinstance(entry, Barrier)
                 if entry.frames:
                     payload = entry.frames.popleft()
-                    out.append(text_header(len(payload)) + payload if framed else payload)
-                    taken += len(payload)
-                    entry.nbytes -= len(payload)
+                    if isinstance(payload, Shared):
+                        out.append(payload.data)
+                        size = len(payload.data)
+                    else:
+                        out.append(text_header(len(payload)) + payload if framed else payload)
+                        size = len(payload)
+                    taken += size
+                    entry.nbytes -= size
                     continue
                 if not entry.done:
                     break  # a resume is being prepared: what is behind it waits
@@ -305,6 +347,9 @@ class ClientOutbox:
                 out.extend(frames if frames is not None else _frames(entry.ticks, per_frame, framed))
                 taken += entry.nbytes
                 ticks += len(entry.ticks)
+            elif isinstance(entry, Shared):
+                out.append(entry.data)
+                taken += len(entry.data)
             else:
                 assert isinstance(entry, bytes)
                 out.append(text_header(len(entry)) + entry if framed else entry)
@@ -328,12 +373,25 @@ class Fanout:
         # instrument -> subscription sets containing it
         self._by_instrument: dict[str, set[frozenset[str]]] = {}
         self.published = 0
+        #: Moves on with every batch published: what was read from the latest-tick table before
+        #: it moved may be stale (the pipeline advances the table, then publishes).
+        self.generation = 0
+
+    def shared(self, payload: bytes) -> Shared:
+        """``payload`` as a :class:`Shared` control frame (framed once if this fan-out frames)."""
+        return Shared(text_header(len(payload)) + payload if self.framed else payload)
 
     def set_instruments(self, client: ClientOutbox, instruments: frozenset[str]) -> None:
-        """Change the set of instruments ``client`` receives."""
+        """
+        Change the set of instruments ``client`` receives. Clients with equal
+        sets hold the one set object (the first registered).
+        """
         old = client.instruments
         if old == instruments:
             return
+        group = self._groups.get(instruments)
+        if group:
+            instruments = next(iter(group)).instruments  # the one set object of this group
         if old:
             group = self._groups.get(old)
             if group is not None:
@@ -366,6 +424,7 @@ class Fanout:
 
     def publish(self, batch: list[Tick]) -> None:
         """Queue ``batch`` for every client that wants some of it (never blocks)."""
+        self.generation += 1
         by_instrument = self._by_instrument
         if not by_instrument:
             return

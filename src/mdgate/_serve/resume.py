@@ -33,7 +33,7 @@ import anyio
 import structlog
 
 from mdgate._model import Tick, encode, parse_instrument
-from mdgate._serve.fanout import ClientOutbox, Fanout, ticks_frame
+from mdgate._serve.fanout import ClientOutbox, Fanout, Shared, ticks_frame
 
 if TYPE_CHECKING:
     from mdgate._serve.fanout import Barrier
@@ -90,9 +90,9 @@ def parse_since(value: object) -> dict[str, int] | str:
 
 
 async def resume(
-    source: ResumeSource, fanout: Fanout, outbox: ClientOutbox, wanted: set[str], good: list[str],
+    source: ResumeSource, fanout: Fanout, outbox: ClientOutbox, wanted: frozenset[str], good: list[str],
     since: Mapping[str, int], errors: bytes | None,
-    snapshot: Callable[[Sequence[str]], Awaitable[list[Tick]]], limit: int,
+    snapshot: Callable[[Sequence[str]], Awaitable[Shared]], limit: int,
 ) -> None:
     """
     Register ``outbox`` for ``wanted`` and answer a subscribe of ``good`` whose
@@ -100,12 +100,14 @@ async def resume(
 
     Args:
         errors: the request's refusal frame, if any (sent after the answer).
-        snapshot: the latest ticks of the instruments not resumed (sent after the answer).
+        wanted: every instrument the client receives from now on (this request's included).
+        snapshot: the ``snapshot`` frame of the instruments not resumed (sent after the answer;
+            :meth:`~mdgate._serve.snapshots.SnapshotFrames.frame`).
         limit: ticks replayed at most for the whole request (the newest of each kept).
     """
     barrier = outbox.hold()
     upto = {name: source.last_seq(name) or 0 for name in since}
-    fanout.set_instruments(outbox, frozenset(wanted))  # live ticks from here on, behind the barrier
+    fanout.set_instruments(outbox, wanted)  # live ticks from here on, behind the barrier
     try:
         recovered, from_seq, replay = await _read(source, since, upto, limit) if since else ({}, {}, [])
         answer: dict[str, Any] = {"type": "subscribed", "instruments": good}
@@ -118,7 +120,7 @@ async def resume(
             outbox.pass_through(barrier, [errors])
         plain = [n for n in good if n not in since]
         if plain:
-            outbox.pass_through(barrier, [encode({"type": "snapshot", "ticks": await snapshot(plain)})])
+            outbox.pass_through(barrier, [await snapshot(plain)])
         await _send(outbox, barrier, replay)
     finally:
         outbox.release(barrier)

@@ -31,7 +31,6 @@ import structlog
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
-from websockets.protocol import State
 
 from mdgate._config import ServerSettings
 from mdgate._errors import NoRouteError, SubscriptionRejected
@@ -52,6 +51,8 @@ from mdgate._serve.limits import (
 )
 from mdgate._serve.page import page_response
 from mdgate._serve.resume import ResumeSource, parse_since, resume
+from mdgate._serve.snapshots import SnapshotFrames
+from mdgate._serve.writer import DRAIN_POLL, HIGH_WATER, Flusher, write_framed, write_ws
 from mdgate._stats import ClientStats
 
 __all__ = ["ClientServer"]
@@ -59,17 +60,12 @@ __all__ = ["ClientServer"]
 log = structlog.get_logger(__name__)
 
 _json_decode: Final = msgspec.json.Decoder().decode
-#: Bytes buffered in a client's socket transport before the writer waits for it to drain.
-_HIGH_WATER: Final = 64 * 1024
-#: Bytes the writer takes from an outbox at once (the rest stays where it can be conflated).
-_TAKE_BYTES: Final = 64 * 1024
-#: How often a writer looks at a socket that has not drained.
-_DRAIN_POLL: Final = 0.005
 #: Seconds a client being closed (slow, over budget) gets for the closing handshake.
 CLOSE_GRACE: Final = 5.0
-#: Longest raw instrument name looked at (a valid one has at most 65 characters).
-#: A subscribe yields to the event loop after this many instruments.
+#: A subscribe looks at the time after this many instruments...
 _YIELD_EVERY: Final = 16
+#: ...and yields to the event loop once it has held it this many seconds.
+_YIELD_AFTER: Final = 0.0005
 #: Paths that need a token when tokens are configured (``/metrics`` unless ``metrics_public``).
 _GUARDED: Final = frozenset({"/", "/ws", "/status", "/metrics", "/history"})
 _PATHS: Final = "/, /ws, /healthz, /readyz, /status, /metrics, /history"
@@ -121,6 +117,12 @@ class ClientServer:
         self.stats = ClientStats()
         self._origins: tuple[tuple[str, ...], str, OriginPolicy] | None = None
         self._outboxes: set[ClientOutbox] = set()
+        #: ``snapshot`` frames, built once per list of instruments while no batch is published.
+        #: One request at a time is parsed and acquired: what a big one holds is held once.
+        self._admission = anyio.Lock()
+        #: Writes pre-framed clients' outboxes once per loop iteration (no task woken per client).
+        self.flusher = Flusher(self.stats.age.observe)
+        self.snapshots = SnapshotFrames(self.backends.fanout, lambda names: self.backends.snapshot(names))
 
     def apply(self, settings: ServerSettings) -> None:
         """Take a reloaded ``[server]`` slice; the listening address stays until a restart."""
@@ -325,7 +327,9 @@ class ClientServer:
         s, backends = self.settings, self.backends
         outbox = ClientOutbox(s.client_queue, s.max_ticks_per_frame, framed=backends.fanout.framed,
                               budget=s.client_buffer_bytes)
-        wanted: set[str] = set()
+        # names a subscribe acquired and has not registered yet; what is registered is the
+        # outbox's instruments, one set object shared by every client with the same set
+        held: set[str] = set()
         self.stats.clients += 1
         self._outboxes.add(outbox)
         try:
@@ -335,7 +339,8 @@ class ClientServer:
                     async for message in ws:
                         if outbox.over_budget:
                             continue  # being closed: read on (the close handshake needs it), do nothing
-                        await self._on_message_guarded(ws, outbox, wanted, message)
+                        await self._on_message_guarded(ws, outbox, held, message)
+                        del message  # a subscribe's text is as long as its list: not kept per client
                 except ConnectionClosed:
                     pass
                 tg.cancel_scope.cancel()
@@ -343,43 +348,21 @@ class ClientServer:
             self.stats.clients -= 1
             self._outboxes.discard(outbox)
             self.stats.gone(outbox)
+            names = outbox.instruments | held
             backends.fanout.set_instruments(outbox, frozenset())
-            for name in wanted:
+            for name in names:
                 backends.interest.release(name)
 
     async def _writer(self, ws: ServerConnection, outbox: ClientOutbox, scope: anyio.CancelScope) -> None:
         try:
             if outbox.framed:
-                why = await self._write_framed(ws, outbox)
+                why = await write_framed(ws, outbox, self.flusher, self._drain)
             else:
-                why = await self._write_ws(ws, outbox)
+                why = await write_ws(ws, outbox, self.settings.drain_timeout, self.stats.age.observe)
             if why is not None:
                 await self._close_client(ws, outbox, why)
         finally:
             scope.cancel()
-
-    async def _write_framed(self, ws: ServerConnection, outbox: ClientOutbox) -> str | None:
-        # Frames come pre-framed (unmasked, uncompressed text frames with their header) and
-        # shared by every client of a subscription set: write them straight to the socket.
-        # websockets itself writes only whole frames (ping, pong, close), so whole frames of
-        # ours interleave safely; nothing is written once the connection is closing.
-        # Returns why the client must be closed ("slow", "over_budget"), None when it is gone.
-        transport = ws.transport
-        age = self.stats.age.observe
-        while True:
-            await outbox.wait()
-            if outbox.over_budget:
-                return "over_budget"
-            if ws.protocol.state is not State.OPEN or transport.is_closing():
-                return None
-            transport.writelines(outbox.take(_TAKE_BYTES))
-            if outbox.oldest is not None:
-                age(time.time() * 1000 - outbox.oldest)
-            outbox.in_flight = transport.get_write_buffer_size()
-            if outbox.in_flight > _HIGH_WATER:
-                why = await self._drain(transport, outbox)
-                if why != "drained":
-                    return why
 
     async def _drain(self, transport: asyncio.WriteTransport, outbox: ClientOutbox) -> str | None:
         """Wait until the socket's buffer is back under the high-water mark, for at most ``drain_timeout``."""
@@ -393,29 +376,10 @@ class ClientServer:
                 return "over_budget"
             if clock() - since >= timeout:
                 return "slow"
-            await anyio.sleep(_DRAIN_POLL)
+            await anyio.sleep(DRAIN_POLL)
             outbox.in_flight = size = transport.get_write_buffer_size()
-            if size <= _HIGH_WATER:
+            if size <= HIGH_WATER:
                 return "drained"
-
-    async def _write_ws(self, ws: ServerConnection, outbox: ClientOutbox) -> str | None:
-        # With permessage-deflate, websockets must build (compress) every frame itself.
-        while True:
-            await outbox.wait()
-            if outbox.over_budget:
-                return "over_budget"
-            frames = outbox.take(_TAKE_BYTES)
-            try:
-                with anyio.fail_after(self.settings.drain_timeout):
-                    for frame in frames:
-                        await ws.send(frame, text=True)
-            except TimeoutError:
-                return "slow"
-            except ConnectionClosed:
-                return None
-            if outbox.oldest is not None:
-                self.stats.age.observe(time.time() * 1000 - outbox.oldest)
-            outbox.in_flight = ws.transport.get_write_buffer_size()
 
     def grace(self) -> float:
         """Seconds the closing handshake of a slow or over-budget client may take."""
@@ -466,72 +430,99 @@ class ClientServer:
     # -- requests --------------------------------------------------------------
 
     async def _on_message_guarded(
-        self, ws: ServerConnection, outbox: ClientOutbox, wanted: set[str], message: str | bytes,
+        self, ws: ServerConnection, outbox: ClientOutbox, held: set[str], message: str | bytes,
     ) -> None:
         try:
-            await self._on_message(outbox, wanted, message)
+            await self._on_message(outbox, held, message)
         except Exception as exc:  # a request must never take the connection (or the daemon) down
             self.stats.internal_errors += 1
             self.ratelog.warning("client_request_failed", remote=_address(ws),
                                  error=f"{type(exc).__name__}: {label(str(exc))}")
             outbox.control(error_frame("internal", "the gateway could not process this request"))
 
-    async def _on_message(self, outbox: ClientOutbox, wanted: set[str], message: str | bytes) -> None:
+    async def _on_message(self, outbox: ClientOutbox, held: set[str], message: str | bytes) -> None:
+        """
+        One request. Requests are parsed and their names acquired one at a time
+        (a big request yields to the feed meanwhile, and what it holds, its
+        parsed names, is held once, not once per client subscribing at the
+        same moment); then the client is registered and answered.
+        """
+        async with self._admission:
+            request = self._parse(outbox, message)
+            if request is None:
+                return
+            op, raw, since = request
+            if op == "unsubscribe":
+                self._unsubscribe(outbox, held, raw)
+                return
+            admitted = await self._acquire(outbox, held, raw)
+            del request, raw
+        if admitted is not None:
+            await self._register(outbox, held, *admitted, since)
+
+    def _parse(self, outbox: ClientOutbox, message: str | bytes,
+               ) -> tuple[str, list[Any], dict[str, int]] | None:
+        """``(op, instruments, since)`` of a request; None when it was answered with an error."""
         try:
             req = _json_decode(message)
         except (msgspec.DecodeError, UnicodeDecodeError):
             outbox.control(error_frame("bad_json", "message is not valid JSON"))
-            return
+            return None
         except RecursionError:
             outbox.control(error_frame("bad_json", "message is nested too deeply"))
-            return
+            return None
         if not isinstance(req, dict):
             outbox.control(error_frame("bad_request", "message must be a JSON object"))
-            return
+            return None
         op = req.get("op")
         if op not in ("subscribe", "unsubscribe"):
             shown = label(repr(op) if isinstance(op, str) else label(op))
             outbox.control(error_frame("bad_request",
                                        f"unknown op {shown}: expected subscribe or unsubscribe"))
-            return
+            return None
         instruments = req.get("instruments")
         if not isinstance(instruments, list) or not instruments:
             outbox.control(error_frame("bad_request", "instruments must be a non-empty list of strings"))
-            return
+            return None
         most = self.settings.max_instruments_per_request
         if len(instruments) > most:
             self.stats.limit_errors += 1
             outbox.control(error_frame(
                 "limit", f"a request may name at most {most} instruments; this one names {len(instruments)} "
                          "(nothing was done: split it)"))
-            return
-        if op == "subscribe":
-            since = parse_since(req.get("since"))
-            if isinstance(since, str):
-                outbox.control(error_frame("bad_request", since))
-                return
-            await self._subscribe(outbox, wanted, instruments, since)
-        else:
-            self._unsubscribe(outbox, wanted, instruments)
+            return None
+        since = parse_since(req.get("since")) if op == "subscribe" else {}
+        if isinstance(since, str):
+            outbox.control(error_frame("bad_request", since))
+            return None
+        return op, instruments, since
 
     def _report(self, outbox: ClientOutbox, errors: list[dict[str, str]]) -> None:
         """One bounded error frame for every problem of a request."""
         if errors:
             outbox.control(refusal_frame(errors))
 
-    async def _subscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any],
-                         since: dict[str, int]) -> None:
+    async def _acquire(self, outbox: ClientOutbox, held: set[str], raw: list[Any],
+                       ) -> tuple[list[str], list[str], list[dict[str, str]]] | None:
+        """
+        Acquire the new names of a subscribe (into ``held``): ``(good, fresh, errors)``,
+        or None when no name was good (the errors are answered).
+        """
         interest = self.backends.interest
         fresh: list[str] = []
         most = self.settings.max_instruments_per_client
-        room = most - len(wanted)
+        current = outbox.instruments
+        room = most - len(current) - len(held)
         errors: list[dict[str, str]] = []
         good: list[str] = []
         limited = False
+        clock = self.clock
+        held_since = clock()
         for i, name in enumerate(instrument_names(raw, errors), 1):
-            if i % _YIELD_EVERY == 0:
+            if i % _YIELD_EVERY == 0 and clock() - held_since >= _YIELD_AFTER:
                 await anyio.lowlevel.checkpoint()  # a big request must not hold up the feed
-            if name not in wanted:
+                held_since = clock()
+            if name not in current and name not in held:
                 if room <= 0:
                     limited = True
                     errors.append({"instrument": name, "code": "limit",
@@ -545,7 +536,7 @@ class ClientServer:
                 except SubscriptionRejected as exc:
                     errors.append({"instrument": name, "code": "unavailable", "message": exc.message})
                     continue
-                wanted.add(name)
+                held.add(name)
                 fresh.append(name)
                 room -= 1
                 if not available:
@@ -555,23 +546,39 @@ class ClientServer:
         self.stats.limit_errors += limited
         if not good:
             self._report(outbox, errors)
-            return
-        # registered at once, live ticks held behind the answer, the snapshot and any replay
-        # of what was missed (mdgate._serve.resume): none is lost while the snapshot is read
+            return None
+        return good, fresh, errors
+
+    async def _register(self, outbox: ClientOutbox, held: set[str], good: list[str], fresh: list[str],
+                        errors: list[dict[str, str]], since: dict[str, int]) -> None:
+        """
+        Register the client for every name it holds, live ticks held behind the answer, the
+        snapshot and any replay of what was missed (:mod:`mdgate._serve.resume`): none is lost
+        while the snapshot is read.
+        """
         resumed = {name: since[name] for name in fresh if name in since}
         source = self.backends.resume or ResumeSource(lambda _: None, None)
-        await resume(source, self.backends.fanout, outbox, wanted, good, resumed,
-                     refusal_frame(errors) if errors else None, self.backends.snapshot,
-                     self.settings.replay_max)
+        try:
+            await resume(source, self.backends.fanout, outbox, outbox.instruments | held, good, resumed,
+                         refusal_frame(errors) if errors else None, self.snapshots.frame,
+                         self.settings.replay_max)
+        finally:
+            held.difference_update(outbox.instruments)  # registered: the outbox's set holds them
 
-    def _unsubscribe(self, outbox: ClientOutbox, wanted: set[str], raw: list[Any]) -> None:
+    def _unsubscribe(self, outbox: ClientOutbox, held: set[str], raw: list[Any]) -> None:
         errors: list[dict[str, str]] = []
         done = instrument_names(raw, errors)
+        current = outbox.instruments
+        gone = []
         for name in done:
-            if name in wanted:
-                wanted.discard(name)
+            if name in current:
+                gone.append(name)
                 self.backends.interest.release(name)
-        self.backends.fanout.set_instruments(outbox, frozenset(wanted))
+            elif name in held:
+                held.discard(name)
+                self.backends.interest.release(name)
+        if gone:
+            self.backends.fanout.set_instruments(outbox, current.difference(gone))
         if done:
             outbox.control(encode({"type": "unsubscribed", "instruments": done}))
         self._report(outbox, errors)

@@ -177,42 +177,47 @@ class BatchPacker:
         groups: dict[str, int] = {}
         keys: list[object] = [FEED_KEY]
         recs: list[tuple[object, ...]] = []
+        append = recs.append
         ids = self.ids
         providers = self._providers
+        # instrument -> (group, its ID counter): one look-up per tick
+        seen: dict[str, tuple[int, list[int]]] = {}
         for t in ticks:
             inst = t.instrument
-            g = groups.get(inst)
-            if g is None:
+            got = seen.get(inst)
+            if got is None:
                 if not _safe(inst):
                     self.rejected += 1
                     continue
-                g = self._group(inst, groups, keys)
+                st = ids.get(inst)
+                if st is None:
+                    st = ids[inst] = [0, 0]
+                got = seen[inst] = (self._group(inst, groups, keys), st)
+            g, st = got
             if t.provider not in providers:
                 if not _safe(t.provider):
                     self.rejected += 1
                     continue
                 providers.add(t.provider)
-            st = ids.get(inst)
-            if st is None:
-                st = ids[inst] = [0, 0]
             ts = t.ts
             if ts > st[0]:
                 st[0] = ts
                 st[1] = 0
+                append((g, f"{ts}-0", *astuple(t)))
             else:
                 st[1] += 1
-            recs.append((g, f"{st[0]}-{st[1]}", *astuple(t)))
+                append((g, f"{st[0]}-{st[1]}", *astuple(t)))
         args: list[object] = [_encode(recs), 0]
         m = 0
         rebuild = self.rebuild_until
         for b in bars:
             inst = b.instrument
-            g = groups.get(inst)
-            if g is None:
-                g = self._group(inst, groups, keys)
+            bg = groups.get(inst)
+            if bg is None:
+                bg = self._group(inst, groups, keys)
             flag = 1 if b.start <= rebuild.get(inst, -1) else 0
             args += (
-                g,
+                bg,
                 f"{b.start}-0",
                 b.start,
                 b.open,

@@ -1,15 +1,13 @@
 """
 The write side of the Redis store: the buffer, bar building and the batch writer.
 
-:meth:`BatchWriter.write` only appends to an in-order bounded buffer and
-builds one-minute bars; :meth:`BatchWriter.run` sends the buffer in batches
-of up to ``batch_max`` ticks, each batch one ``EVALSHA`` of
-:data:`~mdgate.plugins.stores.redis_store._lua.WRITE_BATCH` (up to
-:data:`PIPELINE_DEPTH` in flight), packed with hiredis. When Redis is
-unreachable the batches in flight are kept (with their stream IDs) and
-re-sent unchanged after a reconnect with capped, fully jittered backoff; the
-script skips IDs already stored, so a retry never duplicates. Buffer
-overflow drops the oldest ticks, counted and logged.
+:meth:`BatchWriter.write` only appends to an in-order bounded buffer and builds one-minute
+bars; :meth:`BatchWriter.run` sends the buffer in batches of up to ``batch_max`` ticks, each
+batch one ``EVALSHA`` of :data:`~mdgate.plugins.stores.redis_store._lua.WRITE_BATCH` (up to
+:data:`PIPELINE_DEPTH` in flight), packed with hiredis. When Redis is unreachable the batches
+in flight are kept (with their stream IDs) and re-sent unchanged after a reconnect with
+capped, fully jittered backoff; the script skips IDs already stored, so a retry never
+duplicates. Buffer overflow drops the oldest ticks, counted and logged.
 """
 
 from __future__ import annotations
@@ -108,8 +106,7 @@ class BatchWriter:
         self._bars: deque[Bar] = deque(maxlen=max(s.buffer_max // 10, 10_000))
         #: Gaps waiting to be written to their instrument's ``:gaps`` stream (the oldest go first).
         self._gaps: deque[tuple[str, tuple[str, ...]]] = deque(maxlen=GAPS_BUFFER)
-        #: Gap entries written.
-        self.gaps_written = 0
+        self.gaps_written = 0  #: Gap entries written.
         #: Instrument -> [first, last] ``ts`` of ticks pushed out of the full buffer (lost to history).
         self._lost: dict[str, list[int]] = {}
         self._latest = latest
@@ -138,8 +135,7 @@ class BatchWriter:
         self._rejected_logged = 0
         #: Ticks acknowledged as stored by Redis.
         self.written = 0
-        #: Ticks dropped because the buffer was full.
-        self.dropped = 0
+        self.dropped = 0  #: Ticks dropped because the buffer was full.
         #: Ticks skipped by Redis because their ID was already stored (retries).
         self.duplicates = 0
         #: Closed bars stored / dropped because the bar buffer was full.
@@ -292,7 +288,11 @@ class BatchWriter:
         self._gaps.append((instrument, flat))
         self._wake.set()
 
-    async def _wait(self, delay: float) -> None:
+    async def _wait(self, delay: float, *, fill: bool = False) -> None:
+        # fill: a partial batch waits the whole delay, also when its first tick came during the
+        # last round trip (else a steady trickle travels a tick or two per round trip)
+        if fill and self._wake.is_set():
+            self._wake = anyio.Event()
         with anyio.move_on_after(delay):
             await self._wake.wait()
         if self._wake.is_set():
@@ -311,7 +311,7 @@ class BatchWriter:
                         backoff.reset()
                         continue
                 if not self._inflight and len(self._buf) < self._settings.batch_max:
-                    await self._wait(self._settings.batch_interval)
+                    await self._wait(self._settings.batch_interval, fill=True)
                 await self.flush()
                 backoff.reset()
             except Exception as exc:
