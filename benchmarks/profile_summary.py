@@ -51,8 +51,16 @@ STEPS: tuple[tuple[str, tuple[str, ...]], ...] = (
 OTHER = "the rest (status, logging, timers)"
 
 
+#: Leaf frames that are the event loop itself running C code (uvloop's loop: its ``epoll`` and
+#: the scheduling of callbacks have no Python frame of their own).
+LOOP_LEAVES: tuple[str, ...] = ("Runner.run (asyncio/runners.py", "run_until_complete (")
+
+
 def classify(stack: str) -> str:
     """The step a sample with this stack (``frame;frame;...``, root first) belongs to."""
+    leaf = stack.rpartition(";")[2]
+    if leaf.startswith(LOOP_LEAVES):
+        return STEPS[-1][0]
     for step, needles in STEPS:
         if any(n in stack for n in needles):
             return step

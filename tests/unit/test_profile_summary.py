@@ -26,6 +26,8 @@ def test_each_sample_goes_to_its_step(tmp_path: Path) -> None:
     assert [classify(s) for s in (decode, receive, parse, publish, store, numbering, select)] == [
         "decode", "receive", "receive", "fan-out", "Redis", "pipeline", "event loop (select, scheduling)"]
     assert classify("main (x.py:1);log (structlog/_base.py:3)") == OTHER
+    # uvloop: the loop's own C code shows as the runner's frame, the stack's last
+    assert classify("main (x.py:1);Runner.run (asyncio/runners.py:118)") == "event loop (select, scheduling)"
     raw = tmp_path / "profile.txt"
     raw.write_text(f"{decode} 3\n{store} 5\n\n{select} 2\n")
     steps, total = summarize(raw)
