@@ -14,7 +14,7 @@ DEPS := pyproject.toml plugins/mdgate-yahoo/pyproject.toml plugins/mdgate-dhan/p
 $(RUNTIME): $(DEPS)
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[speed]' -e plugins/mdgate-yahoo -e plugins/mdgate-dhan
+	$(BIN)/python -m pip install -q -e . -e plugins/mdgate-yahoo -e plugins/mdgate-dhan
 	touch $(RUNTIME)
 
 $(STAMP): $(DEPS)

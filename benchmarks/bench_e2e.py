@@ -169,7 +169,7 @@ def redis_server(directory: Path) -> Iterator[tuple[str, int]]:
 # -- the gateway ---------------------------------------------------------------
 
 
-def gateway_config(port: int, redis_url: str, yahoo_url: str, dhan_url: str) -> str:
+def gateway_config(port: int, redis_url: str, yahoo_url: str, dhan_url: str, event_loop: str = "") -> str:
     """The gateway's TOML: both providers on the fakes, 1000 instruments always on."""
     always = yahoo_names(N_YAHOO) + [n for n, _ in dhan_names(N_DHAN)]
     lines = [
@@ -179,6 +179,7 @@ def gateway_config(port: int, redis_url: str, yahoo_url: str, dhan_url: str) -> 
         "[providers.yahoo]", f'url = "{yahoo_url}"', "",
         "[providers.dhan]", f'url = "{dhan_url}"', "",
         "[logging]", 'level = "warning"', "",
+        *(["[runtime]", f'event_loop = "{event_loop}"', ""] if event_loop else []),
     ]
     for name, code in dhan_names(N_DHAN):
         lines += [f'[instruments."{name}"]', f'dhan = "{code}"', ""]
@@ -302,7 +303,7 @@ class Bench:
         #: /status requests that took over 5 s (the gateway flooded past its limits).
         self.slow_status = 0
         self.facts: dict[str, Any] = {}
-        self.args = argparse.Namespace(counts="", rates="", no_alt=False, profile="")
+        self.args = argparse.Namespace(counts="", rates="", no_alt=False, profile="", event_loop="")
         self.counts: list[int] = []
 
     # helpers
@@ -458,6 +459,8 @@ def main() -> None:
     parser.add_argument("--rates", default="",
                         help="offered ticks/s to run, 'max' for blast (default 1000,10000,max)")
     parser.add_argument("--no-alt", action="store_true", help="skip the alternatives (development)")
+    parser.add_argument("--event-loop", default="", choices=["", "asyncio", "auto", "uvloop"],
+                        help="[runtime] event_loop for the gateway (default: the gateway's own default)")
     parser.add_argument("--profile", default="", help="py-spy record the gateway during cells whose label "
                         "contains this text, into $TMPDIR/mdgate-profile-*.txt (development; needs py-spy)")
     args = parser.parse_args()
@@ -482,7 +485,8 @@ def run(b: Bench) -> None:
     b.facts["redis_version"] = redis.Redis.from_url(b.redis_url).info("server")["redis_version"]
     urls = b.start_feeds()
     gw_port = free_port()
-    b.gw = Gateway(gateway_config(gw_port, b.redis_url, urls["yahoo-gw"], urls["dhan-gw"]), b.tmp)
+    b.gw = Gateway(gateway_config(gw_port, b.redis_url, urls["yahoo-gw"], urls["dhan-gw"], b.args.event_loop),
+                   b.tmp)
     log = sys.stderr
     print("starting gateway", file=log, flush=True)
     b.facts["healthz_s"] = b.gw.start(gw_port)

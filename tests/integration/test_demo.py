@@ -178,9 +178,7 @@ def test_make_demo_runs_the_demo_on_the_runtime_only() -> None:
     assert targets["run"][0] == "$(RUNTIME)"
     runtime = targets["$(RUNTIME)"][1]
     install = [line for line in runtime if "pip install" in line and "-e" in line]
-    # the runtime with its speed extra (uvloop), not the dev tools
-    assert install == [
-        "$(BIN)/python -m pip install -q -e '.[speed]' -e plugins/mdgate-yahoo -e plugins/mdgate-dhan"]
+    assert install == ["$(BIN)/python -m pip install -q -e . -e plugins/mdgate-yahoo -e plugins/mdgate-dhan"]
     # the dev extras come with `make install` / `make test`, under their own stamp
     assert "[dev]" in " ".join(targets["$(STAMP)"][1])
     test_recipe = targets["test"][1]

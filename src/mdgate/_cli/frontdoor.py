@@ -117,7 +117,7 @@ def one_error(exc: BaseException, host: str, port: int) -> MdgateError | None:
     return None
 
 
-def run_serving(main: Callable[[], Awaitable[T]], host: str, port: int, event_loop: str = "auto") -> T:
+def run_serving(main: Callable[[], Awaitable[T]], host: str, port: int, event_loop: str = "asyncio") -> T:
     """
     ``anyio.run(main)`` for a command that serves on ``host:port`` (``run``,
     ``demo``, ``replay``): a configuration error or a taken socket raised
