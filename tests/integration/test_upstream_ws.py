@@ -226,6 +226,30 @@ async def test_pulled_messages_pause_reading_above_the_high_mark_and_nothing_is_
     assert got == list(range(count))
 
 
+async def test_a_pause_the_sink_asks_for_while_taking_the_pending_messages_stands() -> None:
+    count = PULL_HIGH * 4
+
+    async def handler(ws: ServerConnection) -> None:
+        for i in range(count):
+            await ws.send(f"m{i}")
+        await ws.wait_closed()
+
+    async with server(handler) as srv:
+        ws = await connect(srv["url"])
+        with anyio.fail_after(10):
+            while not ws._paused:  # paused by the pull side's high mark
+                await anyio.sleep(0.01)
+        got: list[object] = []
+
+        def full(message: object) -> None:  # a consumer whose queue is full from the start
+            got.append(message)
+            ws.pause_reading()
+
+        ws.set_sink(full, lambda: None)
+        assert got and ws._paused  # still paused: the sink's word stands
+        await ws.aclose()
+
+
 async def test_aclose_sends_1000_and_waits_for_the_server() -> None:
     async def handler(ws: ServerConnection) -> None:
         await ws.wait_closed()

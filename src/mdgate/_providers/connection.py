@@ -281,6 +281,7 @@ class Connection:
             scope.cancel()
 
     async def _reader(self, transport: Transport, decoder: Decoder) -> None:
+        self._stop = None
         take = self._taker(decoder)
         # the core's own WebSocket (its module, and picows, are imported on the first connection)
         upstream = sys.modules.get("mdgate._providers.upstream")
@@ -311,7 +312,6 @@ class Connection:
         waiter: asyncio.Future[None] | None = None
 
         def wake() -> None:
-            nonlocal waiter
             if waiter is not None and not waiter.done():
                 waiter.set_result(None)
 
@@ -336,19 +336,16 @@ class Connection:
         # after each socket read, what it brought goes down the pipeline at once (no loop
         # iteration in between): at a real rate every tick is its own read
         ws.set_sink(sink, wake, queue.flush)
-        try:
-            while True:
-                while backlog:  # the queue was full: wait for room, oldest first
-                    await queue.put(backlog.pop(0))
-                if self._stop is not None:
-                    raise self._stop
-                if ws.ended:
-                    raise ws.end_error()
-                ws.resume_reading()
-                waiter = loop.create_future()
-                await waiter
-        finally:
-            waiter = None
+        while True:
+            while backlog:  # the queue was full: wait for room, oldest first
+                await queue.put(backlog.pop(0))
+            if self._stop is not None:
+                raise self._stop
+            if ws.ended:
+                raise ws.end_error()
+            ws.resume_reading()
+            waiter = loop.create_future()
+            await waiter
 
     def _taker(self, decoder: Decoder) -> Callable[[Frame], list[Tick] | None]:
         """
@@ -361,7 +358,6 @@ class Connection:
         time_ns = time.time_ns
         skew = int(s.runtime.max_clock_skew * 1000)
         tick_type = Tick
-        self._stop = None
 
         def take(frame: Frame) -> list[Tick] | None:
             ticks: Any

@@ -47,6 +47,7 @@ PULL_HIGH: Final = 256
 PULL_LOW: Final = 64
 #: Close codes of the WebSocket protocol this side sends.
 CLOSE_OK: Final = 1000
+CLOSE_PROTOCOL_ERROR: Final = 1002
 CLOSE_INVALID_DATA: Final = 1007
 CLOSE_TOO_BIG: Final = 1009
 
@@ -116,13 +117,13 @@ class UpstreamWebSocket(WSListener):
             self._closed_by_peer(frame.get_payload_as_bytes())
         elif kind is _TEXT or kind is _BINARY:
             if self._parts is not None:
-                self._protocol_fault(1002, "a new message began inside a fragmented one")
+                self._protocol_fault(CLOSE_PROTOCOL_ERROR, "a new message began inside a fragmented one")
             else:
                 self._parts, self._kind, self._size = [], kind, 0
                 self._fragment(frame)
         elif kind is _CONT:
             if self._parts is None:
-                self._protocol_fault(1002, "a continuation frame outside a fragmented message")
+                self._protocol_fault(CLOSE_PROTOCOL_ERROR, "continuation outside a fragmented message")
             else:
                 self._fragment(frame)
         # PING is answered by picows (auto pong), PONG consumed by its auto ping
@@ -178,7 +179,7 @@ class UpstreamWebSocket(WSListener):
         ws = self._ws
         if ws is not None:  # answer the close (RFC 6455 5.5.1), then the peer drops the TCP connection
             ok = 1000 <= code < 5000 and code not in (1005, 1006, 1015)
-            ws.send_close(_close_code(code if ok else CLOSE_OK))
+            ws.send_close(WSCloseCode(code if ok else CLOSE_OK))
             ws.disconnect()
 
     def _protocol_fault(self, code: int, why: str) -> None:
@@ -188,7 +189,7 @@ class UpstreamWebSocket(WSListener):
         self._fault = why
         ws = self._ws
         if ws is not None:
-            ws.send_close(_close_code(code))
+            ws.send_close(WSCloseCode(code))
             ws.disconnect()
 
     # ----------------------------------------------------------------- Transport
@@ -205,12 +206,13 @@ class UpstreamWebSocket(WSListener):
         """
         self._on_end = on_end
         self._burst = burst
+        # resumed first: what the sink does with the messages below (pause, if its queue is
+        # full) stands, and nothing new arrives before they are handed over
+        self.resume_reading()
         pending = self._pending
         while pending:
             sink(pending.popleft())
         self._sink = sink
-        if self._paused:
-            self.resume_reading()
         if self.ended:
             on_end()
 
@@ -251,12 +253,6 @@ class UpstreamWebSocket(WSListener):
             self.resume_reading()
         return pending.popleft()
 
-    async def wait_ended(self) -> None:
-        """Return once the connection is gone."""
-        while not self.ended:
-            self._waiter = waiter = asyncio.get_running_loop().create_future()
-            await waiter
-
     def end_error(self) -> ProviderConnectionError:
         """The typed error that tells how the connection ended (or is ending)."""
         peer, provider = self._peer_close, self.provider
@@ -277,13 +273,8 @@ class UpstreamWebSocket(WSListener):
             return
         if not self.ended:
             if not ws.is_close_frame_sent:
-                ws.send_close(_close_code(CLOSE_OK))
+                ws.send_close(WSCloseCode(CLOSE_OK))
             with anyio.move_on_after(1.0, shield=True):
                 with contextlib.suppress(Exception):  # any end will do
                     await ws.wait_disconnected()
         ws.disconnect(graceful=False)
-
-
-def _close_code(code: int) -> WSCloseCode:
-    """``code`` as picows's close-code type (which takes any code, named or not)."""
-    return WSCloseCode(code)
