@@ -15,7 +15,9 @@ read against it:
 * **socket write**: one ``send`` of a 200-byte frame to a loopback peer (the floor of one
   client write; on loopback the receiver's TCP work is done in the sender's system call);
 * **pipeline step**: ``Pipeline.step`` with the Redis store's ``write`` (buffer, bars,
-  latest table; no I/O) and a fan-out with no client, per tick, for batches of 1 and 100.
+  latest table; no I/O) and a fan-out with no client, per tick, for batches of 1 and 100;
+* **Redis batch packing**: ``BatchPacker.pack`` (IDs, one JSON argument, hiredis packing),
+  per tick, for batches of 50 and 500 ticks over 500 instruments.
 
 Decoding is measured by ``bench_yahoo_decode.py`` and ``bench_dhan_decode.py``.
 
@@ -223,6 +225,24 @@ def pipeline_step(batch: int, batches: int = 2_000) -> float:
     return (time.process_time() - t0) / (batch * batches) * 1e6
 
 
+def pack_batch(n: int, tries: int = 5) -> float:
+    """CPU µs per tick of packing one Redis batch of ``n`` ticks (best of ``tries``)."""
+    from mdgate._model import Tick
+    from mdgate.plugins.stores.redis_store._codec import BatchPacker
+
+    packer = BatchPacker(100_000, 100_000, 10_000)
+    now = 1_700_000_000_000
+    ticks = [Tick(f"NSE:S{i % 500}", 100.0 + i % 7, now + i, now + i, "DHAN", volume=i) for i in range(n)]
+    reps = max(1, 40_000 // n)
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.process_time()
+        for _ in range(reps):
+            packer.pack(ticks)
+        best = min(best, (time.process_time() - t0) / reps / n)
+    return best * 1e6
+
+
 def _has_uvloop() -> bool:
     try:
         import uvloop  # noqa: F401
@@ -247,6 +267,8 @@ def main() -> None:
         ("socket write, 200 bytes, loopback", socket_write()),
         ("pipeline step, batches of 1 tick", pipeline_step(1, 20_000)),
         ("pipeline step, batches of 100 ticks", pipeline_step(100)),
+        ("Redis batch packing, 50 ticks per batch", pack_batch(50)),
+        ("Redis batch packing, 500 ticks per batch", pack_batch(500)),
     ]
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs\n")
     print("| step on its own | CPU µs per message / call / tick |\n| --- | ---: |")
