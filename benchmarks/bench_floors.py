@@ -17,7 +17,11 @@ read against it:
 * **pipeline step**: ``Pipeline.step`` with the Redis store's ``write`` (buffer, bars,
   latest table; no I/O) and a fan-out with no client, per tick, for batches of 1 and 100;
 * **Redis batch packing**: ``BatchPacker.pack`` (IDs, one JSON argument, hiredis packing),
-  per tick, for batches of 50 and 500 ticks over 500 instruments.
+  per tick, for batches of 50 and 500 ticks over 500 instruments;
+* **Redis storage at a paced rate** (``_floor_redis.py``): one tick per timer wake-up at
+  10,000 and 1,000 ticks/s, CPU per tick of the timer alone, of a minimal batching client
+  (packing, one ``EVALSHA`` per 5 ms, the reply) and of the gateway's ``BatchWriter``; the
+  Redis rows print each variant's cost above the timer alone.
 
 Decoding is measured by ``bench_yahoo_decode.py`` and ``bench_dhan_decode.py``.
 
@@ -255,6 +259,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--messages", type=int, default=200_000, help="messages per blast receive run")
     parser.add_argument("--paced", type=int, default=20_000, help="messages per paced receive run")
+    parser.add_argument("--redis-rounds", type=int, default=3, help="paced Redis rounds (0: skip)")
     args = parser.parse_args()
     rows = [
         ("receive, websockets, blast", receive("websockets", args.messages, 0)),
@@ -270,6 +275,17 @@ def main() -> None:
         ("Redis batch packing, 50 ticks per batch", pack_batch(50)),
         ("Redis batch packing, 500 ticks per batch", pack_batch(500)),
     ]
+    if args.redis_rounds:
+        from _floor_redis import paced_store
+
+        for rate in (10_000, 1_000):
+            got = paced_store(rate, rounds=args.redis_rounds)
+            rows += [
+                (f"Redis storage at {rate:,} ticks/s, minimal batching client (above the timer's "
+                 f"{got['pacing']:.1f})", got["minimal"] - got["pacing"]),
+                (f"Redis storage at {rate:,} ticks/s, the gateway's BatchWriter",
+                 got["writer"] - got["pacing"]),
+            ]
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs\n")
     print("| step on its own | CPU µs per message / call / tick |\n| --- | ---: |")
     for name, us in rows:

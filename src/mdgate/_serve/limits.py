@@ -16,6 +16,8 @@ together may cost, and what a refused client is told.
   and messages truncated, a count of the rest).
 * :class:`RateLimitedLog`: one line per event kind per interval, with the
   number of lines it held back.
+* :func:`release_last_frame`: a client's last received frame is not kept
+  until its next one.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 from urllib.parse import urlsplit
 
+from websockets.protocol import Protocol as WsProtocol, State
+from websockets.streams import StreamReader
+
 from mdgate._errors import InstrumentError
 from mdgate._model import encode, parse_instrument
 from mdgate._ratelog import EveryLog
@@ -35,6 +40,7 @@ from mdgate._ratelog import EveryLog
 __all__ = [
     "MAX_LABEL",
     "MAX_NAMED",
+    "RELEASE_AFTER",
     "ConnectionLimits",
     "FdPlan",
     "OriginPolicy",
@@ -45,6 +51,7 @@ __all__ = [
     "label",
     "raise_nofile",
     "refusal_frame",
+    "release_last_frame",
 ]
 
 #: Refused items named in one error frame; the rest are counted (``more``).
@@ -380,3 +387,32 @@ def instrument_names(raw: list[Any], errors: list[dict[str, str]]) -> list[str]:
             continue
         names[name] = None
     return list(names)
+
+
+#: Bytes of one read from a client after which its last frame is released (smaller frames cost
+#: less than the check).
+RELEASE_AFTER: Final = 4096
+_AT_EOF: Final = StreamReader.at_eof.__code__
+
+
+def release_last_frame(protocol: WsProtocol) -> bool:
+    """
+    Let go of the last frame a client sent, once it is handled.
+
+    websockets' frame parser keeps the last frame it parsed (a local of its generator) until the
+    next one arrives: a client that subscribed with one 16 KB request and then only reads holds
+    16 KB for as long as it stays. Between two frames the parser holds nothing else (a
+    fragmented message's progress lives on the protocol), so when it waits for the first byte
+    of the next frame it is replaced by a fresh one. Anywhere else (inside a frame, during the
+    handshake or the closing) it is left alone. Returns whether it was replaced.
+    """
+    if protocol.state is not State.OPEN:
+        return False
+    inner: Any = protocol.parser
+    while (outer := getattr(inner, "gi_yieldfrom", None)) is not None:
+        inner = outer
+    if getattr(inner, "gi_code", None) is not _AT_EOF or protocol.reader.buffer:
+        return False
+    protocol.parser = protocol.parse()
+    next(protocol.parser)
+    return True

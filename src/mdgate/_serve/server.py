@@ -39,6 +39,7 @@ from mdgate._serve.backends import Backends, detached
 from mdgate._serve.fanout import ClientOutbox
 from mdgate._serve.http import bytes_response, history, json_response, text_response
 from mdgate._serve.limits import (
+    RELEASE_AFTER,
     ConnectionLimits,
     OriginPolicy,
     RateLimitedLog,
@@ -48,6 +49,7 @@ from mdgate._serve.limits import (
     label,
     raise_nofile,
     refusal_frame,
+    release_last_frame,
 )
 from mdgate._serve.page import page_response
 from mdgate._serve.resume import ResumeSource, parse_since, resume
@@ -234,6 +236,11 @@ class ClientServer:
                 victim = limits.opened(self)
                 if victim is not None:
                     dropped(victim)
+
+            def data_received(self, data: bytes) -> None:
+                super().data_received(data)
+                if len(data) >= RELEASE_AFTER:
+                    release_last_frame(self.protocol)
 
             def connection_lost(self, exc: Exception | None) -> None:
                 try:

@@ -116,7 +116,7 @@ class BatchWriter:
         self.packer = BatchPacker(s.stream_maxlen, s.feed_maxlen, s.bars_maxlen)
         self._inflight: deque[_Batch] = deque()
         self._wake = anyio.Event()
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)
         self._wpool = ConnectionPool.from_url(
             url.url,
             socket_timeout=None,
@@ -327,17 +327,11 @@ class BatchWriter:
     def failed(self, exc: BaseException) -> None:
         """Count a failed attempt, mark the store down and log it (once per new error)."""
         self.failures += 1
-        text = str(exc) or (
-            f"no answer within {self._io_timeout:g} s" if isinstance(exc, TimeoutError) else ""
-        )
+        timeout = f"no answer within {self._io_timeout:g} s" if isinstance(exc, TimeoutError) else ""
+        text = str(exc) or timeout
         err = self._url.clean(f"{type(exc).__name__}: {text}")
         if self.state != "down" or err != self.last_error:
-            log.warning(
-                "redis_store_down",
-                url=self._url.masked,
-                error=err,
-                buffered=self.buffered(),
-            )
+            log.warning("redis_store_down", url=self._url.masked, error=err, buffered=self.buffered())
         self.state = "down"
         self.last_error = err
 
@@ -465,39 +459,45 @@ class BatchWriter:
     async def _pump(self) -> None:
         conn = await self._connection()
         pending = self._inflight
+        io = self._io_timeout  # one scope, its deadline moved before each send and read (cheaper)
+        scope = anyio.CancelScope()
         try:
-            for batch in pending:  # kept from a failed attempt: re-send first
-                await self._send(conn, batch.data)
-            # One partial batch per call (the caller waited batch_interval for
-            # it); beyond that only full ones, so that a slow trickle of ticks
-            # still travels in batches rather than one round trip per tick.
-            partial = True
-            full = self._settings.batch_max
-            while True:
-                while len(pending) < PIPELINE_DEPTH and (
-                    len(self._buf) >= full or (partial and (self._buf or self._bars))
-                ):
-                    partial = False
-                    if self._needs_seed():
-                        if pending:
-                            break  # read the replies first: seeding is a round trip
-                        await self._seed(conn)
-                    batch = self._take_batch()
-                    pending.append(batch)
+            with scope:
+                for batch in pending:  # kept from a failed attempt: re-send first
+                    scope.deadline = anyio.current_time() + io
                     await self._send(conn, batch.data)
-                if not pending:
-                    return
-                with anyio.fail_after(self._io_timeout):
+                # One partial batch per call (the caller waited batch_interval for
+                # it); beyond that only full ones, so that a slow trickle of ticks
+                # still travels in batches rather than one round trip per tick.
+                partial = True
+                full = self._settings.batch_max
+                while True:
+                    while len(pending) < PIPELINE_DEPTH and (
+                        len(self._buf) >= full or (partial and (self._buf or self._bars))
+                    ):
+                        partial = False
+                        if self._next_ticks():  # instruments to seed first
+                            if pending:
+                                break  # read the replies first: seeding is a round trip
+                            await self._seed(conn)
+                        batch = self._take_batch()
+                        pending.append(batch)
+                        scope.deadline = anyio.current_time() + io
+                        await self._send(conn, batch.data)
+                    if not pending:
+                        return
+                    scope.deadline = anyio.current_time() + io
                     reply = await conn.read_response()
-                self._acknowledged(pending.popleft(), reply)
+                    self._acknowledged(pending.popleft(), reply)
+            if scope.cancelled_caught:
+                raise TimeoutError
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await conn.disconnect(nowait=True)
             raise
 
     async def _send(self, conn: AbstractConnection, data: bytes) -> None:
-        with anyio.fail_after(self._io_timeout):
-            await conn.send_packed_command(data, check_health=False)
+        await conn.send_packed_command(data, check_health=False)
 
     def _acknowledged(self, batch: _Batch, reply: Any) -> None:
         self.count_reply(reply)
@@ -536,9 +536,6 @@ class BatchWriter:
     def _next_ticks(self) -> list[str]:
         n = min(len(self._buf), self._settings.batch_max)
         return self.packer.unknown(t.instrument for t in islice(self._buf, n))
-
-    def _needs_seed(self) -> bool:
-        return bool(self._next_ticks())
 
     async def _seed(self, conn: AbstractConnection) -> None:
         # Seed the ID counters of instruments new to this process from Redis
