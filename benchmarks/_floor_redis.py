@@ -10,7 +10,9 @@ throw-away ``redis-server`` and reports CPU µs per tick of the whole process:
   :class:`~mdgate.plugins.stores.redis_store._codec.BatchPacker` and sent as one ``EVALSHA``
   every ``batch_interval`` (5 ms) over a plain asyncio stream, the reply parsed by hiredis;
 * ``writer``: the gateway's :class:`~mdgate.plugins.stores.redis_store._writer.BatchWriter`
-  (buffer, bars, latest table, retries, timeouts, counters).
+  (buffer, bars, latest table, retries, timeouts, counters);
+* ``writer, no bars``: the same with ``[redis] bars = false`` (what building one-minute bars
+  costs per tick).
 
 ``minimal`` minus ``pacing`` is the floor of the Redis step at that rate on this machine: a
 wake-up of the loop for the batch timer, one for the reply, a ``send`` and a ``recv`` per batch
@@ -94,8 +96,9 @@ async def _main(mode: str, url: str, rate: float, seconds: float) -> float:
     warm = [Tick(f"NSE:S{i}", 100.0, now, now, "DHAN") for i in range(INSTRUMENTS)]
     tasks: list[asyncio.Task[Any]] = []
     stored: Any
-    if mode == "writer":
-        w = BatchWriter(RedisUrl(url), RedisSettings(), RuntimeSettings(), LatestTicks())
+    if mode.startswith("writer"):
+        settings = RedisSettings(bars=mode == "writer")
+        w = BatchWriter(RedisUrl(url), settings, RuntimeSettings(), LatestTicks())
         tasks.append(asyncio.ensure_future(w.run()))
         write = w.write
         stored = lambda: w.settled_ticks  # noqa: E731
@@ -148,7 +151,7 @@ def paced_store(rate: float = 10_000, seconds: float = 4.0, rounds: int = 3) -> 
     """CPU µs per tick of each variant (median of ``rounds``, the variants in turn)."""
     from mdgate.testing.redis import RedisServer
 
-    results: dict[str, list[float]] = {"pacing": [], "minimal": [], "writer": []}
+    results: dict[str, list[float]] = {"pacing": [], "minimal": [], "writer": [], "writer, no bars": []}
     with tempfile.TemporaryDirectory(prefix="mdgate-floor-redis-") as tmp:
         server = RedisServer(Path(tmp))
         server.start()

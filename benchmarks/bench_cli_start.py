@@ -8,6 +8,12 @@ after are measured in the same minute::
 
     git worktree add --detach /tmp/before 8319b1e
     .venv/bin/python benchmarks/bench_cli_start.py --tree /tmp/before
+
+Python's bytecode cache matters: ``--bytecode env`` runs with the environment as it is (where
+``PYTHONDONTWRITEBYTECODE=1`` is set, as in this project's sessions, every mdgate module is
+compiled again at each start: mdgate is installed editable), ``--bytecode cached`` gives each
+tree a bytecode cache of its own (``PYTHONPYCACHEPREFIX`` in a temporary directory, filled by
+the warm-up run), as an installed package or a default Python environment has.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -35,13 +42,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="bench_cli_start.py")
     p.add_argument("--runs", type=int, default=21)
     p.add_argument("--tree", type=Path, help="an earlier checkout to measure in turn with this one")
+    p.add_argument("--bytecode", default="env", help="env, cached, or env,cached (see above)")
     args = p.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="mdgate-bench-cli-pyc-") as pyc:
+        return _measure(args, Path(pyc))
+
+
+def _measure(args: argparse.Namespace, pyc: Path) -> int:
     here = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    envs = {"this tree": here}
+    trees = {"this tree": here}
     if args.tree is not None:
         t = args.tree.resolve()
         path = f"{t}/src:{t}/plugins/mdgate-yahoo/src:{t}/plugins/mdgate-dhan/src"
-        envs[str(t)] = {**here, "PYTHONPATH": path}
+        trees[str(t)] = {**here, "PYTHONPATH": path}
+    envs: dict[str, dict[str, str]] = {}
+    for mode in args.bytecode.split(","):
+        for i, (name, env) in enumerate(trees.items()):
+            if mode == "cached":
+                env = {k: v for k, v in env.items() if k != "PYTHONDONTWRITEBYTECODE"}
+                env["PYTHONPYCACHEPREFIX"] = str(pyc / str(i))
+            envs[f"{name}, {mode}"] = env
     times: dict[str, list[float]] = {name: [] for name in envs}
     for env in envs.values():
         once(env)  # warm-up: the page cache, the .pyc files

@@ -20,8 +20,8 @@ read against it:
   per tick, for batches of 50 and 500 ticks over 500 instruments;
 * **Redis storage at a paced rate** (``_floor_redis.py``): one tick per timer wake-up at
   10,000 and 1,000 ticks/s, CPU per tick of the timer alone, of a minimal batching client
-  (packing, one ``EVALSHA`` per 5 ms, the reply) and of the gateway's ``BatchWriter``; the
-  Redis rows print each variant's cost above the timer alone.
+  (packing, one ``EVALSHA`` per 5 ms, the reply) and of the gateway's ``BatchWriter`` (with
+  and without one-minute bars); the Redis rows print each variant's cost above the timer alone.
 
 Decoding is measured by ``bench_yahoo_decode.py`` and ``bench_dhan_decode.py``.
 
@@ -285,6 +285,8 @@ def main() -> None:
                  f"{got['pacing']:.1f})", got["minimal"] - got["pacing"]),
                 (f"Redis storage at {rate:,} ticks/s, the gateway's BatchWriter",
                  got["writer"] - got["pacing"]),
+                (f"Redis storage at {rate:,} ticks/s, BatchWriter with bars off",
+                 got["writer, no bars"] - got["pacing"]),
             ]
     print(f"Python {platform.python_version()}, {os.cpu_count()} CPUs\n")
     print("| step on its own | CPU µs per message / call / tick |\n| --- | ---: |")
