@@ -36,7 +36,7 @@ def run(ctx: click.Context, obj: CommandContext, host: str | None, port: int | N
     """Run the gateway until SIGINT/SIGTERM; SIGHUP reloads the configuration."""
     # Start-up builds long-lived objects only (settings, routes, one entry per instrument): the
     # cyclic collector's passes over them are a third of the start with 25,000 instruments. It is
-    # off until the gateway serves, which then collects once and freezes what start-up built.
+    # off until the gateway serves, which then freezes what start-up built (no collection first).
     collecting = gc.isenabled()
     gc.disable()
     try:

@@ -133,9 +133,10 @@ def get_plugin_manager(
     for name in blocked:
         pm.set_blocked(name)
 
+    version = _version("mdgate")  # one look at the installed distributions for all the built-ins
     for modname in DEFAULT_PLUGINS:
         short = modname.rsplit(".", 1)[-1]
-        info = PluginInfo(short, modname, "mdgate", _version("mdgate"), builtin=True, api=PLUGIN_API)
+        info = PluginInfo(short, modname, "mdgate", version, builtin=True, api=PLUGIN_API)
         infos.append(info)
         if short in blocked:
             info.status = "blocked"
@@ -254,11 +255,16 @@ def _distributions() -> list[Distribution] | None:
         found = [c for c in children if c.lower().endswith(".dist-info")]
         found += [c for c in children if c.lower().endswith(".egg-info")]
         for child in found:
-            name = _NORMALIZE.sub("_", child.rpartition(".")[0].partition("-")[0]).lower()
+            name = _dist_key(child)
             if name not in seen:
                 seen.add(name)
                 out.append(Distribution(os.path.join(where, child)))
     return out
+
+
+def _dist_key(dirname: str) -> str:
+    """The normalized distribution name of a ``name-version.dist-info`` (or ``.egg-info``) directory."""
+    return _NORMALIZE.sub("_", dirname.rpartition(".")[0].partition("-")[0]).lower()
 
 
 def find_entry_points(group: str) -> list[Any]:
@@ -355,7 +361,7 @@ def _version(dist: str) -> str | None:
             return None
     want = _NORMALIZE.sub("_", dist).lower()
     for d in dists:
-        if _NORMALIZE.sub("_", os.path.basename(d.path).rpartition(".")[0].partition("-")[0]).lower() == want:
+        if _dist_key(os.path.basename(d.path)) == want:
             return d.version
     return None
 

@@ -183,10 +183,6 @@ class ClientOutbox:
         self.direct = None
         self._wakeup()
 
-    def ready(self) -> bool:
-        """Something can be taken now (nothing held back by a resume's barrier)."""
-        return self._takeable()
-
     def control(self, payload: bytes | Shared) -> None:
         """Queue a control frame (subscribed, snapshot, error...); ignored once over budget."""
         if self.over_budget:
@@ -220,7 +216,8 @@ class ClientOutbox:
         barrier.done = True
         self._wakeup()
 
-    def _takeable(self) -> bool:
+    def ready(self) -> bool:
+        """Something can be taken now (nothing held back by a resume's barrier)."""
         queue = self.queue
         if not queue:
             return False
@@ -296,7 +293,7 @@ class ClientOutbox:
 
     async def wait(self) -> None:
         """Wait until something is queued (asyncio: the server runs on websockets.asyncio)."""
-        if self._takeable() or self.over_budget:
+        if self.ready() or self.over_budget:
             return
         self._waiter = asyncio.get_running_loop().create_future()
         try:

@@ -107,7 +107,7 @@ class Flusher:
         outbox.hand_back()
 
 
-async def write_framed(ws: ServerConnection, outbox: ClientOutbox, flusher: Flusher | None,
+async def write_framed(ws: ServerConnection, outbox: ClientOutbox, flusher: Flusher,
                        drain: Callable[[asyncio.WriteTransport, ClientOutbox], Awaitable[str | None]],
                        ) -> str | None:
     """
@@ -121,7 +121,7 @@ async def write_framed(ws: ServerConnection, outbox: ClientOutbox, flusher: Flus
     ours interleave safely; nothing is written once the connection is closing.
 
     Args:
-        flusher: None: this task writes everything itself.
+        flusher: writes for this client while this task sleeps.
         drain: waits until the socket is back under :data:`HIGH_WATER`; returns
             "drained" or why the client must be closed (an awaitable).
     """
@@ -138,12 +138,11 @@ async def write_framed(ws: ServerConnection, outbox: ClientOutbox, flusher: Flus
             continue
         if outbox.ready():
             transport.writelines(outbox.take(TAKE_BYTES))
-            if outbox.oldest is not None and flusher is not None:
+            if outbox.oldest is not None:
                 flusher.observe_age(time.time() * 1000 - outbox.oldest)
             outbox.in_flight = transport.get_write_buffer_size()
             continue
-        if flusher is not None:
-            flusher.attach(ws, outbox)
+        flusher.attach(ws, outbox)
         try:
             await outbox.wait()
         finally:
