@@ -9,6 +9,9 @@ throw-away ``redis-server`` and reports CPU µs per tick of the whole process:
 * ``minimal``: the least a batching client can do: the batch packed by
   :class:`~mdgate.plugins.stores.redis_store._codec.BatchPacker` and sent as one ``EVALSHA``
   every ``batch_interval`` (5 ms) over a plain asyncio stream, the reply parsed by hiredis;
+* ``minimal, libraries``: the same loop on the writer's libraries: a redis-py connection
+  (``send_packed_command``, ``read_response``), anyio events, ``move_on_after`` for the batch
+  wait and one cancel scope whose deadline moves before each send and read;
 * ``writer``: the gateway's :class:`~mdgate.plugins.stores.redis_store._writer.BatchWriter`
   (buffer, bars, latest table, retries, timeouts, counters);
 * ``writer, no bars``: the same with ``[redis] bars = false`` (what building one-minute bars
@@ -82,6 +85,48 @@ async def _minimal(url: str) -> tuple[Any, Any]:
     return write, (run, done)
 
 
+async def _minimal_libraries(url: str) -> tuple[Any, Any]:
+    """``_minimal`` on the writer's libraries: a redis-py connection, anyio events and deadlines."""
+    import anyio
+    from redis.asyncio import ConnectionPool
+
+    from mdgate.plugins.stores.redis_store._codec import BatchPacker
+    from mdgate.plugins.stores.redis_store._lua import WRITE_BATCH
+
+    conn = ConnectionPool.from_url(url, socket_timeout=None).make_connection()  # type: ignore[no-untyped-call]
+    await conn.connect()
+    await conn.send_packed_command(conn.pack_command("SCRIPT", "LOAD", WRITE_BATCH), check_health=False)
+    await conn.read_response()
+    packer = BatchPacker(100_000, 100_000, 100_000)
+    for i in range(INSTRUMENTS):
+        packer.seed(f"NSE:S{i}", "0-0")
+    buf: list[Any] = []
+    state = {"due": anyio.Event(), "ticks": 0}
+
+    def write(ticks: list[Any]) -> None:
+        if not buf:
+            state["due"].set()
+        buf.extend(ticks)
+
+    async def run() -> None:
+        scope = anyio.CancelScope()
+        while True:
+            await state["due"].wait()
+            state["due"] = anyio.Event()
+            with anyio.move_on_after(INTERVAL):  # the writer's batch wait: its wake event or the interval
+                await state["due"].wait()
+            batch = buf[:]
+            buf.clear()
+            with scope:  # one scope, its deadline moved before the send and the read
+                scope.deadline = anyio.current_time() + 10
+                await conn.send_packed_command(packer.pack(batch), check_health=False)
+                scope.deadline = anyio.current_time() + 10
+                await conn.read_response()
+            state["ticks"] += len(batch)
+
+    return write, (run, state)
+
+
 async def _main(mode: str, url: str, rate: float, seconds: float) -> float:
     from mdgate._config import RedisSettings, RuntimeSettings
     from mdgate._latest import LatestTicks
@@ -107,6 +152,11 @@ async def _main(mode: str, url: str, rate: float, seconds: float) -> float:
         write, (run, done) = await _minimal(url)
         tasks.append(asyncio.ensure_future(run()))
         stored = lambda: done["ticks"]  # noqa: E731
+        total = n + len(warm)
+    elif mode == "minimal, libraries":
+        write, (run, held) = await _minimal_libraries(url)
+        tasks.append(asyncio.ensure_future(run()))
+        stored = lambda: held["ticks"]  # noqa: E731
         total = n + len(warm)
     else:
         write = lambda ticks: None  # noqa: E731
@@ -151,7 +201,8 @@ def paced_store(rate: float = 10_000, seconds: float = 4.0, rounds: int = 3) -> 
     """CPU µs per tick of each variant (median of ``rounds``, the variants in turn)."""
     from mdgate.testing.redis import RedisServer
 
-    results: dict[str, list[float]] = {"pacing": [], "minimal": [], "writer": [], "writer, no bars": []}
+    results: dict[str, list[float]] = {"pacing": [], "minimal": [], "minimal, libraries": [], "writer": [],
+                                       "writer, no bars": []}
     with tempfile.TemporaryDirectory(prefix="mdgate-floor-redis-") as tmp:
         server = RedisServer(Path(tmp))
         server.start()

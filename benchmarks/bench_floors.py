@@ -14,14 +14,19 @@ read against it:
   read and a write costs: a task switch or a scheduled callback);
 * **socket write**: one ``send`` of a 200-byte frame to a loopback peer (the floor of one
   client write; on loopback the receiver's TCP work is done in the sender's system call);
+* **fan-out per client**: one tick published to 50 idle pre-framed clients and flushed
+  (``Fanout.publish``, ``Flusher.flush``: one ``send`` per client to a loopback peer), per
+  client: the socket write above plus the gateway's Python per client;
 * **pipeline step**: ``Pipeline.step`` with the Redis store's ``write`` (buffer, bars,
   latest table; no I/O) and a fan-out with no client, per tick, for batches of 1 and 100;
 * **Redis batch packing**: ``BatchPacker.pack`` (IDs, one JSON argument, hiredis packing),
   per tick, for batches of 50 and 500 ticks over 500 instruments;
 * **Redis storage at a paced rate** (``_floor_redis.py``): one tick per timer wake-up at
   10,000 and 1,000 ticks/s, CPU per tick of the timer alone, of a minimal batching client
-  (packing, one ``EVALSHA`` per 5 ms, the reply) and of the gateway's ``BatchWriter`` (with
-  and without one-minute bars); the Redis rows print each variant's cost above the timer alone.
+  (packing, one ``EVALSHA`` per 5 ms, the reply), of the same on the writer's libraries
+  (redis-py's connection, anyio's events and deadlines) and of the gateway's ``BatchWriter``
+  (with and without one-minute bars); the Redis rows print each variant's cost above the timer
+  alone.
 
 Decoding is measured by ``bench_yahoo_decode.py`` and ``bench_dhan_decode.py``.
 
@@ -229,6 +234,77 @@ def pipeline_step(batch: int, batches: int = 2_000) -> float:
     return (time.process_time() - t0) / (batch * batches) * 1e6
 
 
+def _drain_all(sock: socket.socket, clients: int) -> None:
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    for _ in range(clients):
+        conn, _ = sock.accept()
+        sel.register(conn, selectors.EVENT_READ)
+    left = clients
+    while left:
+        for key, _ in sel.select():
+            conn = key.fileobj
+            assert isinstance(conn, socket.socket)
+            if not conn.recv(1 << 16):
+                sel.unregister(conn)
+                conn.close()
+                left -= 1
+
+
+def fanout_flush(clients: int, ticks: int = 4_000) -> float:
+    """
+    CPU µs per client per tick of publishing one tick to ``clients`` idle pre-framed clients
+    and writing each its frame (``Fanout.publish`` + ``Flusher.flush``: one ``send`` each, to
+    loopback peers drained by another process); compare with the socket write alone.
+    """
+    from types import SimpleNamespace
+
+    from websockets.protocol import State
+
+    from mdgate._model import Tick
+    from mdgate._serve.fanout import ClientOutbox, Fanout
+    from mdgate._serve.writer import Flusher
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(clients)
+    proc = multiprocessing.Process(target=_drain_all, args=(sock, clients), daemon=True)
+    proc.start()
+
+    async def main() -> float:
+        loop = asyncio.get_running_loop()
+        fanout, flusher = Fanout(framed=True), Flusher(lambda ms: None)
+        transports = []
+        for _ in range(clients):
+            transport, _ = await loop.create_connection(asyncio.Protocol, *sock.getsockname())
+            transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            outbox = ClientOutbox(10_000, 1 << 20, framed=True)
+            fanout.set_instruments(outbox, frozenset({"NSE:S1"}))
+            flusher.attach(SimpleNamespace(transport=transport, protocol=SimpleNamespace(state=State.OPEN)),  # type: ignore[arg-type]
+                           outbox)
+            transports.append(transport)
+        now = int(time.time() * 1000)
+        made = [[Tick("NSE:S1", 100.0 + i % 7, now, now, "DHAN", volume=i)] for i in range(ticks)]
+        t0 = time.process_time()
+        for batch in made:
+            flusher.hold()
+            fanout.publish(batch)
+            flusher.flush()
+            await asyncio.sleep(0)  # what a transport could not send goes out meanwhile
+        spent = time.process_time() - t0
+        assert flusher.handed_back == 0, "a client lagged: the figure would not be the idle path"
+        for transport in transports:
+            transport.close()
+        return spent / (ticks * clients) * 1e6
+
+    try:
+        return asyncio.run(main())
+    finally:
+        sock.close()
+        proc.join(10)
+
+
 def pack_batch(n: int, tries: int = 5) -> float:
     """CPU µs per tick of packing one Redis batch of ``n`` ticks (best of ``tries``)."""
     from mdgate._model import Tick
@@ -270,6 +346,7 @@ def main() -> None:
           if _has_uvloop() else ()),
         ("event-loop hop (call_soon round)", loop_hop()),
         ("socket write, 200 bytes, loopback", socket_write()),
+        ("fan-out of one tick to 50 idle clients, per client (publish, flush, send)", fanout_flush(50)),
         ("pipeline step, batches of 1 tick", pipeline_step(1, 20_000)),
         ("pipeline step, batches of 100 ticks", pipeline_step(100)),
         ("Redis batch packing, 50 ticks per batch", pack_batch(50)),
@@ -283,6 +360,8 @@ def main() -> None:
             rows += [
                 (f"Redis storage at {rate:,} ticks/s, minimal batching client (above the timer's "
                  f"{got['pacing']:.1f})", got["minimal"] - got["pacing"]),
+                (f"Redis storage at {rate:,} ticks/s, the same on the writer's libraries (redis-py, anyio)",
+                 got["minimal, libraries"] - got["pacing"]),
                 (f"Redis storage at {rate:,} ticks/s, the gateway's BatchWriter",
                  got["writer"] - got["pacing"]),
                 (f"Redis storage at {rate:,} ticks/s, BatchWriter with bars off",

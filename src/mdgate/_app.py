@@ -186,7 +186,8 @@ class Gateway:
             fanout=self.fanout, interest=fan.interest if fan else self.subs, snapshot=self.snapshot,
             history=store, status=self.status, ready=self.ready, metrics=self.render_metrics,
             resume=ResumeSource(fan.last_seq if fan and fan.last_seq else self.seqs.last.get, store)))
-        self.pipeline.after = self.server.flusher.flush  # clients written in the step (docs/architecture.md)
+        # clients written in the step, not a loop call later (docs/architecture.md)
+        self.pipeline.before, self.pipeline.after = self.server.flusher.hold, self.server.flusher.flush
         self.metrics = self._metrics_parts()
         self._metrics_page = MetricsPage(self.metrics)
         self._status = StatusParts(

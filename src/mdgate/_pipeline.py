@@ -58,7 +58,9 @@ class Pipeline:
         self.seqs = seqs or SeqBook()
         stats.numbering = self.seqs.status
         self._every = EveryLog()
-        #: Called at the end of every step that published (the client writes' flush), if set.
+        #: Called at the start and at the end of every step, if set (the client flusher's
+        #: hold and flush: a batch's clients are written in its step).
+        self.before: Callable[[], None] | None = None
         self.after: Callable[[], None] | None = None
 
     async def run(self) -> None:
@@ -73,6 +75,9 @@ class Pipeline:
         """Hand on one batch: latest table, numbering, store, fan-out; never raises."""
         stats = self.stats
         try:
+            before = self.before
+            if before is not None:
+                before()
             try:
                 self.latest.advance(batch)
             except Exception as exc:  # a malformed tick that got past the reader's check
@@ -99,12 +104,17 @@ class Pipeline:
             stats.latency.observe(batch)
             stats.ticks += len(batch)
             stats.batches += 1
-            after = self.after
-            if after is not None:
-                after()
         except Exception as exc:  # numbering, the stats or a log line: contained like the rest
             stats.errors += 1
             self._report("pipeline", "pipeline_step_failed", error=repr(exc)[:200])
+        finally:  # whatever happened above, what was published is written and a hold ends
+            after = self.after
+            if after is not None:
+                try:
+                    after()
+                except Exception as exc:
+                    stats.errors += 1
+                    self._report("fanout", "client_flush_failed", error=repr(exc)[:200])
 
     def _report(self, key: str, event: str, **fields: object) -> None:
         """Log a contained failure (once per 10 s per kind); a line that cannot be written is lost."""

@@ -45,13 +45,19 @@ class TickQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put_nowait(self, ticks: Sequence[Tick]) -> bool:
-        """Append ``ticks`` if there is room; return False (nothing added) if full."""
+    def put_nowait(self, ticks: Sequence[Tick], *, schedule: bool = True) -> bool:
+        """
+        Append ``ticks`` if there is room; return False (nothing added) if full.
+
+        With a consumer, the loop's next iteration hands them over, unless ``schedule`` is
+        False: then the caller calls :meth:`flush` before control goes back to the event
+        loop (a read callback, after its last message), and no loop call is made for them.
+        """
         if len(self._items) >= self.maxsize:
             return False
         self._items.extend(ticks)
         if self._consumer is not None:
-            if not self._scheduled:
+            if schedule and not self._scheduled:
                 self._schedule()
             return True
         ready = self._ready

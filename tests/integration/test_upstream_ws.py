@@ -334,10 +334,10 @@ async def test_a_provider_error_in_a_pushed_message_ends_the_connection_after_it
     assert got == [0.0, 1.0, 2.0, 99.0]  # the good ones and the error's own; nothing after it
 
 
-async def test_a_socket_reads_ticks_reach_the_pipeline_within_the_read_not_a_loop_iteration_later(
+async def test_a_socket_reads_ticks_reach_the_pipeline_within_the_read_without_a_loop_call(
     monkeypatch: Any,
 ) -> None:
-    """The pushed reader flushes the queue after each read: the loop's own call finds nothing left."""
+    """The pushed reader flushes the queue after each read: the queue schedules no loop call for it."""
     late: list[int] = []
     real = TickQueue._scheduled_consume
 
@@ -364,4 +364,34 @@ async def test_a_socket_reads_ticks_reach_the_pipeline_within_the_read_not_a_loo
                 while len(got) < 5:
                     await asyncio.sleep(0.005)
     assert got == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert late and not any(late)  # every loop call came after the read had flushed
+    assert late == []  # no loop call: each read flushed its own ticks
+
+
+async def test_a_read_that_ends_with_a_ping_still_hands_its_ticks_over_at_once() -> None:
+    """picows answers a PING without the listener: the read's ticks go on from the loop, not the next read."""
+    async def handler(ws: ServerConnection) -> None:
+        await ws.recv()
+        # one write, so one read on the other side: a tick, then a PING as the read's last frame
+        ws.protocol.send_text(_tick_frames(0, 1)[0].encode())
+        ws.protocol.send_ping(b"p")
+        ws.transport.writelines(ws.protocol.data_to_send())
+        await ws.wait_closed()  # nothing else arrives: no later read would flush the tick
+
+    async with server(handler) as srv:
+        clock = ManualClock()
+        session = _session(srv["url"], clock)
+        got: list[float] = []
+        session.queue.set_consumer(lambda batch: got.extend(t.price for t in batch))
+        async with running(session, clock):
+            with anyio.fail_after(5):
+                while not got:
+                    await asyncio.sleep(0.005)
+    assert got == [0.0]
+
+
+async def test_messages_received_before_the_sink_is_set_are_handed_over_then_burst() -> None:
+    ws = UpstreamWebSocket("fake", 1 << 20)
+    ws._pending.extend(["a", "b"])
+    calls: list[str] = []
+    ws.set_sink(calls.append, lambda: calls.append("end"), lambda: calls.append("burst"))
+    assert calls == ["a", "b", "burst"]

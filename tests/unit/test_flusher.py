@@ -118,6 +118,25 @@ async def test_one_write_per_client_per_loop_iteration_for_every_batch_published
         tg.cancel_scope.cancel()
 
 
+async def test_a_hold_makes_no_loop_call_and_the_flush_that_ends_it_writes_everything():
+    server = ClientServer(ServerSettings())
+    fanout = Fanout(framed=True)
+    ws, outbox = Ws(), ClientOutbox(10_000, 1000, framed=True)
+    async with anyio.create_task_group() as tg:
+        fanout.set_instruments(outbox, frozenset({"X:A"}))
+        await _idle(server, ws, outbox, tg)
+        server.flusher.hold()
+        fanout.publish([_tick("X:A", 1)])
+        await _settle()
+        assert ws.transport.writes == []  # held: the loop did not write it (its holder flushes)
+        server.flusher.flush()
+        assert _seqs(ws.transport.writes) == [1]
+        fanout.publish([_tick("X:A", 2)])  # the flush ended the hold: the loop writes again
+        await _settle()
+        assert _seqs(ws.transport.writes) == [1, 2]
+        tg.cancel_scope.cancel()
+
+
 async def test_a_lagging_socket_or_a_long_queue_goes_back_to_the_writer_task_and_nothing_is_lost():
     server = ClientServer(ServerSettings())
     fanout = Fanout(framed=True)

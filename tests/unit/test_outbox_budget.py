@@ -31,6 +31,27 @@ def test_bytes_counted_per_chunk_and_released_by_take():
     assert len(rest) == 2 and o.nbytes == 0 and o.pending_ticks == 0
 
 
+def test_a_lone_batch_is_taken_as_its_shared_frames_and_everything_it_held_is_released():
+    o = ClientOutbox(10_000, 1000)
+    ticks = [_tick("X:A", 5), _tick("X:B", 6)]
+    frames = _frames(ticks, 1000, o.framed)
+    size = sum(map(len, frames))
+    o.push(frames, ticks, size)
+    assert o.take() == frames
+    assert (o.nbytes, o.pending_ticks, o.sent, o.oldest, len(o.queue)) == (0, 0, size, 5, 0)
+    _push(o, [_tick("X:A", 7)])  # and the next one after it
+    assert [json.loads(f)["ticks"][0]["volume"] for f in o.take()] == [7] and o.oldest == 7
+
+
+def test_a_lone_conflated_batch_is_taken_with_its_gap_first():
+    o = ClientOutbox(2, 1000)  # a client that lags by more than 2 ticks is conflated
+    for i in range(5):
+        _push(o, [_tick("X:A", i)])
+    assert len(o.queue) == 1 and o.conflated
+    docs = [json.loads(f) for f in o.take()]
+    assert docs[0]["type"] == "gap" and docs[-1]["ticks"][-1]["volume"] == 4
+
+
 def test_lagging_client_over_byte_budget_is_conflated_before_tick_limit():
     # tick limit far away: only the byte budget can trigger conflation here
     o = ClientOutbox(1_000_000, 1000, budget=64 * 1024)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
 import pytest
@@ -110,22 +112,71 @@ def test_a_log_line_that_cannot_be_written_does_not_escape_the_step(monkeypatch:
     assert stats.errors >= 1
 
 
-async def test_a_step_wired_to_the_flusher_writes_its_clients_before_it_returns() -> None:
+async def test_a_step_wired_to_the_flusher_writes_its_clients_before_it_returns_without_a_loop_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from mdgate._config import ServerSettings
     from mdgate._serve.fanout import ClientOutbox, Fanout
     from mdgate._serve.server import ClientServer
-    from tests.unit.test_flusher import Ws, _idle
+    from tests.unit.test_flusher import Ws, _idle, _settle
 
     server, fanout = ClientServer(ServerSettings()), Fanout(framed=True)
     ws, outbox = Ws(), ClientOutbox(10_000, 1000, framed=True)
     p = Pipeline(TickQueue(100), LatestTicks(), lambda batch: None, fanout.publish, PipelineStats())
-    p.after = server.flusher.flush
+    p.before, p.after = server.flusher.hold, server.flusher.flush
     async with anyio.create_task_group() as tg:
         fanout.set_instruments(outbox, frozenset({"FAKE:A"}))
         await _idle(server, ws, outbox, tg)  # type: ignore[arg-type]
+        loop, scheduled = asyncio.get_running_loop(), []
+        real = loop.call_soon
+
+        def call_soon(callback: Any, *args: Any, **kw: Any) -> Any:
+            scheduled.append(callback)
+            return real(callback, *args, **kw)
+
+        monkeypatch.setattr(loop, "call_soon", call_soon)
         p.step([tick(1.0)])
         assert len(ws.transport.writes) == 1  # in the step itself: no event-loop iteration between
+        assert server.flusher.flush not in scheduled  # nor a flush left for the loop to find empty
+        monkeypatch.undo()
+        await _settle()
+        assert len(ws.transport.writes) == 1
         tg.cancel_scope.cancel()
+
+
+def test_every_step_ends_what_it_began_when_numbering_fails_or_holds_the_whole_batch() -> None:
+    class Seqs:
+        def __init__(self, fails: bool) -> None:
+            self.fails = fails
+
+        def status(self) -> dict[str, Any]:
+            return {}
+
+        def stamp(self, batch: list[Tick]) -> list[Tick]:
+            if self.fails:
+                raise RuntimeError("numbering bug")
+            return []  # every tick held until its instrument's number is known
+
+    calls: list[str] = []
+    for fails in (True, False):
+        sinks, stats = Sinks(), PipelineStats()
+        p = Pipeline(TickQueue(100), LatestTicks(), sinks.write, sinks.publish, stats, Seqs(fails))  # type: ignore[arg-type]
+        p.before, p.after = (lambda: calls.append("hold")), (lambda: calls.append("flush"))
+        p.step([tick(1.0)])
+        assert sinks.published == [] and stats.errors == int(fails)
+    assert calls == ["hold", "flush", "hold", "flush"]
+
+
+def test_a_failing_flush_is_counted_and_the_step_does_not_raise() -> None:
+    sinks, stats = Sinks(), PipelineStats()
+    p = Pipeline(TickQueue(100), LatestTicks(), sinks.write, sinks.publish, stats)
+
+    def flush() -> None:
+        raise RuntimeError("flusher bug")
+
+    p.after = flush
+    p.step([tick(1.0)])
+    assert sinks.published == [1.0] and stats.errors == 1
 
 
 def test_the_gateway_wires_its_pipeline_to_the_client_flusher() -> None:
@@ -134,4 +185,4 @@ def test_the_gateway_wires_its_pipeline_to_the_client_flusher() -> None:
     from mdgate._providers.registry import load_registry
 
     gw = Gateway(Settings(), load_registry({}, entry_points=False))
-    assert gw.pipeline.after == gw.server.flusher.flush
+    assert (gw.pipeline.before, gw.pipeline.after) == (gw.server.flusher.hold, gw.server.flusher.flush)

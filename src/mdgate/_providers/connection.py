@@ -325,7 +325,7 @@ class Connection:
                 ticks = None
             # once the queue refuses a batch it stays full until this callback returns, so what
             # follows in the same read goes to the backlog too: the order holds
-            if ticks and not put_nowait(ticks):
+            if ticks and not put_nowait(ticks, schedule=False):  # the read's burst flushes
                 backlog.append(ticks)
                 ws.pause_reading()
                 wake()

@@ -76,6 +76,8 @@ class UpstreamWebSocket(WSListener):
         self._sink: Callable[[Frame], None] | None = None
         self._on_end: Callable[[], None] | None = None
         self._burst: Callable[[], None] | None = None
+        self._burst_due = False
+        self._loop: asyncio.AbstractEventLoop | None = None
         #: Fragments of a message being reassembled, and its type.
         self._parts: list[bytes] | None = None
         self._kind = _TEXT
@@ -92,6 +94,7 @@ class UpstreamWebSocket(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self._ws = transport
+        self._loop = asyncio.get_running_loop()
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
@@ -108,6 +111,19 @@ class UpstreamWebSocket(WSListener):
         else:
             self._control(kind, frame)
         if frame.last_in_buffer:
+            self._burst_due = False
+            burst = self._burst
+            if burst is not None:
+                burst()
+        elif not self._burst_due and self._burst is not None and self._loop is not None:
+            # picows answers a PING (and takes its own ping's PONG) without this listener: a
+            # read that ends with one has no last frame here, so its burst comes from the loop
+            self._burst_due = True
+            self._loop.call_soon(self._late_burst)
+
+    def _late_burst(self) -> None:
+        if self._burst_due:  # else the read's last frame came here and burst already
+            self._burst_due = False
             burst = self._burst
             if burst is not None:
                 burst()
@@ -201,8 +217,9 @@ class UpstreamWebSocket(WSListener):
         """
         Hand every message, from now on, to ``sink`` (called inside the read callback:
         it must not block; what it raises closes the connection), call ``burst`` after the
-        last message of each socket read, and ``on_end`` once the connection is gone.
-        Messages already received go to ``sink`` first.
+        last message of each socket read (in the read callback, or at the loop's next
+        iteration when picows took the read's last frame itself), and ``on_end`` once the
+        connection is gone. Messages already received go to ``sink`` first, then ``burst``.
         """
         self._on_end = on_end
         self._burst = burst
@@ -210,8 +227,11 @@ class UpstreamWebSocket(WSListener):
         # full) stands, and nothing new arrives before they are handed over
         self.resume_reading()
         pending = self._pending
-        while pending:
-            sink(pending.popleft())
+        if pending:
+            while pending:
+                sink(pending.popleft())
+            if burst is not None:
+                burst()
         self._sink = sink
         if self.ended:
             on_end()

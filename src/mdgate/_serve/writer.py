@@ -5,8 +5,10 @@ Pre-framed clients (no permessage-deflate, the default) are written by a
 :class:`Flusher`: :meth:`~mdgate._serve.fanout.Fanout.publish` only queues,
 and once per event-loop iteration the flusher writes, for every client that
 got something meanwhile, everything it got as one ``writelines`` (one
-``send``). No task is woken per client per batch: a client's writer task
-sleeps while its socket keeps up and is woken only for what takes waiting:
+``send``); the pipeline's step holds it and flushes at its end, so that a
+batch's clients are written in the step, without a loop call. No task is
+woken per client per batch: a client's writer task sleeps while its socket
+keeps up and is woken only for what takes waiting:
 
 * the socket holds more than :data:`HIGH_WATER` bytes it has not sent, or
   more than :data:`TAKE_BYTES` is queued: the task writes on as the socket
@@ -60,6 +62,7 @@ class Flusher:
         self.observe_age = observe_age
         self._dirty: dict[ClientOutbox, ServerConnection] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._held = False
         #: Writes made by the flusher, and clients handed back to their writer task.
         self.writes = 0
         self.handed_back = 0
@@ -70,16 +73,26 @@ class Flusher:
             self._loop = asyncio.get_running_loop()
         outbox.direct = functools.partial(self._mark, ws)
 
+    def hold(self) -> None:
+        """
+        Make no loop call for what is queued from now until :meth:`flush`: the caller
+        flushes before control goes back to the event loop (the pipeline's step).
+        """
+        self._held = True
+
     def _mark(self, ws: ServerConnection, outbox: ClientOutbox) -> None:
         dirty = self._dirty
-        if not dirty:
+        if not dirty and not self._held:
             assert self._loop is not None
             self._loop.call_soon(self.flush)
         dirty[outbox] = ws
 
     def flush(self) -> None:
-        """Write what is queued for every client marked since the last flush."""
+        """Write what is queued for every client marked since the last flush (ends a :meth:`hold`)."""
+        self._held = False
         dirty, self._dirty = self._dirty, {}
+        if not dirty:
+            return
         now = time.time() * 1000
         observe = self.observe_age
         for outbox, ws in dirty.items():
