@@ -5,8 +5,10 @@ What a user would run instead of mdgate, decode-only: the providers' own SDKs.
 ``AsyncWebSocket`` (``subscribe`` then ``listen`` with a handler that counts
 the decoded messages); ``python benchmarks/_e2e_sdk.py dhanhq URL CODES``
 runs dhanhq 2.3.0's ``MarketFeed`` (its own event loop, synchronous
-``run()``, ``on_message`` counting parsed packets). Nothing is stored or
-forwarded. The process never closes its connection cleanly (yfinance spins
+``run()``, ``on_message`` counting parsed packets); ``mdgate-yahoo`` and
+``mdgate-dhan`` run mdgate's own receive and decode alone (the gateway's provider
+WebSocket and the plugin's decoder), as a baseline in the same run. Nothing is
+stored or forwarded. The process never closes its connection cleanly (yfinance spins
 on a clean server close, docs/protocols/yahoo.md#the-yfinance-client): it
 exits with ``os._exit``.
 
@@ -108,13 +110,57 @@ def run_dhanhq(url: str, codes: list[str], counter: Counter) -> None:
     feed.run()
 
 
+def run_mdgate(provider: str, url: str, codes: list[str], counter: Counter) -> None:
+    """
+    mdgate's own receive and decode, nothing else: the provider WebSocket the gateway uses
+    (picows, its messages handed to a sink inside the read callback) and the plugin's
+    decoder, on asyncio. The same unit as the SDKs: one count per message decoded.
+    """
+    import asyncio
+
+    from mdgate._providers.transport import open_websocket
+
+    if provider == "yahoo":
+        from mdgate_yahoo import plugin
+        from mdgate_yahoo.config import parse_config as parse_yahoo
+
+        config: Any = parse_yahoo({"url": url}, {})
+    else:
+        from mdgate_dhan import plugin  # type: ignore[no-redef]
+        from mdgate_dhan.config import parse_config as parse_dhan
+
+        config = parse_dhan({"url": url}, os.environ)
+
+    async def go() -> None:
+        ws = await open_websocket(provider, plugin.mdgate_connect(provider, config, 0))
+        decoder = plugin.mdgate_normalize(provider, config)
+        assert decoder is not None
+        for code in codes:  # as a connection does once the subscribe went out (the name is moot here)
+            decoder.track(code, f"BENCH:{code}")
+        feed, hit = decoder.feed, counter.hit
+
+        def sink(frame: Any) -> None:
+            feed(frame, time.time_ns() // 1_000_000)
+            hit()
+
+        ws.set_sink(sink, lambda: None)
+        for frame in plugin.mdgate_subscribe(provider, config, codes) or ():
+            await ws.send(frame)
+        _say("READY")
+        await asyncio.Event().wait()
+
+    asyncio.run(go())
+
+
 def main() -> None:
-    """Run one SDK until told to quit."""
+    """Run one SDK (or mdgate's receive and decode: ``mdgate-yahoo``, ``mdgate-dhan``) until told to quit."""
     sdk, url, codes = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
     counter = Counter()
     threading.Thread(target=_control, args=(counter,), daemon=True).start()
     if sdk == "yfinance":
         run_yfinance(url, codes, counter)
+    elif sdk.startswith("mdgate-"):
+        run_mdgate(sdk.removeprefix("mdgate-"), url, codes, counter)
     else:
         run_dhanhq(url, codes, counter)
 

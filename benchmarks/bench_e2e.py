@@ -14,7 +14,10 @@ Everything on loopback, each part in its own process:
 * lean measuring WebSocket clients in their own process (``_e2e_clients.py``);
 * the alternatives, in the same run on the same kind of feed: yfinance's
   ``AsyncWebSocket`` and dhanhq's ``MarketFeed`` decode-only
-  (``_e2e_sdk.py``) and a naive per-tick pipeline (``_e2e_naive.py``).
+  (``_e2e_sdk.py``) and a naive per-tick pipeline (``_e2e_naive.py``); and,
+  as a baseline, mdgate's own receive and decode alone (the gateway's provider
+  WebSocket and each plugin's decoder: ``_e2e_sdk.py mdgate-yahoo|mdgate-dhan``),
+  so that what the gateway adds to it (storing, the client, the pipeline) shows.
 
 Prints markdown tables: throughput, latency, CPU, memory, start-up time, the
 loss check and the ratios against each alternative. Gateway CPU comes from
@@ -566,8 +569,9 @@ def alternatives(b: Bench, urls: dict[str, str]) -> None:
     ysyms = [n.split(":")[1] for n in yahoo_names(N_ALT)]
     dcodes = [c for _, c in dhan_names(N_ALT)]
     env = {**os.environ, "DHAN_CLIENT_ID": DHAN_CLIENT_ID, "DHAN_ACCESS_TOKEN": DHAN_TOKEN}
-    for sdk, key, codes in (("yfinance", "yahoo-alt", ysyms), ("dhanhq", "dhan-alt", dcodes)):
-        if importlib.util.find_spec(sdk) is None:
+    for sdk, key, codes in (("yfinance", "yahoo-alt", ysyms), ("dhanhq", "dhan-alt", dcodes),
+                            ("mdgate-yahoo", "yahoo-alt", ysyms), ("mdgate-dhan", "dhan-alt", dcodes)):
+        if importlib.util.find_spec(sdk.replace("-", "_")) is None:
             b.notes.append(f"{sdk} is not installed (pip install -e '.[dev]'): its rows are missing")
             continue
         p = LineProc(sdk, [PY, str(HERE / "_e2e_sdk.py"), sdk, urls[key], ",".join(codes)], env)
@@ -708,14 +712,16 @@ def report(b: Bench) -> None:
     out.append("")
     out.append(f"| CPU per tick at the same paced rate ({PACED_COMPARE:,.0f} ticks/s, one provider) "
                "| mdgate µs/tick (Redis + 1 client) | alternative µs/tick (decode only) "
-               "| alternative / mdgate |")
-    out.append("| --- | ---: | ---: | ---: |")
+               "| alternative / mdgate | mdgate's own receive + decode alone µs/msg |")
+    out.append("| --- | ---: | ---: | ---: | ---: |")
     for sdk, prov in (("yfinance", "Yahoo"), ("dhanhq", "Dhan")):
         ca = cells.get(f"{prov} only, 1 client, {PACED_COMPARE:,.0f}/s")
         cb = cells.get(f"{sdk} decode-only, {PACED_COMPARE:,.0f}/s")
+        own = cells.get(f"mdgate-{prov.lower()} decode-only, {PACED_COMPARE:,.0f}/s")
         if ca is not None and cb is not None:
             out.append(f"| mdgate {prov} / {sdk} | {ca.cpu_us:.1f} | {cb.cpu_us:.1f} | "
-                       f"**{cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x** |")
+                       f"**{cb.cpu_us / max(ca.cpu_us, 1e-9):.1f}x** | "
+                       f"{'n/a' if own is None else f'{own.cpu_us:.1f}'} |")
     out.append("")
     ratio_rows: list[tuple[str, str, str, str]] = [
         ("mdgate Yahoo (Redis + 1 client) / yfinance decode-only", "Yahoo only, 1 client, max",
