@@ -354,17 +354,24 @@ async def test_a_socket_reads_ticks_reach_the_pipeline_within_the_read_without_a
             await asyncio.sleep(0.01)  # one read each
         await ws.wait_closed()
 
+    got = await _consumed(handler, 5, timeout=10)
+    assert got == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert late == []  # no loop call: each read flushed its own ticks
+
+
+async def _consumed(handler: Callable[[ServerConnection], Awaitable[None]], count: int,
+                    *, timeout: float) -> list[float]:
+    """The prices a session's queue consumer got from ``handler``'s feed, once it got ``count``."""
     async with server(handler) as srv:
         clock = ManualClock()
         session = _session(srv["url"], clock)
         got: list[float] = []
         session.queue.set_consumer(lambda batch: got.extend(t.price for t in batch))
         async with running(session, clock):
-            with anyio.fail_after(10):
-                while len(got) < 5:
+            with anyio.fail_after(timeout):
+                while len(got) < count:
                     await asyncio.sleep(0.005)
-    assert got == [0.0, 1.0, 2.0, 3.0, 4.0]
-    assert late == []  # no loop call: each read flushed its own ticks
+    return got
 
 
 async def test_a_read_that_ends_with_a_ping_still_hands_its_ticks_over_at_once() -> None:
@@ -377,16 +384,7 @@ async def test_a_read_that_ends_with_a_ping_still_hands_its_ticks_over_at_once()
         ws.transport.writelines(ws.protocol.data_to_send())
         await ws.wait_closed()  # nothing else arrives: no later read would flush the tick
 
-    async with server(handler) as srv:
-        clock = ManualClock()
-        session = _session(srv["url"], clock)
-        got: list[float] = []
-        session.queue.set_consumer(lambda batch: got.extend(t.price for t in batch))
-        async with running(session, clock):
-            with anyio.fail_after(5):
-                while not got:
-                    await asyncio.sleep(0.005)
-    assert got == [0.0]
+    assert await _consumed(handler, 1, timeout=5) == [0.0]
 
 
 async def test_messages_received_before_the_sink_is_set_are_handed_over_then_burst() -> None:
